@@ -1,0 +1,47 @@
+# hpaweb: `make run` serves the app with a worker; `make test` runs the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WORKERS ?= 1
+export DJANGO_SETTINGS_MODULE ?= hpaweb.settings.local
+
+.PHONY: run setup venv test test-slow test-browser bench migrate lint clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+setup: venv
+	mkdir -p var
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py ensure_admin
+
+# The web server and one Celery worker; Ctrl-C stops both.
+run: setup
+	@echo "hpaweb on http://$(HOST):$(PORT)/ (sign-in details: var/admin-password.txt)"
+	@trap 'kill 0' INT TERM EXIT; \
+	$(VENV)/bin/celery -A hpaweb worker --loglevel=INFO --concurrency=$(WORKERS) --hostname=hpaweb@%h & \
+	$(VENV)/bin/gunicorn hpaweb.wsgi --bind $(HOST):$(PORT) --workers 2 --threads 4 --timeout 300 --access-logfile - ; \
+	wait
+
+test: venv
+	DJANGO_SETTINGS_MODULE=hpaweb.settings.test $(PY) -m pytest -q
+
+test-slow: venv
+	DJANGO_SETTINGS_MODULE=hpaweb.settings.test $(PY) -m pytest -q -m slow
+
+bench: venv
+	$(PY) -m bench
+
+migrate: venv
+	$(PY) manage.py migrate --noinput
+
+clean:
+	rm -rf var

@@ -1,0 +1,375 @@
+"""The REST API: one thin view per operation, validating input and calling one service or selector.
+
+Every list is paginated (`?page=`, `?page_size=` up to 500). Authentication: a session (the
+browser) or `Authorization: Token <key>` (a token from POST /api/token/ or the account page).
+"""
+
+import json
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import FileResponse, Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_field
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError as ApiValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from cells import exports, selectors, services
+from cells.models import Cell, Field, Job
+from cells.uploads import request_uploads
+from ml.constants import CLASS_NAMES
+from ml.segmentation import BACKENDS
+
+
+class Pagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+def _raise_input_error(exc: services.JobInputError):
+    raise ApiValidationError(
+        {"detail": " ".join(f"{name}: {reason}" for name, reason in exc.field_errors.items()), "fields": exc.field_errors}
+    )
+
+
+def _paginated(view: APIView, request, queryset, serializer_class):
+    paginator = view.pagination_class()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+
+class FieldOutputSerializer(serializers.ModelSerializer):
+    cell_count = serializers.SerializerMethodField()
+    job = serializers.IntegerField(source="job_id")
+
+    class Meta:
+        model = Field
+        ref_name = "Field"
+        fields = [
+            "id", "job", "name", "width", "height", "bit_depth", "status", "progress", "error", "attempts",
+            "segmentation_backend", "channels_used", "model_name", "image_probabilities", "timings_s",
+            "cell_count", "created_at", "started_at", "finished_at",
+        ]
+
+    def get_cell_count(self, field: Field) -> int:
+        return field.cell_count if hasattr(field, "cell_count") else field.cells.count()
+
+
+class JobOutputSerializer(serializers.ModelSerializer):
+    status = serializers.SerializerMethodField(help_text="queued, running, done, failed (every field) or partial (some failed).")
+    progress = serializers.SerializerMethodField(help_text="Fraction of the job's work done, 0 to 1.")
+    fields = FieldOutputSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Job
+        ref_name = "Job"
+        fields = ["id", "name", "segmentation_backend", "created_at", "status", "progress", "fields"]
+
+    def get_status(self, job: Job) -> str:
+        return selectors.job_progress(job=job).status
+
+    def get_progress(self, job: Job) -> float:
+        return round(selectors.job_progress(job=job).fraction, 4)
+
+
+class PredictionSerializer(serializers.Serializer):
+    class_index = serializers.IntegerField()
+    class_name = serializers.CharField()
+    confidence = serializers.FloatField()
+
+
+class CellOutputSerializer(serializers.ModelSerializer):
+    field = serializers.CharField(source="field.name", help_text="The field's image ID.")
+    field_id = serializers.IntegerField()
+    bbox = serializers.ListField(child=serializers.IntegerField(), help_text="[min_row, min_col, max_row, max_col), pixels.")
+    predictions = serializers.SerializerMethodField(help_text="The cell's likeliest classes (confidence >= 0.3, at least one), most confident first.")
+
+    class Meta:
+        model = Cell
+        ref_name = "Cell"
+        fields = ["id", "field", "field_id", "label", "bbox", "area_px", "mask_rle", "nucleus_rle", "probabilities", "predictions", "model_name"]
+
+    @extend_schema_field(PredictionSerializer(many=True))
+    def get_predictions(self, cell: Cell) -> list[dict]:
+        return [
+            {"class_index": CLASS_NAMES.index(name), "class_name": name, "confidence": round(confidence, 4)}
+            for name, confidence in selectors.cell_top_classes(cell)
+        ]
+
+
+class JobListCreateApi(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+    pagination_class = Pagination
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "JobCreate"
+
+        name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+        segmentation_backend = serializers.ChoiceField(choices=BACKENDS, required=False)
+        files = serializers.ListField(
+            child=serializers.FileField(),
+            required=False,
+            help_text="Any number of channel files named {ID}_{red|green|blue|yellow}.png|.tif, 4-plane TIFFs "
+            "(one field each, named after the file) and zips of fields in that layout. One job holds them all.",
+        )
+        assignments = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            help_text='JSON mapping a file name in `files` to its field and channel, for files not named by the '
+            'convention: {"scan 1.png": {"field": "A1", "channel": "green"}}; channel "multichannel" for a 4-plane TIFF.',
+        )
+        field_name = serializers.CharField(
+            required=False, allow_blank=True, max_length=200, help_text="The ID of the one field sent in the channel slots below."
+        )
+        red = serializers.FileField(required=False)
+        green = serializers.FileField(required=False)
+        blue = serializers.FileField(required=False)
+        yellow = serializers.FileField(required=False)
+        multichannel = serializers.FileField(required=False, help_text="One TIFF with the 4 channels as (4, H, W) or (H, W, 4).")
+
+    @extend_schema(summary="List your jobs", responses=JobOutputSerializer(many=True))
+    def get(self, request):
+        return _paginated(self, request, selectors.job_list(user=request.user), JobOutputSerializer)
+
+    @extend_schema(
+        summary="Create a job from one field or a batch",
+        description="Every field is validated on its own; when any is unusable nothing is stored and the 400 "
+        "response's `fields` maps each field (or file) to the reason. Processing starts once the job is stored.",
+        request={"multipart/form-data": InputSerializer},
+        responses={201: JobOutputSerializer, 400: OpenApiResponse(description="Unusable input; `detail` says what and why.")},
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            with request_uploads(
+                request.FILES, field_name=data.get("field_name", ""), assignments=data.get("assignments", "")
+            ) as uploads:
+                job = services.job_create(
+                    owner=request.user,
+                    uploads=uploads,
+                    name=data.get("name", ""),
+                    segmentation_backend=data.get("segmentation_backend"),
+                )
+        except services.JobInputError as exc:
+            _raise_input_error(exc)
+        return Response(JobOutputSerializer(selectors.job_get(user=request.user, job_id=job.pk)).data, status=status.HTTP_201_CREATED)
+
+
+class JobDetailApi(APIView):
+    @extend_schema(summary="Read a job with its fields' progress", responses=JobOutputSerializer)
+    def get(self, request, job_id: int):
+        return Response(JobOutputSerializer(selectors.job_get(user=request.user, job_id=job_id)).data)
+
+    @extend_schema(summary="Delete a job with its fields, cells and files", responses={204: None})
+    def delete(self, request, job_id: int):
+        services.job_delete(job=selectors.job_get(user=request.user, job_id=job_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class JobFieldListApi(APIView):
+    pagination_class = Pagination
+
+    @extend_schema(summary="List a job's fields", responses=FieldOutputSerializer(many=True))
+    def get(self, request, job_id: int):
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        return _paginated(self, request, selectors.field_list(user=request.user, job=job), FieldOutputSerializer)
+
+
+class FieldDetailApi(APIView):
+    @extend_schema(summary="Read a field", responses=FieldOutputSerializer)
+    def get(self, request, field_id: int):
+        return Response(FieldOutputSerializer(selectors.field_get(user=request.user, field_id=field_id)).data)
+
+
+class FieldRetryApi(APIView):
+    @extend_schema(
+        summary="Run a failed field again",
+        request=None,
+        responses={202: FieldOutputSerializer, 409: OpenApiResponse(description="The field has not failed.")},
+    )
+    def post(self, request, field_id: int):
+        field = selectors.field_get(user=request.user, field_id=field_id)
+        try:
+            services.field_retry(field=field)
+        except DjangoValidationError as exc:
+            return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
+        return Response(FieldOutputSerializer(selectors.field_get(user=request.user, field_id=field_id)).data, status=status.HTTP_202_ACCEPTED)
+
+
+class FieldLabelsApi(APIView):
+    @extend_schema(
+        summary="Download a field's cell or nucleus label image",
+        description="`kind` is `cells` or `nuclei`: a 16-bit grayscale PNG, 0 = background, cell i contains nucleus i.",
+        responses={(200, "image/png"): OpenApiTypes.BINARY},
+    )
+    def get(self, request, field_id: int, kind: str):
+        field = selectors.field_get(user=request.user, field_id=field_id)
+        stored = {"cells": field.cell_labels, "nuclei": field.nuclei_labels}.get(kind)
+        if not stored:
+            raise Http404("This field has no label image of that kind yet.")
+        return FileResponse(stored.open("rb"), content_type="image/png", as_attachment=True, filename=f"{field.name}_{kind}.png")
+
+
+class CellFilterSerializer(serializers.Serializer):
+    class_index = serializers.IntegerField(
+        required=False, min_value=0, max_value=len(CLASS_NAMES) - 1,
+        help_text="Rank and filter by this class's confidence (0 = Nucleoplasm ... 18 = Negative) instead of the top class's.",
+    )
+    min_confidence = serializers.FloatField(required=False, min_value=0.0, max_value=1.0, help_text="Keep cells whose confidence reaches this.")
+    order = serializers.ChoiceField(choices=list(selectors.CELL_ORDERS), required=False, default="field")
+
+
+class JobCellListApi(APIView):
+    pagination_class = Pagination
+
+    @extend_schema(summary="List a job's cells", parameters=[CellFilterSerializer], responses=CellOutputSerializer(many=True))
+    def get(self, request, job_id: int):
+        filters = CellFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        return _paginated(self, request, selectors.cell_list(user=request.user, job=job, **filters.validated_data), CellOutputSerializer)
+
+
+class FieldCellListApi(APIView):
+    pagination_class = Pagination
+
+    @extend_schema(summary="List a field's cells", parameters=[CellFilterSerializer], responses=CellOutputSerializer(many=True))
+    def get(self, request, field_id: int):
+        filters = CellFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        field = selectors.field_get(user=request.user, field_id=field_id)
+        return _paginated(self, request, selectors.cell_list(user=request.user, field=field, **filters.validated_data), CellOutputSerializer)
+
+
+class CellDetailApi(APIView):
+    @extend_schema(summary="Read a cell with its predictions", responses=CellOutputSerializer)
+    def get(self, request, cell_id: int):
+        return Response(CellOutputSerializer(selectors.cell_get(user=request.user, cell_id=cell_id)).data)
+
+
+class JobClassCountApi(APIView):
+    class FilterSerializer(serializers.Serializer):
+        min_confidence = serializers.FloatField(required=False, min_value=0.0, max_value=1.0, default=0.5)
+
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ClassCount"
+
+        index = serializers.IntegerField()
+        name = serializers.CharField()
+        cells = serializers.IntegerField(help_text="Cells whose confidence for this class reaches min_confidence.")
+
+    @extend_schema(summary="Count a job's cells per class", parameters=[FilterSerializer], responses=OutputSerializer(many=True))
+    def get(self, request, job_id: int):
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        return Response(self.OutputSerializer(selectors.class_counts(job=job, **filters.validated_data), many=True).data)
+
+
+class _AnyMediaRenderer(BaseRenderer):
+    """Lets a client that asks for text/csv or application/zip get the file; errors still come as JSON."""
+
+    media_type = "*/*"
+    format = "file"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data if isinstance(data, bytes) else json.dumps(data).encode()
+
+
+class _JobExportApi(APIView):
+    export = ""
+    renderer_classes = [JSONRenderer, _AnyMediaRenderer]
+
+    def get(self, request, job_id: int):
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        return exports.export_response(job=job, export=self.export, **self._options(request))
+
+    def _options(self, request) -> dict:
+        return {}
+
+
+class JobSubmissionApi(_JobExportApi):
+    export = "submission"
+
+    @extend_schema(
+        summary="Download the Kaggle submission CSV",
+        description="`ID,ImageWidth,ImageHeight,PredictionString`: one row per field, a `label confidence mask` triple "
+        "for each of the 19 classes of every classified cell.",
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+    )
+    def get(self, request, job_id: int):
+        return super().get(request, job_id)
+
+
+class JobCocoApi(_JobExportApi):
+    export = "coco"
+
+    class FilterSerializer(serializers.Serializer):
+        min_confidence = serializers.FloatField(required=False, min_value=0.0, max_value=1.0, default=0.0)
+
+    @extend_schema(
+        summary="Download COCO instance segmentation JSON",
+        description="images = fields; categories = the 19 classes (id = HPA label 0..18); one annotation per classified "
+        "cell and class with confidence >= min_confidence: compressed RLE segmentation, bbox [x, y, w, h], area, score.",
+        parameters=[FilterSerializer],
+        responses={(200, "application/json"): OpenApiTypes.OBJECT},
+        examples=[OpenApiExample("Load it", value="pycocotools.coco.COCO('job-1-coco.json')", response_only=True)],
+    )
+    def get(self, request, job_id: int):
+        return super().get(request, job_id)
+
+    def _options(self, request) -> dict:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        return filters.validated_data
+
+
+class JobCellsCsvApi(_JobExportApi):
+    export = "cells"
+
+    @extend_schema(
+        summary="Download the per-cell CSV",
+        description="field, cell_id, min_row, min_col, max_row, max_col, area_px and the 19 class confidences.",
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+    )
+    def get(self, request, job_id: int):
+        return super().get(request, job_id)
+
+
+class JobLabelsApi(_JobExportApi):
+    export = "labels"
+
+    @extend_schema(
+        summary="Download every field's label images (zip)",
+        description="{ID}_cells.png and {ID}_nuclei.png per processed field: 16-bit PNG, 0 = background, cell i contains nucleus i.",
+        responses={(200, "application/zip"): OpenApiTypes.BINARY},
+    )
+    def get(self, request, job_id: int):
+        return super().get(request, job_id)
+
+
+class ModelListApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "Model"
+
+        name = serializers.CharField()
+        kind = serializers.ChoiceField(choices=["classifier", "segmentation"])
+        available = serializers.BooleanField()
+        description = serializers.CharField()
+
+    pagination_class = Pagination
+
+    @extend_schema(summary="List the models this installation uses", responses=OutputSerializer(many=True))
+    def get(self, request):
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(selectors.model_list(), request, view=self)
+        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)

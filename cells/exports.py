@@ -1,0 +1,169 @@
+"""A job's results as files: Kaggle submission CSV, COCO JSON, per-cell CSV and 16-bit label images.
+
+Text exports are generators of chunks, so a job of thousands of cells streams to the client
+without being held in memory; the label images are written into a zip file object.
+"""
+
+import csv
+import io
+import itertools
+import json
+import tempfile
+import zipfile
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+from django.http import FileResponse, Http404, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.utils import timezone
+
+from cells.models import Cell, Field, Job
+from ml.constants import CLASS_NAMES
+from ml.encoding import SUBMISSION_COLUMNS, SubmissionRow, prediction_string, rle_to_kaggle
+
+_ROWS_PER_QUERY = 500
+
+
+def _csv_chunks(rows: Iterable[Iterable]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for row in rows:
+        writer.writerow(row)
+        if buffer.tell() > 64 * 1024:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _fields(job: Job) -> Iterator[Field]:
+    return job.fields.order_by("id").iterator(chunk_size=_ROWS_PER_QUERY)
+
+
+def _cells(job: Job) -> Iterator[Cell]:
+    return Cell.objects.filter(field__job=job).select_related("field").order_by("field_id", "label").iterator(
+        chunk_size=_ROWS_PER_QUERY
+    )
+
+
+def submission_rows(*, job: Job) -> Iterator[SubmissionRow]:
+    """One Kaggle submission row per field, every class of every classified cell; unclassified cells give none."""
+    for field in _fields(job):
+        cells = [
+            (rle_to_kaggle(mask_rle), probabilities)
+            for mask_rle, probabilities in field.cells.order_by("label").values_list("mask_rle", "probabilities")
+            if probabilities is not None
+        ]
+        yield SubmissionRow(image_id=field.name, width=field.width, height=field.height, prediction_string=prediction_string(cells))
+
+
+def submission_csv(*, job: Job) -> Iterator[str]:
+    """The Kaggle submission (`ID,ImageWidth,ImageHeight,PredictionString`), field by field."""
+    rows = ((row.image_id, row.width, row.height, row.prediction_string) for row in submission_rows(job=job))
+    return _csv_chunks(itertools.chain([SUBMISSION_COLUMNS], rows))
+
+
+CELLS_CSV_HEADER = ("field", "cell_id", "min_row", "min_col", "max_row", "max_col", "area_px", *CLASS_NAMES)
+
+
+def cells_csv(*, job: Job) -> Iterator[str]:
+    """One row per cell: field, cell id, bounding box (half-open, px), area and the 19 confidences (empty when unclassified)."""
+
+    def rows():
+        yield CELLS_CSV_HEADER
+        for cell in _cells(job):
+            probabilities = [f"{p:.6f}" for p in cell.probabilities] if cell.probabilities is not None else [""] * len(CLASS_NAMES)
+            yield (cell.field.name, cell.label, *cell.bbox, cell.area_px, *probabilities)
+
+    return _csv_chunks(rows())
+
+
+def coco_categories() -> list[dict]:
+    """The 19 classes; ids are the HPA label numbers (0 = Nucleoplasm ... 18 = Negative), as in the submission CSV."""
+    return [{"id": index, "name": name, "supercategory": "localisation"} for index, name in enumerate(CLASS_NAMES)]
+
+
+def coco_json(*, job: Job, min_confidence: float = 0.0) -> Iterator[str]:
+    """COCO instance segmentation results that `pycocotools.coco.COCO` loads.
+
+    images: one per field (id = field id); categories: `coco_categories()`; annotations: one per
+    classified cell and class whose confidence reaches `min_confidence` (all 19 by default, as
+    the Kaggle submission), with the cell's compressed RLE, bbox [x, y, width, height], area and
+    the class confidence as score. Unclassified cells have no annotation (their masks are in the
+    label images).
+    """
+    header = {
+        "info": {
+            "description": f"hpaweb job {job.pk}: {job}",
+            "version": "1.0",
+            "date_created": timezone.now().isoformat(timespec="seconds"),
+        },
+        "licenses": [],
+        "images": [
+            {"id": field.pk, "file_name": field.name, "width": field.width, "height": field.height}
+            for field in _fields(job)
+        ],
+        "categories": coco_categories(),
+    }
+    yield json.dumps(header)[:-1] + ', "annotations": ['
+    annotation_id = 0
+    for cell in _cells(job):
+        if cell.probabilities is None:
+            continue
+        min_row, min_col, max_row, max_col = cell.bbox
+        for class_index, confidence in enumerate(cell.probabilities):
+            if confidence < min_confidence:
+                continue
+            annotation_id += 1
+            annotation = {
+                "id": annotation_id,
+                "image_id": cell.field_id,
+                "category_id": class_index,
+                "segmentation": cell.mask_rle,
+                "bbox": [min_col, min_row, max_col - min_col, max_row - min_row],
+                "area": cell.area_px,
+                "score": round(float(confidence), 6),
+                "iscrowd": 0,
+                "cell_id": cell.label,
+            }
+            yield ("" if annotation_id == 1 else ", ") + json.dumps(annotation)
+    yield "]}"
+
+
+def write_labels_zip(*, job: Job, out: BinaryIO) -> None:
+    """Each processed field's cell and nucleus labels (16-bit PNG, 0 = background, cell i holds nucleus i)."""
+    # PNG is compressed already: storing saves time and costs no space.
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
+        for field in _fields(job):
+            for stored, suffix in ((field.cell_labels, "cells"), (field.nuclei_labels, "nuclei")):
+                if stored:
+                    with stored.open("rb") as handle, archive.open(f"{field.name}_{suffix}.png", "w") as entry:
+                        while chunk := handle.read(1024 * 1024):
+                            entry.write(chunk)
+
+
+# name -> (what it is, content type, file name suffix)
+EXPORTS: dict[str, tuple[str, str, str]] = {
+    "submission": ("Kaggle submission CSV", "text/csv", "submission.csv"),
+    "coco": ("COCO instance segmentation JSON", "application/json", "coco.json"),
+    "cells": ("Per-cell CSV", "text/csv", "cells.csv"),
+    "labels": ("16-bit label images (zip)", "application/zip", "labels.zip"),
+}
+
+
+def export_response(*, job: Job, export: str, **options) -> HttpResponseBase:
+    """The export as a download named job-{id}-{suffix}; text exports stream. `options` go to the builder
+    (`min_confidence` for COCO)."""
+    if export not in EXPORTS:
+        raise Http404(f"No export named {export!r}; choose one of {', '.join(EXPORTS)}.")
+    _, content_type, suffix = EXPORTS[export]
+    filename = f"job-{job.pk}-{suffix}"
+    if export == "labels":
+        archive = tempfile.SpooledTemporaryFile(max_size=64 * 1024**2)
+        write_labels_zip(job=job, out=archive)
+        archive.seek(0)
+        return FileResponse(archive, content_type=content_type, as_attachment=True, filename=filename)
+    chunks = {"submission": submission_csv, "coco": coco_json, "cells": cells_csv}[export](job=job, **options)
+    response = StreamingHttpResponse(chunks, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

@@ -1,0 +1,154 @@
+"""A job holds one or more fields of view; each field holds the cells found in it."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+from ml.constants import CHANNELS
+
+
+def _field_upload_path(instance: "Field", filename: str) -> str:
+    return f"fields/{instance.job_id}/{instance.uid}/{filename}"
+
+
+def _field_image_path(instance: "FieldImage", filename: str) -> str:
+    return f"fields/{instance.field.job_id}/{instance.field.uid}/viewer/{filename}"
+
+
+def _cell_thumbnail_path(instance: "Cell", filename: str) -> str:
+    return f"fields/{instance.field.job_id}/{instance.field.uid}/cells/{filename}"
+
+
+class Job(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    name = models.CharField(max_length=200, blank=True)
+    segmentation_backend = models.CharField(max_length=20)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name or f"Job {self.pk}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("job-detail", args=[self.pk])
+
+
+class Field(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SEGMENTING = "segmenting", "Segmenting"
+        CLASSIFYING = "classifying", "Classifying"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    FINISHED = (Status.DONE, Status.FAILED)
+
+    uid = models.UUIDField(default=uuid.uuid4, editable=False, unique=True)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="fields")
+    name = models.CharField(max_length=200, help_text="The field's image ID, as in {ID}_green.png.")
+    red = models.FileField(upload_to=_field_upload_path, blank=True)
+    green = models.FileField(upload_to=_field_upload_path, blank=True)
+    blue = models.FileField(upload_to=_field_upload_path, blank=True)
+    yellow = models.FileField(upload_to=_field_upload_path, blank=True)
+    multichannel = models.FileField(upload_to=_field_upload_path, blank=True)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    bit_depth = models.PositiveSmallIntegerField()
+
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0, help_text="Fraction of the field's work done, 0 to 1.")
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+
+    segmentation_backend = models.CharField(max_length=20, blank=True)
+    channels_used = models.JSONField(default=list, blank=True)
+    model_name = models.CharField(max_length=200, blank=True, help_text="Empty when no trained model made predictions.")
+    image_probabilities = models.JSONField(null=True, blank=True)
+    nuclei_labels = models.FileField(upload_to=_field_upload_path, blank=True)
+    cell_labels = models.FileField(upload_to=_field_upload_path, blank=True)
+    preview = models.FileField(upload_to=_field_upload_path, blank=True)
+    timings_s = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job_id", "id"]
+        constraints = [models.UniqueConstraint(fields=["job", "name"], name="unique_field_name_per_job")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("field-detail", args=[self.pk])
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    def channel_files(self) -> dict[str, models.fields.files.FieldFile]:
+        return {channel: getattr(self, channel) for channel in CHANNELS if getattr(self, channel)}
+
+    def stored_files(self) -> list[models.fields.files.FieldFile]:
+        """Every file the field owns: inputs, label images, preview (viewer images and thumbnails have their own rows)."""
+        names = (*CHANNELS, "multichannel", "nuclei_labels", "cell_labels", "preview")
+        return [getattr(self, name) for name in names if getattr(self, name)]
+
+
+class FieldImage(models.Model):
+    """A picture the field viewer shows, at reduced resolution (longer side at most 1536 px)."""
+
+    class Kind(models.TextChoices):
+        RED = "red", "Red channel"
+        GREEN = "green", "Green channel"
+        BLUE = "blue", "Blue channel"
+        YELLOW = "yellow", "Yellow channel"
+        CELL_OUTLINES = "cell-outlines", "Cell outlines"
+        NUCLEUS_OUTLINES = "nucleus-outlines", "Nucleus outlines"
+        CELL_IDS = "cell-ids", "Cell ids (RGB-encoded)"
+
+    field = models.ForeignKey(Field, on_delete=models.CASCADE, related_name="images")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    file = models.FileField(upload_to=_field_image_path)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["field_id", "kind"]
+        constraints = [models.UniqueConstraint(fields=["field", "kind"], name="unique_image_kind_per_field")]
+
+    def __str__(self) -> str:
+        return f"{self.field.name} {self.kind}"
+
+
+class Cell(models.Model):
+    field = models.ForeignKey(Field, on_delete=models.CASCADE, related_name="cells")
+    label = models.PositiveIntegerField(help_text="The cell's id in the field's cell label image.")
+    min_row = models.PositiveIntegerField()
+    min_col = models.PositiveIntegerField()
+    max_row = models.PositiveIntegerField()
+    max_col = models.PositiveIntegerField()
+    area_px = models.PositiveIntegerField()
+    mask_rle = models.JSONField(help_text="COCO compressed RLE of the cell mask.")
+    nucleus_rle = models.JSONField(help_text="COCO compressed RLE of the nucleus mask.")
+    probabilities = models.JSONField(null=True, blank=True, help_text="19 class confidences; null without a model.")
+    top_class = models.PositiveSmallIntegerField(null=True, blank=True)
+    top_confidence = models.FloatField(null=True, blank=True)
+    model_name = models.CharField(max_length=200, blank=True)
+    thumbnail = models.FileField(upload_to=_cell_thumbnail_path, blank=True, help_text="The cell centred on its neighbours, dimmed.")
+
+    class Meta:
+        ordering = ["field_id", "label"]
+        constraints = [models.UniqueConstraint(fields=["field", "label"], name="unique_cell_label_per_field")]
+        indexes = [models.Index(fields=["field", "top_class", "top_confidence"])]
+
+    def __str__(self) -> str:
+        return f"{self.field.name} cell {self.label}"
+
+    @property
+    def bbox(self) -> tuple[int, int, int, int]:
+        return (self.min_row, self.min_col, self.max_row, self.max_col)

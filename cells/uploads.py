@@ -1,0 +1,304 @@
+"""Turning the files of a request into `FieldUpload`s.
+
+Three ways in, combinable in one request:
+- the channel slots (`red`, `green`, `blue`, `yellow`) or `multichannel`: one field;
+- `files`: any number of channel files, grouped into fields by their `{ID}_{channel}` names or
+  by an explicit assignment, and 4-plane TIFFs (one field each);
+- zip archives in `files`, holding fields in the Kaggle layout (`{ID}_{channel}.png|tif|tiff`,
+  at any folder depth).
+
+Archives are treated as hostile: entries with absolute paths, `..`, symlinks, encryption or
+nested archives, too many entries or too many bytes reject the whole archive before anything is
+unpacked, and unpacking stops at the sizes the archive declared.
+"""
+
+import contextlib
+import json
+import re
+import shutil
+import stat
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.uploadedfile import UploadedFile
+from django.utils.datastructures import MultiValueDict
+
+from cells.services import FieldUpload, JobInputError
+from ml.constants import CHANNELS
+
+_SUFFIX = re.compile(r"^(?P<id>.+)_(?P<channel>red|green|blue|yellow)\.(?:png|tiff?)$", re.IGNORECASE)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_IMAGE_EXTENSIONS = (".png", ".tif", ".tiff")
+_TIFF_EXTENSIONS = (".tif", ".tiff")
+_ARCHIVE_EXTENSIONS = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
+_COPY_CHUNK_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The user's choice of field and channel for one uploaded file."""
+
+    field: str
+    channel: str  # one of CHANNELS, or "multichannel" for a 4-plane TIFF
+
+
+@dataclass(frozen=True)
+class ZipLimits:
+    max_entries: int
+    max_total_bytes: int
+    max_entry_bytes: int
+
+    @classmethod
+    def from_settings(cls) -> "ZipLimits":
+        # The largest valid entry: a 4-plane 16-bit uncompressed TIFF at the largest accepted side.
+        largest_image = len(CHANNELS) * 2 * settings.HPAWEB_MAX_SIDE_PX**2 + 1024**2
+        return cls(
+            max_entries=settings.HPAWEB_ZIP_MAX_ENTRIES,
+            max_total_bytes=settings.HPAWEB_ZIP_MAX_BYTES,
+            max_entry_bytes=largest_image,
+        )
+
+
+def field_name_from_files(files: Iterable[UploadedFile]) -> str | None:
+    """The {ID} shared by files named {ID}_{channel}.png, if they share one."""
+    ids = {match["id"] for f in files if (match := _SUFFIX.match(f.name or ""))}
+    return ids.pop() if len(ids) == 1 else None
+
+
+def clean_field_name(name: str) -> str:
+    name = name.strip()
+    if not _NAME.match(name):
+        raise JobInputError(
+            {"name": f"The field ID {name!r} is not allowed: a field ID may hold letters, digits, '.', '_' and '-' only "
+                     "(at most 200), and must start with a letter or digit."}
+        )
+    return name
+
+
+def single_field_upload(files: Mapping[str, UploadedFile], *, name: str = "") -> FieldUpload:
+    """One field from files posted under the channel names (red, green, blue, yellow)."""
+    channel_files = {channel: files[channel] for channel in CHANNELS if files.get(channel)}
+    multichannel = files.get("multichannel")
+    if not channel_files and multichannel is None:
+        raise JobInputError({"upload": "No files were uploaded; add at least the green and blue channels of a field."})
+    if multichannel is not None and channel_files:
+        raise JobInputError({"upload": "Upload either one multi-channel TIFF or separate channel files, not both."})
+    guessed = field_name_from_files(channel_files.values())
+    if not name and multichannel is not None:
+        guessed = _stem(multichannel.name or "")
+    return FieldUpload(name=clean_field_name(name or guessed or "field"), channel_files=channel_files, multichannel_file=multichannel)
+
+
+def parse_assignments(text: str) -> dict[str, Assignment]:
+    """`{"file name": {"field": "ID", "channel": "green"}, ...}` (JSON) -> assignments by file name."""
+    if not text.strip():
+        return {}
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError:
+        raise JobInputError({"assignments": "The channel assignments are not valid JSON; send an object that maps "
+                                            'each file name to {"field": ID, "channel": "green"}.'}) from None
+    if not isinstance(raw, dict):
+        raise JobInputError({"assignments": 'The channel assignments must map each file name to {"field": ID, "channel": "green"}.'})
+    assignments = {}
+    for file_name, choice in raw.items():
+        if not isinstance(choice, dict) or not isinstance(choice.get("field"), str) or choice.get("channel") not in (*CHANNELS, "multichannel"):
+            raise JobInputError({file_name: f"The assignment of {file_name} needs a field ID and a channel "
+                                            f"({', '.join(CHANNELS)} or multichannel)."})
+        assignments[file_name] = Assignment(field=choice["field"], channel=choice["channel"])
+    return assignments
+
+
+@contextlib.contextmanager
+def request_uploads(files: MultiValueDict, *, field_name: str = "", assignments: str = "") -> Iterator[list[FieldUpload]]:
+    """Every field of a request; files unpacked from archives live in a folder removed on exit."""
+    workdir = Path(tempfile.mkdtemp(prefix="hpaweb-upload-"))
+    try:
+        yield fields_from_files(
+            files, field_name=field_name, assignments=parse_assignments(assignments), workdir=workdir, limits=ZipLimits.from_settings()
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def fields_from_files(
+    files: MultiValueDict, *, field_name: str, assignments: Mapping[str, Assignment], workdir: Path, limits: ZipLimits
+) -> list[FieldUpload]:
+    uploads: list[FieldUpload] = []
+    errors: dict[str, str] = {}
+    if any(files.get(slot) for slot in (*CHANNELS, "multichannel")):
+        try:
+            uploads.append(single_field_upload(files, name=field_name))
+        except JobInputError as exc:
+            errors.update(exc.field_errors)
+
+    loose = files.getlist("files")
+    names = [f.name or "" for f in loose]
+    groups = _FieldGroups()
+    for index, upload_file in enumerate(loose):
+        name = _base_name(upload_file.name or "")
+        if names.count(upload_file.name or "") > 1:
+            errors[name] = f"Two uploaded files are named {name}; rename one so each file can be told apart."
+        elif name.lower().endswith(".zip"):
+            try:
+                for entry_name, entry in _unpack_zip(upload_file, workdir=workdir / f"zip{index}", limits=limits):
+                    groups.add_by_name(entry_name, entry)
+            except JobInputError as exc:
+                errors.update(exc.field_errors)
+        elif name in assignments:
+            groups.add(assignments[name], upload_file)
+        else:
+            groups.add_by_name(name, upload_file)
+    if not uploads and not loose:
+        errors["upload"] = "No files were uploaded; add the green and blue channels (at least) of a field, a multi-channel TIFF or a zip of fields."
+    errors.update(groups.errors)
+    if errors:
+        raise JobInputError(errors)
+    return uploads + groups.uploads()
+
+
+class _FieldGroups:
+    """Files gathered into fields by ID, with every problem found kept for one report."""
+
+    def __init__(self) -> None:
+        self.channels: dict[str, dict[str, File]] = {}
+        self.multichannel: dict[str, File] = {}
+        self.errors: dict[str, str] = {}
+
+    def add_by_name(self, name: str, upload_file: File) -> None:
+        if match := _SUFFIX.match(name):
+            self.add(Assignment(field=match["id"], channel=match["channel"].lower()), upload_file, name=name)
+        elif name.lower().endswith(_TIFF_EXTENSIONS):
+            self.add(Assignment(field=_stem(name), channel="multichannel"), upload_file, name=name)
+        else:
+            self.errors[name] = (
+                f"{name} is not named {{ID}}_{{channel}}.png or .tif (channel red, green, blue or yellow); "
+                "rename it, assign its channel on the upload page, or upload it as a multi-channel TIFF."
+            )
+
+    def add(self, assignment: Assignment, upload_file: File, *, name: str | None = None) -> None:
+        name = name or _base_name(upload_file.name or "")
+        try:
+            field_id = clean_field_name(assignment.field)
+        except JobInputError as exc:
+            self.errors[name] = exc.field_errors["name"]
+            return
+        if assignment.channel == "multichannel":
+            if field_id in self.multichannel or field_id in self.channels:
+                self.errors[field_id] = f"{name} and other files all claim field {field_id}; give each field its own ID."
+            self.multichannel[field_id] = upload_file
+            return
+        if field_id in self.multichannel:
+            self.errors[field_id] = f"Field {field_id} has both a multi-channel TIFF and channel files; keep one of them."
+        channels = self.channels.setdefault(field_id, {})
+        if assignment.channel in channels:
+            other = _base_name(channels[assignment.channel].name or "")
+            self.errors[field_id] = f"Both {other} and {name} hold the {assignment.channel} channel of field {field_id}; keep one of them."
+        channels[assignment.channel] = upload_file
+
+    def uploads(self) -> list[FieldUpload]:
+        fields = [FieldUpload(name=name, channel_files=files) for name, files in self.channels.items()]
+        fields += [FieldUpload(name=name, multichannel_file=f) for name, f in self.multichannel.items() if name not in self.channels]
+        return sorted(fields, key=lambda upload: upload.name)
+
+
+def _unpack_zip(upload_file: UploadedFile, *, workdir: Path, limits: ZipLimits) -> list[tuple[str, File]]:
+    """(file name, closed `File`) for each image of a zip, after checking every entry; see the module doc."""
+    zip_name = _base_name(upload_file.name or "archive.zip")
+
+    def refuse(reason: str) -> JobInputError:
+        return JobInputError({zip_name: f"{zip_name} was refused: {reason}"})
+
+    upload_file.seek(0)
+    try:
+        archive = zipfile.ZipFile(upload_file)
+    except (zipfile.BadZipFile, OSError):
+        raise refuse("it is not a readable zip archive; create it again with a zip tool.") from None
+    with archive:
+        entries = archive.infolist()
+        if len(entries) > limits.max_entries:
+            raise refuse(f"it holds {len(entries)} entries, more than the {limits.max_entries} allowed; split it into smaller archives.")
+        images = []
+        for entry in entries:
+            problem = _entry_problem(entry, limits)
+            if problem:
+                raise refuse(f"the entry {entry.filename!r} {problem}")
+            if not entry.is_dir() and _is_image_entry(entry.filename):
+                images.append(entry)
+        total = sum(entry.file_size for entry in images)
+        if total > limits.max_total_bytes:
+            raise refuse(
+                f"it unpacks to {_size_text(total)}, more than the {_size_text(limits.max_total_bytes)} allowed; "
+                "split it into smaller archives."
+            )
+        if not images:
+            raise refuse("it holds no PNG or TIFF images named {ID}_{channel}.png; put the fields' channel files in it.")
+        return [_extract(archive, entry, workdir / str(index), refuse) for index, entry in enumerate(images)]
+
+
+def _entry_problem(entry: zipfile.ZipInfo, limits: ZipLimits) -> str | None:
+    name = entry.filename
+    parts = re.split(r"[\\/]", name)
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "has an absolute path; archives must hold relative paths only."
+    if ".." in parts:
+        return "points outside the archive ('..'); archives must not climb out of their folder."
+    if stat.S_ISLNK(entry.external_attr >> 16):
+        return "is a symbolic link; put the image files themselves in the archive."
+    if entry.flag_bits & 0x1:
+        return "is encrypted; upload an archive without a password."
+    if parts[-1].lower().endswith(_ARCHIVE_EXTENSIONS):
+        return "is an archive inside the archive; unpack it and put its images in the upload directly."
+    if entry.file_size > limits.max_entry_bytes:
+        return f"unpacks to {_size_text(entry.file_size)}, more than any accepted image; it cannot be a field channel."
+    return None
+
+
+def _is_image_entry(name: str) -> bool:
+    """Images are read; folders, macOS metadata and other files (a CSV of labels, a README) are skipped."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if not parts or "__MACOSX" in parts or parts[-1].startswith("."):
+        return False
+    return parts[-1].lower().endswith(_IMAGE_EXTENSIONS)
+
+
+def _extract(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, folder: Path, refuse) -> tuple[str, File]:
+    """Copy one entry to folder/{its base name}, stopping at its declared size (a zip can lie about it)."""
+    name = _base_name(entry.filename)
+    folder.mkdir(parents=True)
+    target = folder / name
+    written = 0
+    try:
+        with archive.open(entry) as source, target.open("wb") as out:
+            while chunk := source.read(_COPY_CHUNK_BYTES):
+                written += len(chunk)
+                if written > entry.file_size:
+                    raise refuse(f"the entry {entry.filename!r} unpacks to more bytes than it declares.")
+                out.write(chunk)
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, NotImplementedError) as error:
+        raise refuse(f"the entry {entry.filename!r} cannot be unpacked ({error}); create the archive again.") from None
+    # Closed until read, so a batch of hundreds of fields does not hold hundreds of open files.
+    return name, File(None, name=str(target))
+
+
+def _size_text(size_bytes: int) -> str:
+    if size_bytes >= 1024**3:
+        return f"{size_bytes / 1024**3:.1f} GiB"
+    if size_bytes >= 1024**2:
+        return f"{size_bytes / 1024**2:.0f} MiB"
+    return f"{size_bytes} bytes"
+
+
+def _base_name(name: str) -> str:
+    """The last path component, whichever separator the client used."""
+    return re.split(r"[\\/]", name)[-1]
+
+
+def _stem(name: str) -> str:
+    return _base_name(name).rsplit(".", 1)[0]

@@ -1,0 +1,223 @@
+"""Pages and htmx partials. Views parse the request, call one service or selector, render.
+
+Every stored file (channels, viewer images, thumbnails, label images, exports) is served by a
+view here that checks the signed-in user owns it; MEDIA_URL is never exposed.
+"""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from cells import exports, selectors, services
+from cells.forms import GalleryFilterForm, JobUploadForm
+from cells.models import FieldImage
+from cells.uploads import request_uploads
+from ml.constants import CHANNELS, CLASS_NAMES
+
+GALLERY_PAGE_SIZE = 48
+
+
+@login_required
+def job_list(request):
+    jobs = [(job, selectors.job_progress(job=job)) for job in selectors.job_list(user=request.user)]
+    return render(request, "cells/job_list.html", {"jobs": jobs})
+
+
+@login_required
+def job_create(request):
+    form = JobUploadForm(request.POST or None, request.FILES or None)
+    errors: dict[str, str] = {}
+    if request.method == "POST" and form.is_valid():
+        try:
+            with request_uploads(
+                request.FILES, field_name=form.cleaned_data["field_name"], assignments=form.cleaned_data["assignments"]
+            ) as uploads:
+                job = services.job_create(
+                    owner=request.user,
+                    uploads=uploads,
+                    name=form.cleaned_data["name"],
+                    segmentation_backend=form.cleaned_data["segmentation_backend"],
+                )
+        except services.JobInputError as exc:
+            errors = exc.field_errors
+        else:
+            count = job.fields.count()
+            messages.success(request, f"Upload accepted; {count} field{'s' if count != 1 else ''} queued.")
+            if request.htmx:
+                return HttpResponseClientRedirect(job.get_absolute_url())
+            return redirect(job.get_absolute_url())
+    status = 400 if errors or form.errors else 200
+    context = {"form": form, "upload_errors": errors}
+    if request.htmx:
+        return render(request, "cells/_upload_errors.html", context, status=status)
+    return render(request, "cells/job_create.html", context, status=status)
+
+
+@login_required
+def job_detail(request, job_id: int):
+    job = selectors.job_get(user=request.user, job_id=job_id)
+    context = {
+        "job": job,
+        "progress": selectors.job_progress(job=job),
+        "fields": selectors.field_list(user=request.user, job=job),
+    }
+    return render(request, "cells/job_detail.html", context)
+
+
+@login_required
+def job_progress(request, job_id: int):
+    job = selectors.job_get(user=request.user, job_id=job_id)
+    progress = selectors.job_progress(job=job)
+    context = {"job": job, "progress": progress, "fields": selectors.field_list(user=request.user, job=job)}
+    response = render(request, "cells/_job_progress.html", context)
+    if progress.is_finished and request.htmx:
+        # Reload once so the finished page shows results and the polling stops.
+        response["HX-Refresh"] = "true"
+    return response
+
+
+@login_required
+@require_POST
+def job_delete(request, job_id: int):
+    job = selectors.job_get(user=request.user, job_id=job_id)
+    name = str(job)
+    services.job_delete(job=job)
+    messages.info(request, f"{name} and all its files were deleted.")
+    return redirect("job-list")
+
+
+@login_required
+def job_gallery(request, job_id: int):
+    job = selectors.job_get(user=request.user, job_id=job_id)
+    form = GalleryFilterForm(request.GET or None)
+    filters = form.cleaned_data if form.is_valid() else GalleryFilterForm.defaults()
+    classified = selectors.job_is_classified(job=job)
+    if not classified:
+        # Without predictions there is nothing to filter on: show every crop.
+        filters = {**filters, "class_index": None, "min_confidence": None}
+    cells = selectors.cell_list(
+        user=request.user,
+        job=job,
+        class_index=filters["class_index"],
+        min_confidence=filters["min_confidence"],
+        order=filters["order"],
+    )
+    page = Paginator(cells, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
+    counts = selectors.class_counts(job=job, min_confidence=filters["min_confidence"] or 0.0) if classified else []
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "job": job,
+        "form": form,
+        "filters": filters,
+        "classified": classified,
+        "page": page,
+        "tiles": [(cell, selectors.cell_top_classes(cell, limit=3)) for cell in page],
+        "counts": counts,
+        "max_count": max([count.cells for count in counts] + [1]),
+        "query": query.urlencode(),
+        "class_name": CLASS_NAMES[filters["class_index"]] if filters["class_index"] is not None else None,
+    }
+    return render(request, "cells/job_gallery.html", context)
+
+
+@login_required
+def job_export(request, job_id: int, export: str):
+    job = selectors.job_get(user=request.user, job_id=job_id)
+    return exports.export_response(job=job, export=export)
+
+
+@login_required
+def field_detail(request, field_id: int):
+    field = selectors.field_get(user=request.user, field_id=field_id)
+    previous_field, next_field = selectors.field_neighbours(field=field)
+    cells = [(cell, selectors.cell_top_classes(cell)) for cell in selectors.cell_list(user=request.user, field=field)]
+    images = {image.kind: image for image in field.images.all()}
+    version = field.finished_at.timestamp() if field.finished_at else 0
+    context = {
+        "field": field,
+        "cells": cells,
+        "images": images,
+        "channels": [(channel, channel in images) for channel in CHANNELS],
+        "viewer": {
+            "width": field.width,
+            "height": field.height,
+            "classNames": list(CLASS_NAMES),
+            "cells": selectors.viewer_cells(field=field),
+            # ?v= changes when the field is run again, so browsers never mix old and new pictures.
+            "images": {kind: f"{reverse('field-image', args=[field.pk, kind])}?v={version:.0f}" for kind in images},
+            "thumbnailUrl": reverse("cell-thumbnail", args=[0]).replace("/0/", "/{id}/") + f"?v={version:.0f}",
+        },
+        "previous_field": previous_field,
+        "next_field": next_field,
+    }
+    return render(request, "cells/field_detail.html", context)
+
+
+@login_required
+def field_preview(request, field_id: int):
+    field = selectors.field_get(user=request.user, field_id=field_id)
+    if not field.preview:
+        return HttpResponse("This field has no preview yet.", status=404, content_type="text/plain")
+    return _private_file(field.preview, content_type="image/png")
+
+
+@login_required
+def field_image(request, field_id: int, kind: str):
+    if kind not in FieldImage.Kind.values:
+        raise Http404("No such viewer image.")
+    image = selectors.field_image_get(user=request.user, field_id=field_id, kind=kind)
+    return _private_file(image.file, content_type="image/png")
+
+
+@login_required
+def field_labels(request, field_id: int, kind: str):
+    field = selectors.field_get(user=request.user, field_id=field_id)
+    stored = {"cells": field.cell_labels, "nuclei": field.nuclei_labels}.get(kind)
+    if not stored:
+        raise Http404("This field has no label image of that kind yet.")
+    return _private_file(stored, content_type="image/png", download_name=f"{field.name}_{kind}.png")
+
+
+@login_required
+@require_POST
+def field_retry(request, field_id: int):
+    field = selectors.field_get(user=request.user, field_id=field_id)
+    services.field_retry(field=field)
+    messages.info(request, f"Field {field.name} is queued again.")
+    return redirect("job-detail", job_id=field.job_id)
+
+
+@login_required
+def cell_thumbnail(request, cell_id: int):
+    cell = selectors.cell_get(user=request.user, cell_id=cell_id)
+    if not cell.thumbnail:
+        raise Http404("This cell has no thumbnail.")
+    return _private_file(cell.thumbnail, content_type="image/png")
+
+
+@login_required
+def account(request):
+    return render(request, "cells/account.html", {"token": selectors.api_token_get(user=request.user)})
+
+
+@login_required
+@require_POST
+def account_token(request):
+    services.api_token_regenerate(user=request.user)
+    messages.success(request, "A new API token was made; the previous one no longer works.")
+    return redirect("account")
+
+
+def _private_file(stored, *, content_type: str, download_name: str | None = None) -> FileResponse:
+    response = FileResponse(
+        stored.open("rb"), content_type=content_type, as_attachment=download_name is not None, filename=download_name or ""
+    )
+    # Owner-only content: browsers may keep it, shared caches may not.
+    response["Cache-Control"] = "private, max-age=3600"
+    return response

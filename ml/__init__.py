@@ -1,0 +1,1 @@
+"""hpaweb's machine-learning library: plain Python and PyTorch, usable without Django."""

@@ -1,0 +1,41 @@
+"""`python -m ml COMMAND ...`: one entry point, each command implemented by its own module.
+
+A command module exposes `configure_parser(parser)` and `run(args) -> int`; it is imported
+only when its command runs, so `python -m ml segment` never loads the training code.
+"""
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "predict": ("ml.predict_cli", "Segment and classify every field of a folder; write a Kaggle submission CSV."),
+    "segment": ("ml.segment_cli", "Write nucleus and cell label images for every field of a folder."),
+    "synth": ("ml.synth", "Generate synthetic HPA-like fields with per-cell truth."),
+    "evaluate": ("ml.evaluate", "Score a submission CSV against a solution CSV (competition mAP)."),
+    "train": ("ml.train", "Train the per-cell classifier from image-level labels."),
+    "convert-hpa-weights": ("ml.segmentation.convert", "Convert an official HPA segmentation weight file."),
+    "train-seg": ("ml.segmentation.train_seg", "Train or fine-tune the segmentation U-Net on label images."),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ml", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_module, help_text) in COMMANDS.items():
+        subparsers.add_parser(name, help=help_text, description=help_text)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        parser.parse_args(argv)  # prints usage and exits
+        return 2
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name][0])
+    command_parser = argparse.ArgumentParser(prog=f"python -m ml {name}", description=COMMANDS[name][1])
+    module.configure_parser(command_parser)
+    args = command_parser.parse_args(argv[1:])
+    return int(module.run(args) or 0)

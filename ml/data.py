@@ -1,0 +1,249 @@
+"""Training data from a Kaggle-layout folder: segment once, crop once, then train from a cache.
+
+Segmenting and cropping a 2048 px field costs about a second on a CPU, far more than one
+training step on its cells, so both are cached under a cache folder:
+- `masks/{ID}_cells.png`: the segmenter's cell labels (uint16), reused by every later run;
+- `crops-{S}px/{ID}.npz`: the field's cell crops at S px as uint8 (Kaggle PNGs are 8-bit), with
+  the cell ids, bounding boxes and areas.
+`load_cell_table` gathers the crops of the requested fields into one `CellTable`, where every
+cell starts with its field's image-level labels; training refines those per cell.
+"""
+
+import csv
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from pycocotools import mask as coco_mask
+from torch.utils.data import Dataset
+
+from ml.constants import NEGATIVE_CLASS, NUM_CLASSES
+from ml.crops import crop_cells
+from ml.encoding import SubmissionRow, kaggle_to_rle, labels_to_rles, parse_prediction_string
+from ml.io import InputError, find_fields, read_field, read_labels_png, write_labels_png
+from ml.segmentation import Segmenter
+
+
+@dataclass(frozen=True, eq=False)
+class CellTable:
+    """All cells of a set of fields; row i of every array is cell i."""
+
+    image_ids: tuple[str, ...]  # one per field
+    image_labels: np.ndarray  # float32 (F, 19) multi-hot image-level labels
+    crops: np.ndarray  # uint8 (N, 4, S, S)
+    field_index: np.ndarray  # int64 (N,) row of image_ids / image_labels
+    cell_ids: np.ndarray  # int64 (N,) id in the field's cached cell labels
+
+    def __len__(self) -> int:
+        return len(self.cell_ids)
+
+    def inherited_targets(self) -> np.ndarray:
+        """float32 (N, 19): every cell carries its field's labels (the weak-label start)."""
+        return self.image_labels[self.field_index].copy()
+
+
+def read_image_labels(csv_path: Path) -> dict[str, tuple[int, ...]]:
+    """`ID,Label` rows (labels joined by `|`) -> {ID: sorted labels}."""
+    if not csv_path.is_file():
+        raise InputError(f"{csv_path} does not exist; a training folder needs a train.csv with columns ID,Label.")
+    labels: dict[str, tuple[int, ...]] = {}
+    with open(csv_path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not {"ID", "Label"} <= set(reader.fieldnames or ()):
+            raise InputError(f"{csv_path.name} must have the columns ID,Label (found {reader.fieldnames}).")
+        for line_number, record in enumerate(reader, start=2):
+            try:
+                values = tuple(sorted({int(v) for v in record["Label"].split("|") if v.strip()}))
+            except ValueError:
+                raise InputError(
+                    f"{csv_path.name} line {line_number}: Label {record['Label']!r} must be class numbers joined by '|'."
+                ) from None
+            if not values or any(not 0 <= v < NUM_CLASSES for v in values):
+                raise InputError(
+                    f"{csv_path.name} line {line_number}: labels must lie in 0..{NUM_CLASSES - 1}, got {record['Label']!r}."
+                )
+            labels[record["ID"]] = values
+    return labels
+
+
+def multi_hot(labels: Sequence[int]) -> np.ndarray:
+    target = np.zeros(NUM_CLASSES, dtype=np.float32)
+    target[list(labels)] = 1.0
+    return target
+
+
+def stratified_split(
+    image_labels: dict[str, tuple[int, ...]], *, validation_fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
+    """(train IDs, validation IDs): fields grouped by their rarest label, each group split alike.
+
+    Grouping by the rarest label keeps rare classes (spindle, aggresome) in both parts, which a
+    plain random split of a few hundred fields does not guarantee.
+    """
+    counts = np.zeros(NUM_CLASSES, dtype=np.int64)
+    for labels in image_labels.values():
+        counts[list(labels)] += 1
+    groups: dict[int, list[str]] = {}
+    for image_id in sorted(image_labels):
+        rarest = min(image_labels[image_id], key=lambda label: (counts[label], label))
+        groups.setdefault(rarest, []).append(image_id)
+    rng = np.random.default_rng(seed)
+    train, validation = [], []
+    for rarest in sorted(groups):
+        members = list(rng.permutation(groups[rarest]))
+        take = int(round(validation_fraction * len(members)))
+        if validation_fraction > 0 and take == 0 and len(members) >= 3:
+            take = 1
+        validation += members[:take]
+        train += members[take:]
+    return sorted(train), sorted(validation)
+
+
+def cache_fields(
+    data_dir: Path,
+    image_ids: Sequence[str],
+    *,
+    cache_dir: Path,
+    segmenter: Segmenter,
+    size_px: int,
+    progress: Callable[[Sequence[str]], Sequence[str]] = lambda ids: ids,
+) -> None:
+    """Segment and crop every field not cached yet; `progress` wraps the iteration (a bar)."""
+    fields = find_fields(data_dir)
+    missing = [image_id for image_id in image_ids if image_id not in fields]
+    if missing:
+        raise InputError(
+            f"{len(missing)} field(s) of train.csv have no image files in {data_dir} (first: {missing[0]}); "
+            "each ID needs {ID}_green and {ID}_blue files (red and yellow when available)."
+        )
+    (cache_dir / "masks").mkdir(parents=True, exist_ok=True)
+    crop_dir = cache_dir / f"crops-{size_px}px"
+    crop_dir.mkdir(parents=True, exist_ok=True)
+    for image_id in progress([i for i in image_ids if not (crop_dir / f"{i}.npz").is_file()]):
+        field = read_field(fields[image_id])
+        mask_path = cache_dir / "masks" / f"{image_id}_cells.png"
+        if mask_path.is_file():
+            cell_labels = read_labels_png(mask_path)
+        else:
+            cell_labels = segmenter(field).cell_labels
+            write_labels_png(mask_path, cell_labels)
+        crops = crop_cells(field.stack(), cell_labels, size_px=size_px)
+        np.savez(
+            crop_dir / f"{image_id}.npz",
+            images=np.round(crops.images * 255).astype(np.uint8),
+            cell_ids=crops.cell_ids,
+            bboxes=crops.bboxes,
+            areas_px=crops.areas_px,
+        )
+
+
+def cached_cell_labels(cache_dir: Path, image_id: str) -> np.ndarray:
+    return read_labels_png(cache_dir / "masks" / f"{image_id}_cells.png")
+
+
+def load_cell_table(
+    cache_dir: Path, image_labels: dict[str, tuple[int, ...]], image_ids: Sequence[str], *, size_px: int
+) -> CellTable:
+    """The cached crops of `image_ids` (cache them first with `cache_fields`) as one table."""
+    crop_dir = cache_dir / f"crops-{size_px}px"
+    crops, field_index, cell_ids = [], [], []
+    for row, image_id in enumerate(image_ids):
+        with np.load(crop_dir / f"{image_id}.npz") as cached:
+            crops.append(cached["images"])
+            cell_ids.append(cached["cell_ids"])
+            field_index.append(np.full(len(cached["cell_ids"]), row, dtype=np.int64))
+    empty = np.zeros((0, 4, size_px, size_px), dtype=np.uint8)
+    return CellTable(
+        image_ids=tuple(image_ids),
+        image_labels=np.stack([multi_hot(image_labels[i]) for i in image_ids]) if image_ids else np.zeros((0, NUM_CLASSES), np.float32),
+        crops=np.concatenate(crops) if crops else empty,
+        field_index=np.concatenate(field_index) if field_index else np.zeros(0, np.int64),
+        cell_ids=np.concatenate(cell_ids) if cell_ids else np.zeros(0, np.int64),
+    )
+
+
+def refine_targets(
+    table: CellTable, probabilities: np.ndarray, *, keep_fraction: float = 0.5, min_probability: float = 0.1
+) -> np.ndarray:
+    """Per-cell targets from the model's own predictions, restricted to each field's labels.
+
+    A cell keeps an image label when its probability for it is at least `keep_fraction` of the
+    highest probability any cell of the field has for that label (so the field's most
+    convincing cell always keeps it) and at least `min_probability`. A cell that keeps none of
+    its field's labels shows no specific signal and becomes Negative.
+    """
+    image_targets = table.inherited_targets()
+    candidate = probabilities * image_targets  # only labels the field has can be kept
+    field_best = np.zeros_like(table.image_labels)
+    np.maximum.at(field_best, table.field_index, candidate)
+    threshold = np.maximum(keep_fraction * field_best[table.field_index], min_probability)
+    targets = ((candidate >= threshold) & (image_targets > 0)).astype(np.float32)
+    # The field's most convincing cell keeps each label even when all are below min_probability.
+    best_cell = candidate >= field_best[table.field_index]
+    targets = np.maximum(targets, (best_cell & (image_targets > 0)).astype(np.float32))
+    targets[targets.sum(axis=1) == 0, NEGATIVE_CLASS] = 1.0
+    return targets
+
+
+def truth_targets(
+    table: CellTable, solution: dict[str, SubmissionRow], *, cache_dir: Path, min_iou: float = 0.5
+) -> np.ndarray:
+    """Per-cell targets from true cell labels (a solution CSV): each segmented cell takes the
+    classes of the true cell it overlaps with IoU >= `min_iou`; cells without such a match get
+    all-NaN rows, which training skips. IoUs come from the RLEs, without decoding full masks.
+    """
+    targets = np.full((len(table), NUM_CLASSES), np.nan, dtype=np.float32)
+    for row, image_id in enumerate(table.image_ids):
+        truth = solution[image_id]
+        classes: dict[str, set[int]] = {}
+        for label, _confidence, mask_text in parse_prediction_string(truth.prediction_string):
+            classes.setdefault(mask_text, set()).add(label)
+        cells = np.flatnonzero(table.field_index == row)
+        if not classes or len(cells) == 0:
+            continue
+        true_masks = list(classes)
+        true_rles = [_bytes_rle(kaggle_to_rle(m, height=truth.height, width=truth.width)) for m in true_masks]
+        segmented = labels_to_rles(cached_cell_labels(cache_dir, image_id))
+        cell_rles = [_bytes_rle(segmented[int(cell_id)]) for cell_id in table.cell_ids[cells]]
+        iou = np.asarray(coco_mask.iou(cell_rles, true_rles, [0] * len(true_rles))).reshape(len(cells), len(true_rles))
+        best = iou.argmax(axis=1)
+        for cell, column, overlap in zip(cells, best, iou[np.arange(len(cells)), best]):
+            if overlap >= min_iou:
+                targets[cell] = multi_hot(sorted(classes[true_masks[column]]))
+    return targets
+
+
+def _bytes_rle(rle: dict) -> dict:
+    return {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+
+
+class CellCropDataset(Dataset):
+    """(crop float32 (4, S, S) in [0, 1], target float32 (19,)) for the rows `indices` of a table."""
+
+    def __init__(self, table: CellTable, targets: np.ndarray, indices: np.ndarray) -> None:
+        self.table = table
+        self.targets = targets
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        row = self.indices[position]
+        crop = torch.from_numpy(self.table.crops[row].astype(np.float32) / 255.0)
+        return crop, torch.from_numpy(self.targets[row])
+
+
+def class_balanced_weights(targets: np.ndarray, *, power: float = 0.5) -> np.ndarray:
+    """Sampling weight per row: the inverse frequency (to `power`) of its rarest positive class."""
+    counts = targets.sum(axis=0)
+    inverse = np.where(counts > 0, 1.0 / np.maximum(counts, 1.0) ** power, 0.0)
+    return (targets * inverse).max(axis=1)
+
+
+def describe_fields(image_ids: Sequence[str]) -> str:
+    """A short fingerprint of a set of field IDs, recorded in checkpoints."""
+    return hashlib.sha256("\n".join(sorted(image_ids)).encode()).hexdigest()[:16]

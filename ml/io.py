@@ -1,0 +1,329 @@
+"""Reading fluorescence channels and label images.
+
+A field of view is four grayscale images (red microtubules, green protein, blue nucleus,
+yellow ER). Files may be 8- or 16-bit PNG or TIFF; every channel is returned as float32 in
+[0, 1] so later stages never see the bit depth. Sizes are checked from the file header before
+any pixel is decoded, so an oversized upload is refused without allocating it.
+"""
+
+import io
+import re
+import struct
+import warnings
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from ml.constants import CHANNELS, MAX_SIDE_PX, REQUIRED_CHANNELS
+
+Source = str | Path | BinaryIO
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
+_FIELD_FILE = re.compile(r"^(?P<image_id>.+)_(?P<channel>red|green|blue|yellow)\.(?:png|tiff?)$", re.IGNORECASE)
+_LUMINANCE_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, as Pillow's convert("L")
+# Damaged files surface as any of these, depending on where the decoder gives up.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, KeyError, IndexError, struct.error, zlib.error)
+
+_SUPPORTED = "an 8- or 16-bit grayscale PNG or TIFF"
+
+
+class InputError(ValueError):
+    """An input file the user supplied cannot be used; the message says why and what to do."""
+
+
+@dataclass(frozen=True, eq=False)
+class Field:
+    """One field of view; each channel float32 (H, W) in [0, 1], red and yellow optional."""
+
+    green: np.ndarray
+    blue: np.ndarray
+    red: np.ndarray | None = None
+    yellow: np.ndarray | None = None
+    bit_depth: int = 8
+
+    def __post_init__(self) -> None:
+        shapes = {name: self._channel(name).shape for name in self.channels_present}
+        if any(len(shape) != 2 for shape in shapes.values()) or len(set(shapes.values())) != 1:
+            sizes = ", ".join(f"{name} {_describe_shape(shape)}" for name, shape in shapes.items())
+            raise InputError(
+                f"All channels of a field must be 2-D images of one size, but they are: {sizes}. "
+                "Upload matching images."
+            )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) in pixels."""
+        return self.green.shape
+
+    @property
+    def channels_present(self) -> tuple[str, ...]:
+        return tuple(name for name in CHANNELS if self._channel(name) is not None)
+
+    def stack(self) -> np.ndarray:
+        """float32 (4, H, W) in `CHANNELS` order; a missing channel is all zeros."""
+        stacked = np.zeros((len(CHANNELS), *self.shape), dtype=np.float32)
+        for index, name in enumerate(CHANNELS):
+            channel = self._channel(name)
+            if channel is not None:
+                stacked[index] = channel
+        return stacked
+
+    def _channel(self, name: str) -> np.ndarray | None:
+        return getattr(self, name)
+
+
+def read_channel(source: Source, *, channel: str, max_side_px: int = MAX_SIDE_PX) -> tuple[np.ndarray, int]:
+    """Read one grayscale channel file; returns (float32 (H, W) in [0, 1], bit depth 8 or 16)."""
+    what = _describe_source(source, channel)
+    pixels = _read_plane(source, what=what, max_side_px=max_side_px)
+    return _to_unit_float(pixels), _bit_depth(pixels.dtype)
+
+
+def read_field(sources: Mapping[str, Source | None], *, max_side_px: int = MAX_SIDE_PX) -> Field:
+    """Read a field from one file per channel (keys from `CHANNELS`; red and yellow may be absent)."""
+    unknown = sorted(set(sources) - set(CHANNELS))
+    if unknown:
+        raise InputError(f"Unknown channel {unknown[0]!r}; name the channels {', '.join(CHANNELS)}.")
+    missing = [name for name in REQUIRED_CHANNELS if sources.get(name) is None]
+    if missing:
+        raise InputError(
+            f"The {missing[0]} channel is missing; every field needs a green (protein) and a blue (nucleus) image."
+        )
+    images: dict[str, np.ndarray] = {}
+    bit_depths = []
+    for name in CHANNELS:
+        source = sources.get(name)
+        if source is None:
+            continue
+        images[name], bit_depth = read_channel(source, channel=name, max_side_px=max_side_px)
+        bit_depths.append(bit_depth)
+    return Field(**images, bit_depth=max(bit_depths))
+
+
+def read_multichannel_tiff(source: Source, *, max_side_px: int = MAX_SIDE_PX) -> Field:
+    """Read a field from one TIFF holding 4 planes in `CHANNELS` order, as (4, H, W) or (H, W, 4)."""
+    what = _describe_source(source, None)
+    expected = f"{what} must hold 4 planes (red, green, blue, yellow) as (4, H, W) or (H, W, 4)"
+    with _open_tiff(source, what) as tiff:
+        series = tiff.series[0]
+        shape = tuple(side for side in series.shape if side != 1)
+        if len(shape) != 3 or len(CHANNELS) not in (shape[0], shape[-1]):
+            raise InputError(f"{expected}, but its shape is {_describe_shape(series.shape)}.")
+        channels_last = shape[0] != len(CHANNELS)
+        height, width = shape[:2] if channels_last else shape[1:]
+        _check_size(height, width, what=what, max_side_px=max_side_px)
+        _check_dtype(series.dtype, what)
+        pixels = _decode(series.asarray, what).reshape(shape)
+    planes = np.moveaxis(pixels, -1, 0) if channels_last else pixels
+    images = {name: _to_unit_float(plane) for name, plane in zip(CHANNELS, planes, strict=True)}
+    return Field(**images, bit_depth=_bit_depth(pixels.dtype))
+
+
+def find_fields(directory: Path) -> dict[str, dict[str, Path]]:
+    """Map each field ID of a Kaggle-layout folder (`{ID}_{channel}.png|tif|tiff`) to its channel files.
+
+    IDs are sorted; a field with missing channels is still listed so that `read_field` can say
+    which channel is missing.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(f"{directory} is not a folder; pass the folder that holds the {{ID}}_green.png files.")
+    fields: dict[str, dict[str, Path]] = {}
+    for path in sorted(directory.iterdir()):
+        match = _FIELD_FILE.match(path.name)
+        if match is None or not path.is_file():
+            continue
+        channels = fields.setdefault(match["image_id"], {})
+        channel = match["channel"].lower()
+        if channel in channels:
+            raise InputError(
+                f"Both {channels[channel].name} and {path.name} hold the {channel} channel of field "
+                f"{match['image_id']}; keep one of them."
+            )
+        channels[channel] = path
+    return dict(sorted(fields.items()))
+
+
+def write_labels_png(path: str | Path, labels: np.ndarray) -> None:
+    """Write a label image (0 = background) as a 16-bit grayscale PNG."""
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"Labels must be a 2-D integer array, got {labels.dtype} {labels.shape}.")
+    if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.uint16).max):
+        raise ValueError("Labels must lie in 0..65535 to fit a 16-bit PNG.")
+    Image.fromarray(labels.astype(np.uint16)).save(path, format="PNG")
+
+
+def read_labels_png(path: str | Path) -> np.ndarray:
+    """Read a label PNG written by `write_labels_png` (or any 8/16-bit grayscale PNG) as uint16 (H, W)."""
+    with Image.open(path) as image:
+        labels = np.asarray(image)
+    if labels.ndim != 2:
+        raise InputError(f"{Path(path).name} is not a grayscale label image; write labels with write_labels_png.")
+    return labels.astype(np.uint16)
+
+
+def _read_plane(source: Source, *, what: str, max_side_px: int) -> np.ndarray:
+    """Decode one file to a 2-D uint8/uint16 array, refusing oversized files before decoding."""
+    source = _seekable(source)
+    magic = _peek(source, len(_PNG_MAGIC), what)
+    if magic.startswith(_PNG_MAGIC):
+        return _read_png(source, what=what, max_side_px=max_side_px)
+    if magic[:4] in _TIFF_MAGICS:
+        return _read_tiff_plane(source, what=what, max_side_px=max_side_px)
+    raise InputError(f"{what} is not a PNG or TIFF image; upload {_SUPPORTED}.")
+
+
+def _read_png(source: Source, *, what: str, max_side_px: int) -> np.ndarray:
+    try:
+        # Pillow's own bomb check fires at open for absurd headers; our size check covers the rest.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source, formats=["PNG"]) as image:
+                _check_size(image.height, image.width, what=what, max_side_px=max_side_px)
+                pixels = _png_pixels(image, what)
+    except InputError:  # already says what is wrong; InputError is also a ValueError
+        raise
+    except Image.DecompressionBombError:
+        raise InputError(
+            f"{what} claims to be too large to read safely; the largest accepted side is {max_side_px} px."
+        ) from None
+    except _DECODE_ERRORS as error:
+        raise InputError(
+            f"{what} is damaged or not a readable PNG ({error}); export it again as {_SUPPORTED}."
+        ) from None
+    return pixels
+
+
+def _png_pixels(image: Image.Image, what: str) -> np.ndarray:
+    mode = image.mode
+    if mode == "1":
+        image = image.convert("L")
+    elif mode == "P":
+        image = image.convert("RGBA")
+    pixels = np.asarray(image)
+    if pixels.dtype.kind == "i":  # Pillow's 32-bit mode "I", used by some 16-bit PNG writers
+        pixels = _int_to_uint16(pixels, what)
+    if pixels.ndim == 3:
+        pixels = _reduce_to_plane(pixels)
+    _check_dtype(pixels.dtype, what)
+    return pixels
+
+
+def _read_tiff_plane(source: Source, *, what: str, max_side_px: int) -> np.ndarray:
+    with _open_tiff(source, what) as tiff:
+        series = tiff.series[0]
+        axes = "".join(axis for axis, side in zip(series.axes, series.shape, strict=True) if side != 1)
+        shape = tuple(side for side in series.shape if side != 1)
+        is_colour = len(shape) == 3 and "S" in axes and shape[axes.index("S")] in (2, 3, 4)
+        if len(shape) != 2 and not is_colour:
+            raise InputError(
+                f"{what} holds {_describe_shape(series.shape)} values but a channel file must hold one plane; "
+                "upload one file per channel, or the 4-plane TIFF as a multi-channel upload."
+            )
+        height, width = (side for axis, side in zip(axes, shape, strict=True) if axis != "S")
+        _check_size(height, width, what=what, max_side_px=max_side_px)
+        _check_dtype(series.dtype, what)
+        pixels = _decode(series.asarray, what).reshape(shape)
+    if is_colour:
+        pixels = _reduce_to_plane(np.moveaxis(pixels, axes.index("S"), -1))
+    return pixels
+
+
+def _open_tiff(source: Source, what: str) -> tifffile.TiffFile:
+    try:
+        return tifffile.TiffFile(source)
+    except _DECODE_ERRORS as error:
+        raise InputError(
+            f"{what} is damaged or not a readable TIFF ({error}); export it again as {_SUPPORTED}."
+        ) from None
+
+
+def _decode(read: Callable[[], np.ndarray], what: str) -> np.ndarray:
+    try:
+        return read()
+    except _DECODE_ERRORS as error:
+        raise InputError(
+            f"{what} could not be decoded ({error}); save it uncompressed or with deflate compression as {_SUPPORTED}."
+        ) from None
+
+
+def _reduce_to_plane(pixels: np.ndarray) -> np.ndarray:
+    """(H, W, C) gray+alpha or RGB(A) -> (H, W): the single non-empty colour plane, else luminance."""
+    colour = pixels[..., :1] if pixels.shape[-1] <= 2 else pixels[..., :3]  # drop alpha
+    non_empty = [index for index in range(colour.shape[-1]) if colour[..., index].any()]
+    if len(non_empty) <= 1:
+        return colour[..., non_empty[0] if non_empty else 0]
+    luminance = colour @ _LUMINANCE_WEIGHTS
+    return np.rint(luminance).astype(pixels.dtype)
+
+
+def _int_to_uint16(pixels: np.ndarray, what: str) -> np.ndarray:
+    if pixels.size and (pixels.min() < 0 or pixels.max() > np.iinfo(np.uint16).max):
+        raise InputError(f"{what} holds values outside 0..65535; upload {_SUPPORTED}.")
+    return pixels.astype(np.uint16)
+
+
+def _check_size(height: int, width: int, *, what: str, max_side_px: int) -> None:
+    if height > max_side_px or width > max_side_px:
+        raise InputError(
+            f"{what} is {width} x {height} px; the largest accepted side is {max_side_px} px. Downscale it first."
+        )
+    if height == 0 or width == 0:
+        raise InputError(f"{what} is empty ({width} x {height} px); upload the full image.")
+
+
+def _check_dtype(dtype: np.dtype, what: str) -> None:
+    dtype = np.dtype(dtype)
+    if dtype.kind != "u" or dtype.itemsize not in (1, 2):
+        raise InputError(f"{what} holds {dtype.name} pixels; upload {_SUPPORTED}.")
+
+
+def _bit_depth(dtype: np.dtype) -> int:
+    return 8 * np.dtype(dtype).itemsize
+
+
+def _to_unit_float(pixels: np.ndarray) -> np.ndarray:
+    scaled = pixels.astype(np.float32)
+    scaled /= np.float32(np.iinfo(pixels.dtype).max)  # division, so 51 / 255 is exactly float32(0.2)
+    return scaled
+
+
+def _seekable(source: Source) -> Source:
+    """Formats are sniffed by their first bytes, so streams that cannot seek are read into memory."""
+    if isinstance(source, (str, Path)) or source.seekable():
+        return source
+    return io.BytesIO(source.read())
+
+
+def _peek(source: Source, size: int, what: str) -> bytes:
+    if isinstance(source, (str, Path)):
+        try:
+            with open(source, "rb") as file:
+                return file.read(size)
+        except OSError as error:
+            raise InputError(f"{what} cannot be opened ({error.strerror}); check the path.") from None
+    position = source.tell()
+    head = source.read(size)
+    source.seek(position)
+    return head
+
+
+def _describe_source(source: Source, channel: str | None) -> str:
+    name = Path(source).name if isinstance(source, (str, Path)) else getattr(source, "name", None)
+    if channel is None:
+        return f"The file {Path(name).name}" if name else "The file"
+    return f"The {channel} channel ({Path(name).name})" if name else f"The {channel} channel"
+
+
+def _describe_shape(shape: tuple[int, ...]) -> str:
+    """(H, W) as "W x H px" (how people quote image sizes); other shapes axis by axis."""
+    if len(shape) == 2:
+        return f"{shape[1]} x {shape[0]} px"
+    return " x ".join(str(side) for side in shape)

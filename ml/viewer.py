@@ -1,0 +1,147 @@
+"""Images for the field viewer: downscaled channels, outline overlays, a cell-id map and cell thumbnails.
+
+A 3072 px field is too large to send to a browser four times over, so the viewer works on a
+copy whose longer side is at most `max_side_px`. Every picture here is made from that copy, in
+one pass over the full-resolution channels, so producing them costs little next to segmentation.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from skimage.segmentation import find_boundaries
+
+from ml.io import Field
+from ml.render import CELL_OUTLINE_RGB, NUCLEUS_OUTLINE_RGB, contrast_stretch
+from ml.segmentation import Segmentation
+
+VIEWER_MAX_SIDE_PX = 1536
+THUMBNAIL_SIZE_PX = 128
+# Neighbouring cells stay visible in a thumbnail, dimmed to this share, so the cell stands out.
+THUMBNAIL_CONTEXT_BRIGHTNESS = 0.35
+
+
+@dataclass(frozen=True, eq=False)
+class ViewerImages:
+    """A field's pictures at viewer resolution (h, w); `scale` = viewer px per field px."""
+
+    channels: dict[str, np.ndarray]  # uint8 (h, w) per channel present, contrast-stretched
+    cell_labels: np.ndarray  # uint16 (h, w), nearest-neighbour copy of the field's cell labels
+    cell_outlines: np.ndarray  # uint8 (h, w, 4) RGBA, transparent off the outlines
+    nucleus_outlines: np.ndarray  # uint8 (h, w, 4) RGBA
+    cell_ids: np.ndarray  # uint8 (h, w, 3): cell id = R * 65536 + G * 256 + B, 0 = background
+    composite: np.ndarray  # uint8 (h, w, 3): HPA colouring with both outlines drawn in
+    scale: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.cell_labels.shape
+
+
+def viewer_shape(shape: tuple[int, int], *, max_side_px: int = VIEWER_MAX_SIDE_PX) -> tuple[tuple[int, int], float]:
+    """((h, w), scale) of the viewer copy of an (H, W) field; fields that fit are not enlarged."""
+    scale = min(1.0, max_side_px / max(shape))
+    return (max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))), scale
+
+
+def downscale_channel(image: np.ndarray, out_shape: tuple[int, int]) -> np.ndarray:
+    """float32 (H, W) -> float32 out_shape by area averaging (Pillow's box filter: fast, no aliasing)."""
+    if image.shape == out_shape:
+        return image.astype(np.float32, copy=False)
+    resized = Image.fromarray(image.astype(np.float32, copy=False)).resize(
+        (out_shape[1], out_shape[0]), Image.Resampling.BOX
+    )
+    return np.asarray(resized, dtype=np.float32)
+
+
+def downscale_labels(labels: np.ndarray, out_shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour copy of an (H, W) label image: every value is a label that exists in the input."""
+    if labels.shape == out_shape:
+        return labels.copy()
+    rows = np.minimum(((np.arange(out_shape[0]) + 0.5) * labels.shape[0] / out_shape[0]).astype(np.intp), labels.shape[0] - 1)
+    cols = np.minimum(((np.arange(out_shape[1]) + 0.5) * labels.shape[1] / out_shape[1]).astype(np.intp), labels.shape[1] - 1)
+    return labels[np.ix_(rows, cols)]
+
+
+def encode_ids_rgb(labels: np.ndarray) -> np.ndarray:
+    """(h, w) integer ids < 2**24 -> uint8 (h, w, 3) with id = R * 65536 + G * 256 + B."""
+    ids = labels.astype(np.uint32)
+    if ids.size and int(ids.max()) >= 1 << 24:
+        raise ValueError("Cell ids must be below 2**24 to fit three 8-bit colour planes.")
+    return np.stack([(ids >> 16) & 0xFF, (ids >> 8) & 0xFF, ids & 0xFF], axis=-1).astype(np.uint8)
+
+
+def decode_ids_rgb(rgb: np.ndarray) -> np.ndarray:
+    """The inverse of `encode_ids_rgb`: uint8 (h, w, 3) -> uint32 (h, w) ids."""
+    planes = rgb.astype(np.uint32)
+    return (planes[..., 0] << 16) | (planes[..., 1] << 8) | planes[..., 2]
+
+
+def outline_overlay(labels: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """uint8 (h, w, 4): `colour`, opaque on the inner boundary of every label, transparent elsewhere."""
+    overlay = np.zeros((*labels.shape, 4), dtype=np.uint8)
+    overlay[find_boundaries(labels, mode="inner")] = (*colour, 255)
+    return overlay
+
+
+def hpa_composite(channels: dict[str, np.ndarray]) -> np.ndarray:
+    """HPA colouring of uint8 channels: red = microtubules, green = protein, blue = nucleus, yellow adds to red and green."""
+    shape = next(iter(channels.values())).shape
+    zeros = np.zeros(shape, dtype=np.float32)
+    red, green, blue, yellow = (channels[name].astype(np.float32) if name in channels else zeros for name in ("red", "green", "blue", "yellow"))
+    rgb = np.stack([red + 0.5 * yellow, green + 0.5 * yellow, blue], axis=-1)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def viewer_images(field: Field, segmentation: Segmentation, *, max_side_px: int = VIEWER_MAX_SIDE_PX) -> ViewerImages:
+    """Every viewer picture of a field and its segmentation."""
+    out_shape, scale = viewer_shape(field.shape, max_side_px=max_side_px)
+    channels = {
+        name: (contrast_stretch(downscale_channel(getattr(field, name), out_shape)) * 255).round().astype(np.uint8)
+        for name in field.channels_present
+    }
+    cell_labels = downscale_labels(segmentation.cell_labels, out_shape)
+    nuclei_labels = downscale_labels(segmentation.nuclei_labels, out_shape)
+    cell_outlines = outline_overlay(cell_labels, CELL_OUTLINE_RGB)
+    nucleus_outlines = outline_overlay(nuclei_labels, NUCLEUS_OUTLINE_RGB)
+    composite = hpa_composite(channels)
+    for overlay in (cell_outlines, nucleus_outlines):
+        drawn = overlay[..., 3] > 0
+        composite[drawn] = overlay[drawn, :3]
+    return ViewerImages(
+        channels=channels,
+        cell_labels=cell_labels,
+        cell_outlines=cell_outlines,
+        nucleus_outlines=nucleus_outlines,
+        cell_ids=encode_ids_rgb(cell_labels),
+        composite=composite,
+        scale=scale,
+    )
+
+
+def cell_thumbnails(
+    images: ViewerImages, *, cell_ids: np.ndarray, bboxes: np.ndarray, size_px: int = THUMBNAIL_SIZE_PX
+) -> np.ndarray:
+    """uint8 (N, size_px, size_px, 3): each cell centred in a square, its neighbours dimmed.
+
+    `bboxes` are (N, 4) half-open (min_row, min_col, max_row, max_col) in field pixels.
+    """
+    height, width = images.shape
+    thumbnails = np.zeros((len(cell_ids), size_px, size_px, 3), dtype=np.uint8)
+    for index, (cell_id, bbox) in enumerate(zip(cell_ids, bboxes, strict=True)):
+        top, left = int(np.floor(bbox[0] * images.scale)), int(np.floor(bbox[1] * images.scale))
+        bottom = min(height, max(top + 1, int(np.ceil(bbox[2] * images.scale))))
+        right = min(width, max(left + 1, int(np.ceil(bbox[3] * images.scale))))
+        side = max(bottom - top, right - left)
+        # The square around the box, clipped to the image; the part outside stays black.
+        row0, col0 = (top + bottom - side) // 2, (left + right - side) // 2
+        square = np.zeros((side, side, 3), dtype=np.float32)
+        rows = slice(max(row0, 0), min(row0 + side, height))
+        cols = slice(max(col0, 0), min(col0 + side, width))
+        is_cell = images.cell_labels[rows, cols] == cell_id
+        colour = hpa_composite({name: channel[rows, cols] for name, channel in images.channels.items()})
+        window = colour.astype(np.float32) * np.where(is_cell, 1.0, THUMBNAIL_CONTEXT_BRIGHTNESS)[..., None]
+        square[rows.start - row0 : rows.stop - row0, cols.start - col0 : cols.stop - col0] = window
+        resized = Image.fromarray(square.round().astype(np.uint8)).resize((size_px, size_px), Image.Resampling.BILINEAR)
+        thumbnails[index] = np.asarray(resized)
+    return thumbnails

@@ -1,0 +1,165 @@
+"""The product in a real browser: Debian's chromium driven by Playwright against a live server and a
+real worker process. Sign in, upload a field, wait for it, open a cell, download the CSV; the run
+saves screenshots of the main pages at desktop and phone widths to docs/screenshots/."""
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cells.models import Field
+from ml.constants import CHANNELS
+from ml.synth import synthesize_field
+
+# Playwright's sync API keeps an event loop in this thread; the ORM calls here are still synchronous.
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+DESKTOP = {"width": 1280, "height": 860}
+PHONE = {"width": 390, "height": 844}
+FIELD_SIZE_PX = 768
+PASSWORD = "a-long-test-password"
+
+
+@pytest.fixture
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium); browser tests need it.")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def channel_files(tmp_path) -> list[Path]:
+    """A synthetic HPA-like field as four 8-bit PNGs named {ID}_{channel}.png."""
+    field = synthesize_field(np.random.default_rng(7), FIELD_SIZE_PX)
+    paths = []
+    for channel, plane in zip(CHANNELS, field.image, strict=True):
+        path = tmp_path / f"plate1-A3_{channel}.png"
+        Image.fromarray((np.clip(plane, 0, 1) * 255).astype(np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def _shot(page, name: str, *, full_page: bool = True) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    # Lazy images below the fold would show as empty boxes in a full-page picture.
+    page.evaluate("document.querySelectorAll('img[loading=lazy]').forEach((image) => { image.loading = 'eager'; })")
+    page.wait_for_function("[...document.images].every((image) => image.complete)")
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=full_page)
+
+
+def _cell_inside_its_box_centre(field: Field) -> tuple[int, int, int]:
+    """(label, row, col) of a cell whose bounding-box centre lies inside it, the largest such."""
+    with field.cell_labels.open("rb") as handle:
+        labels = np.asarray(Image.open(handle))
+    for cell in field.cells.order_by("-area_px"):
+        row, col = (cell.min_row + cell.max_row) // 2, (cell.min_col + cell.max_col) // 2
+        if labels[row, col] == cell.label:
+            return cell.label, row, col
+    pytest.fail("no cell contains the centre of its bounding box")
+
+
+def _click_field_pixel(page, row: int, col: int) -> None:
+    box = page.locator("[data-layers]").bounding_box()
+    page.mouse.click(box["x"] + (col + 0.5) * box["width"] / FIELD_SIZE_PX, box["y"] + (row + 0.5) * box["height"] / FIELD_SIZE_PX)
+
+
+def test_sign_in_upload_wait_open_a_cell_and_download_the_csv(browser, live_server, django_user_model, channel_files, worker_process):
+    django_user_model.objects.create_user(username="biologist", password=PASSWORD)
+    context = browser.new_context(viewport=DESKTOP, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+
+    page.goto(f"{live_server.url}/")
+    assert "/accounts/login/" in page.url
+    _shot(page, "sign-in-desktop")
+    page.get_by_label("Username").fill("biologist")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{live_server.url}/")
+
+    page.get_by_role("link", name="New job").first.click()
+    page.get_by_label("Job name").fill("Plate 1")
+    page.locator('input[name="files"]').set_input_files([str(path) for path in channel_files])
+    assert page.locator("[data-field-summary]").inner_text() == "1 field: plate1-A3."
+    assert page.get_by_label("Channel of plate1-A3_yellow.png").input_value() == "yellow"
+    _shot(page, "upload-desktop")
+    page.get_by_role("button", name="Upload and analyse").click()
+    page.wait_for_url(re.compile(r".*/jobs/\d+/$"))
+
+    # Progress updates in place (htmx); the page reloads itself once when the job is finished.
+    status = page.get_by_test_id("job-status")
+    status.filter(has_text=re.compile("^(done|failed|partial)$")).wait_for(timeout=240_000)
+    assert status.inner_text() == "done", (worker_process[1].read_text()[-3000:])
+    _shot(page, "job-desktop")
+
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Kaggle submission CSV").click()
+    csv_text = Path(download_info.value.path()).read_text()
+    assert csv_text.startswith("ID,ImageWidth,ImageHeight,PredictionString\nplate1-A3,768,768,")
+
+    page.get_by_role("link", name="plate1-A3").first.click()
+    page.locator('[data-viewer][data-ready="true"]').wait_for()
+    field = Field.objects.get(name="plate1-A3")
+    label, row, col = _cell_inside_its_box_centre(field)
+    _click_field_pixel(page, row, col)
+    title = page.locator("[data-cell-title]")
+    assert title.inner_text() == f"Cell {label} (selected)"
+    bars = page.locator("[data-cell-bars] .bar-row")
+    if field.model_name:
+        assert bars.count() >= 1
+    else:
+        assert "Not classified" in page.locator("[data-cell-bars]").inner_text()
+    assert page.locator(f"#cell-row-{label}.selected").count() == 1
+
+    # Zoom and the channel controls act on the view.
+    zoom = page.locator("[data-zoom-level]")
+    before = zoom.inner_text()
+    page.get_by_role("button", name="Zoom in").click()
+    assert zoom.inner_text() != before
+    page.get_by_role("button", name="Fit").click()
+    page.get_by_label("Contrast of the green channel").fill("2.5")
+    page.get_by_label("Nuclei").uncheck()
+    assert page.locator('[data-overlay="nucleus-outlines"]').is_hidden()
+    page.get_by_label("Nuclei").check()
+    page.get_by_label("Contrast of the green channel").fill("1")
+    _shot(page, "field-viewer-desktop")
+
+    job_url = page.url.split("/fields/")[0] + f"/jobs/{field.job_id}/"
+    page.goto(job_url + "gallery/")
+    assert page.locator(".tile").count() >= 1 or not field.model_name
+    _shot(page, "gallery-desktop")
+    page.goto(f"{live_server.url}/")
+    _shot(page, "jobs-desktop")
+    page.goto(f"{live_server.url}/api/docs/")
+    page.locator(".swagger-ui .opblock").first.wait_for()
+    _shot(page, "api-docs-desktop")
+
+    phone = browser.new_context(viewport=PHONE, storage_state=context.storage_state(), is_mobile=True, has_touch=True)
+    phone_page = phone.new_page()
+    for name, url in (("jobs", "/"), ("upload", "/jobs/new/"), ("job", job_url), ("field-viewer", f"/fields/{field.pk}/#cell-{label}"), ("gallery", job_url + "gallery/")):
+        phone_page.goto(url if url.startswith("http") else f"{live_server.url}{url}")
+        if name == "field-viewer":
+            phone_page.locator('[data-viewer][data-ready="true"]').wait_for()
+            assert phone_page.locator("[data-cell-title]").inner_text() == f"Cell {label} (selected)"
+        # Nothing may stick out sideways at phone width.
+        assert phone_page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), name
+        _shot(phone_page, f"{name}-phone", full_page=False)  # what a phone shows first
+    phone.close()
+    context.close()

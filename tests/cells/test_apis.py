@@ -1,0 +1,211 @@
+import csv
+import io
+import json
+import re
+import zipfile
+
+import pytest
+from django.contrib.staticfiles import finders
+from django.core.files.uploadedfile import SimpleUploadedFile
+from pycocotools.coco import COCO
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from cells import services
+from cells.models import Cell, Job
+from tests.factories import field_arrays, field_pngs, png_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+def test_create_job_from_four_files_returns_201_and_the_queued_field(owner_api, channel_uploads):
+    response = owner_api.post("/api/jobs/", {"name": "api job", **channel_uploads()}, format="multipart")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert (body["name"], body["status"], body["progress"]) == ("api job", "queued", 0.0)
+    assert [(f["name"], f["width"], f["height"], f["status"]) for f in body["fields"]] == [("f1", 512, 512, "queued")]
+
+
+def test_create_job_with_mismatched_sizes_returns_400_with_a_sentence(owner_api, channel_uploads):
+    files = channel_uploads()
+    files["yellow"] = SimpleUploadedFile("f1_yellow.png", png_bytes(field_arrays(size_px=256)["yellow"]))
+    response = owner_api.post("/api/jobs/", files, format="multipart")
+    assert response.status_code == 400
+    assert "size" in response.json()["detail"].lower()
+    assert Job.objects.count() == 0
+
+
+def test_create_job_without_files_returns_400(owner_api):
+    response = owner_api.post("/api/jobs/", {"name": "empty"}, format="multipart")
+    assert response.status_code == 400
+    assert "green and blue" in response.json()["detail"]
+
+
+def test_api_requires_authentication(channel_uploads):
+    assert APIClient().get("/api/jobs/").status_code in (401, 403)
+
+
+def test_token_authentication_reads_own_jobs(owner, channel_uploads):
+    services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads())])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=owner).key}")
+    response = client.get("/api/jobs/")
+    assert response.status_code == 200
+    assert response.json()["count"] == 1
+
+
+def test_outsider_cannot_read_or_download_another_users_job(owner, outsider_api, channel_uploads):
+    job = services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads())])
+    assert outsider_api.get("/api/jobs/").json()["count"] == 0
+    for url in (f"/api/jobs/{job.pk}/", f"/api/jobs/{job.pk}/cells/", f"/api/jobs/{job.pk}/submission.csv"):
+        assert outsider_api.get(url).status_code == 404
+
+
+def test_cells_and_submission_csv_of_a_processed_job(owner, owner_api, channel_uploads, ml_settings):
+    job = services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads())])
+    services.field_process(field_id=job.fields.get().pk)
+
+    detail = owner_api.get(f"/api/jobs/{job.pk}/").json()
+    assert (detail["status"], detail["progress"]) == ("done", 1.0)
+    cells = owner_api.get(f"/api/jobs/{job.pk}/cells/").json()
+    assert cells["count"] == 4
+    assert {cell["label"] for cell in cells["results"]} == {1, 2, 3, 4}
+
+    response = owner_api.get(f"/api/jobs/{job.pk}/submission.csv")
+    assert response.status_code == 200 and response["Content-Type"] == "text/csv"
+    rows = list(csv.DictReader(io.StringIO(response.getvalue().decode())))
+    assert [(r["ID"], r["ImageWidth"], r["ImageHeight"]) for r in rows] == [("f1", "512", "512")]
+
+
+@pytest.fixture
+def processed_job(owner, channel_uploads, ml_settings):
+    """A processed job of one 256 px field with 4 cells; cell i is most confident in class i (0.9)."""
+    ml_settings.ML_MODEL_PATH = ""
+    job = services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads(size_px=256))])
+    services.field_process(field_id=job.fields.get().pk)
+    for cell in Cell.objects.filter(field__job=job):
+        probabilities = [0.01] * 19
+        probabilities[cell.label] = 0.9
+        Cell.objects.filter(pk=cell.pk).update(probabilities=probabilities, top_class=cell.label, top_confidence=0.9)
+    return job
+
+
+def _zip_of_fields(*field_ids: str) -> SimpleUploadedFile:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for field_id in field_ids:
+            for channel, data in field_pngs(size_px=64).items():
+                archive.writestr(f"images/{field_id}_{channel}.png", data)
+    return SimpleUploadedFile("fields.zip", buffer.getvalue(), content_type="application/zip")
+
+
+def test_create_job_from_a_zip_batch_gives_one_job_with_every_field(owner_api):
+    response = owner_api.post("/api/jobs/", {"name": "batch", "files": [_zip_of_fields("b", "a")]}, format="multipart")
+    assert response.status_code == 201, response.content
+    assert [(f["name"], f["status"], f["cell_count"]) for f in response.json()["fields"]] == [("a", "queued", 0), ("b", "queued", 0)]
+
+
+def test_create_job_with_assignments_for_files_named_freely(owner_api):
+    pngs = field_pngs(size_px=64)
+    files = [SimpleUploadedFile("one.png", pngs["green"]), SimpleUploadedFile("two.png", pngs["blue"])]
+    assignments = json.dumps({"one.png": {"field": "A1", "channel": "green"}, "two.png": {"field": "A1", "channel": "blue"}})
+    response = owner_api.post("/api/jobs/", {"files": files, "assignments": assignments}, format="multipart")
+    assert response.status_code == 201, response.content
+    assert [f["name"] for f in response.json()["fields"]] == ["A1"]
+
+
+def test_create_job_with_a_bad_field_in_a_batch_lists_it_and_stores_nothing(owner_api):
+    pngs = field_pngs(size_px=64)
+    files = [SimpleUploadedFile("a_green.png", pngs["green"]), SimpleUploadedFile("a_blue.png", pngs["blue"]),
+             SimpleUploadedFile("b_green.png", pngs["green"])]
+    response = owner_api.post("/api/jobs/", {"files": files}, format="multipart")
+    assert response.status_code == 400
+    assert list(response.json()["fields"]) == ["b"] and "blue channel is missing" in response.json()["fields"]["b"]
+    assert Job.objects.count() == 0
+
+
+def test_job_list_is_paginated(owner, owner_api, channel_uploads):
+    for index in range(3):
+        services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads(size_px=64))], name=f"job {index}")
+    body = owner_api.get("/api/jobs/?page_size=2").json()
+    assert (body["count"], len(body["results"]), body["results"][0]["name"]) == (3, 2, "job 2")
+    assert body["next"].endswith("page=2&page_size=2")
+
+
+def test_fields_cells_and_predictions_of_a_job(owner_api, processed_job):
+    field = processed_job.fields.get()
+    fields = owner_api.get(f"/api/jobs/{processed_job.pk}/fields/").json()
+    assert [(f["id"], f["status"], f["cell_count"]) for f in fields["results"]] == [(field.pk, "done", 4)]
+    assert owner_api.get(f"/api/fields/{field.pk}/").json()["cell_count"] == 4
+    cells = owner_api.get(f"/api/fields/{field.pk}/cells/?class_index=3&min_confidence=0.5").json()["results"]
+    assert [cell["label"] for cell in cells] == [3]
+    cell = owner_api.get(f"/api/cells/{cells[0]['id']}/").json()
+    assert cell["predictions"] == [{"class_index": 3, "class_name": "Nucleoli fibrillar center", "confidence": 0.9}]
+    ranked = owner_api.get(f"/api/jobs/{processed_job.pk}/cells/?class_index=18&order=-confidence").json()["results"]
+    assert [c["label"] for c in ranked] == [1, 2, 3, 4]
+    counts = owner_api.get(f"/api/jobs/{processed_job.pk}/class-counts/?min_confidence=0.5").json()
+    assert [c["cells"] for c in counts] == [0, 1, 1, 1, 1] + [0] * 14
+
+
+def test_every_export_downloads_through_the_api(owner_api, processed_job, tmp_path):
+    base = f"/api/jobs/{processed_job.pk}"
+    coco_response = owner_api.get(f"{base}/coco.json?min_confidence=0.5")
+    assert coco_response["Content-Type"] == "application/json"
+    (tmp_path / "coco.json").write_bytes(coco_response.getvalue())
+    coco = COCO(str(tmp_path / "coco.json"))
+    assert len(coco.getAnnIds()) == 4 and len(coco.getCatIds()) == 19
+    cells_csv = owner_api.get(f"{base}/cells.csv", HTTP_ACCEPT="text/csv")
+    assert cells_csv.status_code == 200 and cells_csv.getvalue().decode().count("\n") == 5
+    labels = owner_api.get(f"{base}/labels.zip")
+    assert labels["Content-Disposition"] == f'attachment; filename="job-{processed_job.pk}-labels.zip"'
+    with zipfile.ZipFile(io.BytesIO(labels.getvalue())) as archive:
+        assert sorted(archive.namelist()) == ["f1_cells.png", "f1_nuclei.png"]
+    field_labels = owner_api.get(f"/api/fields/{processed_job.fields.get().pk}/labels/nuclei.png")
+    assert field_labels["Content-Type"] == "image/png" and field_labels.getvalue()[:4] == b"\x89PNG"
+
+
+def test_retry_runs_a_failed_field_again_and_refuses_one_that_has_not_failed(owner_api, processed_job):
+    field = processed_job.fields.get()
+    assert owner_api.post(f"/api/fields/{field.pk}/retry/").status_code == 409
+    services.field_fail(field_id=field.pk, reason="broken")
+    response = owner_api.post(f"/api/fields/{field.pk}/retry/")
+    assert response.status_code == 202 and response.json()["status"] == "queued"
+
+
+def test_delete_removes_the_job(owner_api, processed_job):
+    assert owner_api.delete(f"/api/jobs/{processed_job.pk}/").status_code == 204
+    assert owner_api.get(f"/api/jobs/{processed_job.pk}/").status_code == 404
+
+
+def test_models_list_says_whether_a_classifier_is_installed(owner_api, settings, tmp_path):
+    settings.ML_MODEL_PATH = ""
+    models = owner_api.get("/api/models/").json()["results"]
+    assert [(m["kind"], m["name"], m["available"]) for m in models] == [
+        ("classifier", "", False), ("segmentation", "classical", True), ("segmentation", "unet", False)
+    ]
+    (tmp_path / "hpa-v2.pt").write_bytes(b"weights")
+    settings.ML_MODEL_PATH = str(tmp_path / "hpa-v2.pt")
+    assert owner_api.get("/api/models/").json()["results"][0]["name"] == "hpa-v2"
+
+
+def test_outsider_gets_404_from_every_endpoint_of_another_users_job(outsider_api, processed_job):
+    field = processed_job.fields.get()
+    cell = field.cells.first()
+    urls = [f"/api/jobs/{processed_job.pk}/{suffix}" for suffix in ("", "fields/", "cells/", "class-counts/", "coco.json", "cells.csv", "labels.zip")]
+    urls += [f"/api/fields/{field.pk}/", f"/api/fields/{field.pk}/cells/", f"/api/fields/{field.pk}/labels/cells.png", f"/api/cells/{cell.pk}/"]
+    for url in urls:
+        assert outsider_api.get(url).status_code == 404, url
+    assert outsider_api.post(f"/api/fields/{field.pk}/retry/").status_code == 404
+    assert outsider_api.delete(f"/api/jobs/{processed_job.pk}/").status_code == 404
+    assert Job.objects.count() == 1
+
+
+def test_openapi_schema_documents_every_endpoint_and_the_docs_page_is_served_locally(client):
+    schema = client.get("/api/schema/?format=json").json()
+    assert schema["openapi"].startswith("3.")
+    assert {"/api/jobs/", "/api/jobs/{job_id}/coco.json", "/api/cells/{cell_id}/", "/api/models/"} <= set(schema["paths"])
+    assert "tokenAuth" in schema["components"]["securitySchemes"]
+    docs = client.get("/api/docs/").content.decode()
+    assert "swagger-ui" in docs and "cdn." not in docs and "https://" not in docs
+    bundle = re.search(r'src="/static/([^"]+swagger-ui-bundle\.js)"', docs)[1]
+    assert finders.find(bundle) is not None  # shipped by drf-spectacular-sidecar, served with the static files

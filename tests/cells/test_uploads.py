@@ -1,0 +1,186 @@
+import io
+import stat
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils.datastructures import MultiValueDict
+
+from cells import services
+from cells.models import Job
+from cells.uploads import parse_assignments, request_uploads
+from tests.factories import field_arrays, field_pngs
+
+SIZE_PX = 64
+
+
+def _zip(entries: dict[str, bytes], *, infos: tuple[zipfile.ZipInfo, ...] = ()) -> SimpleUploadedFile:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+        for info in infos:
+            archive.writestr(info, b"target")
+    return SimpleUploadedFile("batch.zip", buffer.getvalue(), content_type="application/zip")
+
+
+def _kaggle_entries(field_id: str, *, folder: str = "", channels=("red", "green", "blue", "yellow")) -> dict[str, bytes]:
+    pngs = field_pngs(size_px=SIZE_PX)
+    return {f"{folder}{field_id}_{channel}.png": pngs[channel] for channel in channels}
+
+
+def _files(*uploads: SimpleUploadedFile, **slots: SimpleUploadedFile) -> MultiValueDict:
+    files = MultiValueDict({"files": list(uploads)})
+    for name, upload in slots.items():
+        files[name] = upload
+    return files
+
+
+def _loose(field_id: str, channels=("green", "blue")) -> list[SimpleUploadedFile]:
+    pngs = field_pngs(size_px=SIZE_PX)
+    return [SimpleUploadedFile(f"{field_id}_{channel}.png", pngs[channel]) for channel in channels]
+
+
+def _fields(uploads) -> dict[str, list[str]]:
+    return {upload.name: sorted(upload.channel_files) or ["multichannel"] for upload in uploads}
+
+
+def _refusal(files: MultiValueDict, **kwargs) -> dict[str, str]:
+    with pytest.raises(services.JobInputError) as excinfo:
+        with request_uploads(files, **kwargs):
+            pass
+    return excinfo.value.field_errors
+
+
+def test_loose_files_are_grouped_into_fields_by_their_suffix():
+    with request_uploads(_files(*_loose("a1", ("red", "green", "blue")), *_loose("b2"))) as uploads:
+        assert _fields(uploads) == {"a1": ["blue", "green", "red"], "b2": ["blue", "green"]}
+
+
+def test_assignments_name_the_field_and_channel_of_files_named_otherwise():
+    pngs = field_pngs(size_px=SIZE_PX)
+    files = _files(SimpleUploadedFile("scan 1.png", pngs["green"]), SimpleUploadedFile("scan 2.png", pngs["blue"]))
+    assignments = '{"scan 1.png": {"field": "A1", "channel": "green"}, "scan 2.png": {"field": "A1", "channel": "blue"}}'
+    with request_uploads(files, assignments=assignments) as uploads:
+        assert _fields(uploads) == {"A1": ["blue", "green"]}
+        assert uploads[0].channel_files["green"].name == "scan 1.png"
+
+
+def test_a_file_without_channel_suffix_or_assignment_is_named_in_the_error():
+    errors = _refusal(_files(*_loose("a1"), SimpleUploadedFile("notes.png", b"x")))
+    assert list(errors) == ["notes.png"]
+    assert "ID}_{channel}" in errors["notes.png"] and "assign its channel" in errors["notes.png"]
+
+
+def test_two_files_for_one_channel_of_a_field_are_refused():
+    pngs = field_pngs(size_px=SIZE_PX)
+    files = _files(SimpleUploadedFile("a1_green.png", pngs["green"]), SimpleUploadedFile("a1_GREEN.tif", pngs["green"]))
+    assert _refusal(files) == {"a1": "Both a1_green.png and a1_GREEN.tif hold the green channel of field a1; keep one of them."}
+
+
+def test_assignments_that_are_not_json_say_what_to_send():
+    with pytest.raises(services.JobInputError) as excinfo:
+        parse_assignments("{not json")
+    assert "not valid JSON" in excinfo.value.field_errors["assignments"]
+
+
+def test_a_loose_tiff_without_suffix_is_one_multichannel_field():
+    buffer = io.BytesIO()
+    planes = np.stack([field_arrays(size_px=SIZE_PX)[c] for c in ("red", "green", "blue", "yellow")])
+    tifffile.imwrite(buffer, planes, photometric="minisblack")
+    with request_uploads(_files(SimpleUploadedFile("plate7-A3.tif", buffer.getvalue()))) as uploads:
+        assert _fields(uploads) == {"plate7-A3": ["multichannel"]}
+
+
+def test_zip_in_kaggle_layout_gives_every_field_at_any_depth_and_skips_other_files():
+    entries = {
+        **_kaggle_entries("f1", folder="train/"),
+        **_kaggle_entries("f2", folder="train/deeper/", channels=("green", "blue")),
+        "train.csv": b"ID,Label\nf1,0\n",
+        "__MACOSX/train/._f1_green.png": b"junk",
+        "train/": b"",
+    }
+    with request_uploads(_files(_zip(entries))) as uploads:
+        assert _fields(uploads) == {"f1": ["blue", "green", "red", "yellow"], "f2": ["blue", "green"]}
+        green = uploads[0].channel_files["green"]
+        # Unpacked under their base names, and closed until read so a batch holds few open files.
+        assert Path(green.name).name == "f1_green.png" and green.closed
+        workdir = Path(green.name).parents[2]
+        assert workdir.is_dir()
+    assert not workdir.exists()
+
+
+@pytest.mark.parametrize(
+    ("entry_name", "reason"),
+    [
+        ("../escape_green.png", "points outside the archive"),
+        ("fields/../../escape_green.png", "points outside the archive"),
+        ("/etc/f1_green.png", "absolute path"),
+        ("C:\\data\\f1_green.png", "absolute path"),
+        ("inner/more.zip", "archive inside the archive"),
+    ],
+)
+def test_hostile_zip_entries_refuse_the_whole_zip(entry_name, reason):
+    errors = _refusal(_files(_zip({**_kaggle_entries("f1"), entry_name: b"data"})))
+    assert list(errors) == ["batch.zip"]
+    assert errors["batch.zip"].startswith("batch.zip was refused: the entry") and reason in errors["batch.zip"]
+
+
+def test_a_symlink_in_a_zip_refuses_it():
+    link = zipfile.ZipInfo("f1_red.png")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    errors = _refusal(_files(_zip(_kaggle_entries("f1", channels=("green", "blue")), infos=(link,))))
+    assert "symbolic link" in errors["batch.zip"]
+
+
+def test_a_zip_with_too_many_entries_is_refused(settings):
+    settings.HPAWEB_ZIP_MAX_ENTRIES = 3
+    errors = _refusal(_files(_zip(_kaggle_entries("f1"))))
+    assert errors == {"batch.zip": "batch.zip was refused: it holds 4 entries, more than the 3 allowed; split it into smaller archives."}
+
+
+def test_a_zip_unpacking_beyond_the_total_limit_is_refused_before_unpacking(settings, tmp_path):
+    settings.HPAWEB_ZIP_MAX_BYTES = 1000
+    errors = _refusal(_files(_zip(_kaggle_entries("f1"))))
+    assert errors["batch.zip"].endswith("more than the 1000 bytes allowed; split it into smaller archives.")
+
+
+def test_a_zip_bomb_entry_larger_than_any_image_is_refused(settings):
+    settings.HPAWEB_MAX_SIDE_PX = 64  # the largest image is then about 1 MiB
+    bomb = _zip({"f1_green.png": bytes(50 * 1024**2), **_kaggle_entries("f1", channels=("blue",))})
+    assert len(bomb) < 1024**2  # it compresses to almost nothing
+    errors = _refusal(_files(bomb))
+    assert "unpacks to 50 MiB, more than any accepted image" in errors["batch.zip"]
+
+
+def test_a_file_that_is_not_a_zip_is_refused_by_name():
+    errors = _refusal(_files(SimpleUploadedFile("batch.zip", b"PK not really")))
+    assert errors == {"batch.zip": "batch.zip was refused: it is not a readable zip archive; create it again with a zip tool."}
+
+
+@pytest.mark.django_db
+def test_a_zip_batch_becomes_one_job_with_a_field_each(owner):
+    entries = {**_kaggle_entries("f1"), **_kaggle_entries("f2", folder="x/")}
+    with request_uploads(_files(_zip(entries))) as uploads:
+        job = services.job_create(owner=owner, uploads=uploads, name="batch")
+    assert list(job.fields.values_list("name", "width", "status")) == [("f1", 64, "queued"), ("f2", 64, "queued")]
+    with job.fields.get(name="f2").green.open("rb") as handle:
+        assert handle.read() == entries["x/f2_green.png"]
+
+
+@pytest.mark.django_db
+def test_a_zip_with_one_bad_field_stores_nothing_and_names_every_bad_file(owner, isolated_media):
+    entries = {**_kaggle_entries("f1"), **_kaggle_entries("f2")}
+    entries["f2_green.png"] = b"not an image"
+    entries["f2_red.png"] = b"\x89PNG\r\n\x1a\n broken"
+    with pytest.raises(services.JobInputError) as excinfo:
+        with request_uploads(_files(_zip(entries))) as uploads:
+            services.job_create(owner=owner, uploads=uploads)
+    assert list(excinfo.value.field_errors) == ["f2"]
+    reason = excinfo.value.field_errors["f2"]
+    assert "red channel (f2_red.png)" in reason and "green channel (f2_green.png)" in reason
+    assert Job.objects.count() == 0
+    assert not any(path.is_file() for path in Path(isolated_media).rglob("*"))

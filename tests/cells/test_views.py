@@ -1,0 +1,178 @@
+import json
+import re
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.authtoken.models import Token
+
+from cells import services
+from cells.models import Cell, Field, Job
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def owner_client(client, owner):
+    client.force_login(owner)
+    return client
+
+
+def test_pages_require_sign_in(client):
+    response = client.get("/")
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_upload_page_creates_a_job_and_redirects_to_it(owner_client, channel_uploads):
+    response = owner_client.post("/jobs/new/", {"segmentation_backend": "classical", **channel_uploads()})
+    job = Job.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/jobs/{job.pk}/"
+    page = owner_client.get(response["Location"]).content.decode()
+    assert "f1" in page and 'hx-trigger="every 1s"' in page
+
+
+def test_upload_page_names_the_bad_file_and_stores_nothing(owner_client, channel_uploads):
+    files = channel_uploads()
+    files["green"] = SimpleUploadedFile("f1_green.png", b"not an image")
+    response = owner_client.post("/jobs/new/", {"segmentation_backend": "classical", **files})
+    assert response.status_code == 400
+    assert "green" in response.content.decode()
+    assert "nothing was stored" in response.content.decode()
+    assert Job.objects.count() == 0
+
+
+def test_field_page_says_plainly_when_no_trained_model_is_installed(owner, owner_client, channel_uploads, ml_settings):
+    ml_settings.ML_MODEL_PATH = ""
+    job = services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads())])
+    field = job.fields.get()
+    services.field_process(field_id=field.pk)
+    page = owner_client.get(f"/fields/{field.pk}/").content.decode()
+    assert "No trained model is installed" in page
+    assert owner_client.get(f"/fields/{field.pk}/preview.png")["Content-Type"] == "image/png"
+
+
+def test_progress_partial_stops_polling_when_the_job_is_finished(owner, owner_client, channel_uploads):
+    job = services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads())])
+    services.field_fail(field_id=job.fields.get().pk, reason="The green channel is unreadable.")
+    response = owner_client.get(f"/jobs/{job.pk}/progress/", HTTP_HX_REQUEST="true")
+    page = response.content.decode()
+    assert response["HX-Refresh"] == "true"
+    assert "every 1s" not in page and "The green channel is unreadable." in page and "Run again" in page
+
+
+def test_outsider_gets_404_for_another_users_pages(owner, outsider, client, channel_uploads):
+    job = services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads())])
+    client.force_login(outsider)
+    field = job.fields.get()
+    for url in (f"/jobs/{job.pk}/", f"/jobs/{job.pk}/progress/", f"/fields/{field.pk}/", f"/jobs/{job.pk}/submission.csv"):
+        assert client.get(url).status_code == 404
+
+
+@pytest.fixture
+def processed_field(owner, channel_uploads, ml_settings):
+    """A processed 256 px field of 4 cells; cell i is most confident in class i (0.9)."""
+    ml_settings.ML_MODEL_PATH = ""
+    job = services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads(size_px=256))])
+    field = job.fields.get()
+    services.field_process(field_id=field.pk)
+    for cell in field.cells.all():
+        probabilities = [0.01] * 19
+        probabilities[cell.label] = 0.9
+        Cell.objects.filter(pk=cell.pk).update(probabilities=probabilities, top_class=cell.label, top_confidence=0.9)
+    return Field.objects.get(pk=field.pk)
+
+
+def _file_urls(field) -> list[str]:
+    cell = field.cells.first()
+    return [
+        f"/fields/{field.pk}/preview.png",
+        f"/fields/{field.pk}/images/green.png",
+        f"/fields/{field.pk}/images/cell-ids.png",
+        f"/fields/{field.pk}/labels/cells.png",
+        f"/cells/{cell.pk}/thumbnail.png",
+        *(f"/jobs/{field.job_id}/{name}" for name in ("submission.csv", "coco.json", "cells.csv", "labels.zip")),
+    ]
+
+
+def test_upload_page_accepts_a_batch_of_dropped_files_as_one_job(owner_client, channel_uploads):
+    files = [*channel_uploads(field_id="a1", size_px=64).values(), *channel_uploads(field_id="a2", size_px=64, channels=("green", "blue")).values()]
+    response = owner_client.post("/jobs/new/", {"segmentation_backend": "classical", "name": "batch", "files": files})
+    job = Job.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/jobs/{job.pk}/"
+    assert list(job.fields.values_list("name", flat=True)) == ["a1", "a2"]
+
+
+def test_upload_by_script_gets_a_client_redirect_or_the_errors_alone(owner_client, channel_uploads):
+    files = channel_uploads(size_px=64)
+    response = owner_client.post("/jobs/new/", {"segmentation_backend": "classical", "files": list(files.values())}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and response["HX-Redirect"] == f"/jobs/{Job.objects.get().pk}/"
+    bad = SimpleUploadedFile("x1_green.png", b"not an image")
+    blue = channel_uploads(field_id="x1", size_px=64)["blue"]
+    response = owner_client.post("/jobs/new/", {"segmentation_backend": "classical", "files": [bad, blue]}, HTTP_HX_REQUEST="true")
+    page = response.content.decode()
+    assert response.status_code == 400 and "<html" not in page
+    assert "nothing was stored" in page and "<strong>x1</strong>" in page and "green channel (x1_green.png)" in page
+
+
+def test_field_page_carries_the_viewer_data_and_every_control_has_a_label(owner_client, processed_field):
+    page = owner_client.get(f"/fields/{processed_field.pk}/").content.decode()
+    data = json.loads(page.split('<script id="viewer-data" type="application/json">')[1].split("</script>")[0])
+    assert (data["width"], data["height"], len(data["cells"])) == (256, 256, 4)
+    assert sorted(data["images"]) == ["blue", "cell-ids", "cell-outlines", "green", "nucleus-outlines", "red", "yellow"]
+    assert data["cells"][0]["probabilities"][1] == 0.9
+    for control in re.findall(r"<(?:input|select)\b[^>]*>", page):
+        if 'type="hidden"' in control:
+            continue
+        control_id = re.search(r'id="([^"]+)"', control)
+        assert control_id and f'for="{control_id[1]}"' in page, control
+
+
+def test_viewer_images_and_thumbnails_are_served_as_png_to_the_owner(owner_client, processed_field):
+    for url in _file_urls(processed_field)[:5]:
+        response = owner_client.get(url)
+        assert response.status_code == 200 and response["Content-Type"] == "image/png", url
+        assert response["Cache-Control"] == "private, max-age=3600"
+    assert owner_client.get(f"/fields/{processed_field.pk}/images/passwords.png").status_code == 404
+
+
+def test_gallery_filters_by_class_and_confidence_and_counts_cells_per_class(owner_client, processed_field):
+    job_id = processed_field.job_id
+    page = owner_client.get(f"/jobs/{job_id}/gallery/").content.decode()
+    assert "4 cells" in page and page.count('class="tile"') == 4
+    page = owner_client.get(f"/jobs/{job_id}/gallery/?class_index=2&min_confidence=0.5").content.decode()
+    assert "1 cell showing Nucleoli" in page and page.count('class="tile"') == 1
+    assert 'aria-label="Nucleoli: 1 cells"' in page and 'aria-label="Nucleoplasm: 0 cells"' in page
+    cell = Cell.objects.get(field=processed_field, label=2)
+    assert f'src="/cells/{cell.pk}/thumbnail.png"' in page
+
+
+def test_job_page_links_the_gallery_and_every_export(owner_client, processed_field):
+    page = owner_client.get(f"/jobs/{processed_field.job_id}/").content.decode()
+    for url in (f"/jobs/{processed_field.job_id}/gallery/", *_file_urls(processed_field)[5:]):
+        assert f'href="{url}"' in page
+
+
+def test_job_delete_from_the_page_removes_the_job(owner_client, processed_field):
+    response = owner_client.post(f"/jobs/{processed_field.job_id}/delete/")
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert Job.objects.count() == 0
+
+
+def test_account_page_makes_an_api_token(owner, owner_client):
+    assert "You have no API token yet" in owner_client.get("/accounts/").content.decode()
+    owner_client.post("/accounts/token/")
+    assert Token.objects.get(user=owner).key in owner_client.get("/accounts/").content.decode()
+
+
+def test_outsider_gets_404_for_every_file_and_page_of_another_user(outsider, client, processed_field):
+    client.force_login(outsider)
+    urls = [*_file_urls(processed_field), f"/jobs/{processed_field.job_id}/gallery/", f"/fields/{processed_field.pk}/"]
+    for url in urls:
+        assert client.get(url).status_code == 404, url
+    assert client.post(f"/jobs/{processed_field.job_id}/delete/").status_code == 404
+    assert Job.objects.count() == 1
+
+
+def test_pages_do_not_expose_media_urls(owner_client, processed_field, settings):
+    for url in ("/", f"/jobs/{processed_field.job_id}/", f"/fields/{processed_field.pk}/", f"/jobs/{processed_field.job_id}/gallery/"):
+        page = owner_client.get(url).content.decode()
+        assert f"/{settings.MEDIA_URL}" not in page and str(processed_field.uid) not in page

@@ -1,0 +1,193 @@
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage as ndi
+from skimage import filters, measure, morphology, segmentation
+
+from ml.segmentation import hpa_postprocess
+from ml.segmentation.hpa_postprocess import label_cell, label_nuclei
+from ml.segmentation.matching import iou_table
+
+# Reference outputs of hpacellseg's label_nuclei / label_cell under scikit-image >= 0.25 (our
+# 0.26), on synthetic network outputs; see README.txt there.
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "hpacellseg" / "label_fixtures"
+VARIANTS = ("clean", "noisy", "touching")
+
+
+def reference(variant: str, output: str) -> np.ndarray:
+    return np.asarray(Image.open(FIXTURES / f"{variant}_{output}_skimage_ge_0.25.png")).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Case:
+    variant: str
+    nuclei_pred: np.ndarray
+    cell_pred: np.ndarray
+    nuclei: np.ndarray  # label_nuclei
+    cell_nuclei: np.ndarray  # label_cell
+    cells: np.ndarray  # label_cell
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def case(request) -> Case:
+    if not (FIXTURES / f"{request.param}_inputs.npz").is_file():
+        pytest.skip(f"HPA reference fixtures not found at {FIXTURES} (shared reference data is not checked out)")
+    inputs = np.load(FIXTURES / f"{request.param}_inputs.npz")
+    nuclei_pred, cell_pred = inputs["nuclei_pred"], inputs["cell_pred"]
+    return Case(request.param, nuclei_pred, cell_pred, label_nuclei(nuclei_pred), *label_cell(nuclei_pred, cell_pred))
+
+
+def assert_objects_match(labels: np.ndarray, expected: np.ndarray) -> None:
+    """Same object count; each reference object's best IoU >= 0.95, their mean >= 0.99."""
+    expected_ids, found_ids, iou = iou_table(expected, labels)
+    assert len(found_ids) == len(expected_ids)
+    best = iou.max(axis=1)
+    assert best.min() >= 0.95, f"worst object IoU {best.min():.4f}"
+    assert best.mean() >= 0.99, f"mean object IoU {best.mean():.4f}"
+
+
+def test_label_nuclei_reproduces_the_reference(case):
+    assert_objects_match(case.nuclei, reference(case.variant, "label_nuclei"))
+
+
+def test_label_cell_reproduces_the_reference_cells(case):
+    assert_objects_match(case.cells, reference(case.variant, "label_cell_cells"))
+
+
+def test_label_cell_reproduces_the_reference_nuclei(case):
+    assert_objects_match(case.cell_nuclei, reference(case.variant, "label_cell_nuclei"))
+
+
+def test_label_cell_gives_each_nucleus_the_id_of_its_cell(case):
+    inside = case.cell_nuclei > 0
+    assert np.array_equal(case.cell_nuclei[inside], case.cells[inside])
+
+
+def test_block_grid_shortcut_matches_full_resolution(case, monkeypatch):
+    window = (slice(512, 1024), slice(512, 1024), slice(None))
+    nuclei_pred, cell_pred = case.nuclei_pred[window], case.cell_pred[window]
+    on_blocks = label_nuclei(nuclei_pred), *label_cell(nuclei_pred, cell_pred)
+    monkeypatch.setattr(hpa_postprocess, "_block_px", lambda *images: 1)
+    full = label_nuclei(nuclei_pred), *label_cell(nuclei_pred, cell_pred)
+    assert np.array_equal(on_blocks[0], full[0])  # every nuclei step is exact on the block grid
+    for labels, expected in zip(on_blocks[1:], full[1:]):
+        assert_objects_match(labels, expected)
+
+
+def blocky(image: np.ndarray) -> np.ndarray:
+    """Upscale x4 by pixel replication, as predictions restored from the network's scale are."""
+    return image.repeat(4, axis=0).repeat(4, axis=1)
+
+
+def grid_predictions(cells_per_side: int, cell_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """(nuclei_pred, cell_pred) of square cells with central nuclei, separated by border lines."""
+    side = cells_per_side * cell_px  # at the network's scale
+    rows, cols = np.indices((side, side))
+    within_row, within_col = rows % cell_px, cols % cell_px
+    on_line = (within_row == 0) | (within_col == 0)
+    centre = cell_px // 2
+    in_nucleus = (np.abs(within_row - centre) < cell_px // 3) & (np.abs(within_col - centre) < cell_px // 3)
+    nuclei_pred = np.zeros((side, side, 3), dtype=np.uint8)
+    nuclei_pred[..., 2] = np.where(in_nucleus, 230, 0)
+    cell_pred = np.zeros((side, side, 3), dtype=np.uint8)
+    cell_pred[..., 1] = np.where(on_line, 220, 0)
+    cell_pred[..., 2] = np.where(on_line, 20, 235)
+    return blocky(nuclei_pred), blocky(cell_pred)
+
+
+def test_label_cell_numbers_more_than_255_cells():
+    nuclei_pred, cell_pred = grid_predictions(cells_per_side=17, cell_px=22)  # 289 cells of 88 px
+    nuclei, cells = label_cell(nuclei_pred, cell_pred)
+    assert cells.max() == 289
+    assert len(np.unique(cells)) == 290
+    assert np.array_equal(np.unique(nuclei), np.arange(290))
+    assert np.array_equal(nuclei[nuclei > 0], cells[nuclei > 0])
+
+
+def test_label_cell_keeps_the_uint8_wraparound_of_the_summed_borders():
+    nuclei_pred, cell_pred = grid_predictions(cells_per_side=2, cell_px=22)
+    # Both border maps high over the top-left nucleus: 200 + 100 wraps to 44 in uint8, a low
+    # border sum, so the reference still seeds that nucleus.
+    nucleus = (slice(20, 72), slice(20, 72))  # the whole top-left nucleus
+    nuclei_pred[nucleus + (1,)] = 200
+    cell_pred[nucleus + (1,)] = 100
+    nuclei, cells = label_cell(nuclei_pred, cell_pred)
+    assert cells.max() == 4
+    assert nuclei[44, 44] == cells[44, 44] > 0
+
+
+def test_label_nuclei_splits_touching_nuclei_along_the_predicted_border():
+    side = 32
+    body = np.zeros((side, side), dtype=np.uint8)
+    body[8:24, 4:28] = 240
+    border = np.zeros_like(body)
+    border[8:24, 15:17] = 200  # a touching border down the middle
+    body[8:24, 15:17] = 40
+    nuclei = label_nuclei(blocky(np.stack([np.zeros_like(body), border, body], axis=-1)))
+    assert nuclei.max() == 2
+    assert (nuclei[64, 20], nuclei[64, 100]) == (1, 2)
+
+
+def test_predictions_without_objects_give_empty_labels():
+    empty = np.zeros((64, 64, 3), dtype=np.uint8)
+    nuclei, cells = label_cell(empty, empty)
+    assert not label_nuclei(empty).any() and not nuclei.any() and not cells.any()
+
+
+@pytest.mark.parametrize(
+    "prediction",
+    [np.zeros((64, 64), dtype=np.uint8), np.zeros((64, 64, 4), dtype=np.uint8), np.zeros((64, 64, 3), dtype=np.float32)],
+)
+def test_label_nuclei_rejects_what_is_not_a_uint8_3_channel_map(prediction):
+    with pytest.raises(ValueError, match=r"nuclei_pred must be a uint8 array of shape \(H, W, 3\)"):
+        label_nuclei(prediction)
+
+
+def test_label_cell_rejects_predictions_of_different_fields():
+    with pytest.raises(ValueError, match="pass the two predictions of the same field"):
+        label_cell(np.zeros((64, 64, 3), np.uint8), np.zeros((64, 32, 3), np.uint8))
+
+
+# The shortcuts against the scikit-image / SciPy calls of the reference they replace.
+
+
+@pytest.fixture
+def random_labels() -> np.ndarray:
+    """Touching blobs with ids up to 40 on a 256 px field, some touching the edge."""
+    rng = np.random.default_rng(7)
+    smooth = ndi.gaussian_filter(rng.random((256, 256)), 6)
+    blobs, _ = ndi.label(smooth > np.quantile(smooth, 0.45))
+    return (blobs % 40 + 1) * (blobs > 0)
+
+
+def test_closing_equals_skimage_closing_with_disk_6(random_labels):
+    expected = morphology.closing(random_labels.astype(np.uint8), morphology.disk(6))
+    assert np.array_equal(hpa_postprocess._closing_disk(random_labels, 6), expected)
+
+
+def test_split_and_fill_holes_equals_the_reference_fill_holes(random_labels):
+    boundaries = segmentation.find_boundaries(random_labels)
+    expected, _ = ndi.label(ndi.binary_fill_holes(random_labels * ~boundaries > 0))
+    assert np.array_equal(hpa_postprocess._split_and_fill_holes(random_labels), expected)
+
+
+def test_fill_small_holes_equals_remove_small_holes(random_labels):
+    mask = random_labels % 3 > 0
+    expected = morphology.remove_small_holes(mask, max_size=99)  # fills holes under 100 px
+    assert np.array_equal(hpa_postprocess._fill_small_holes(mask, 100, block_px=1), expected)
+
+
+def test_relabel_in_raster_order_equals_measure_label():
+    smooth = ndi.gaussian_filter(np.random.default_rng(7).random((256, 256)), 6)
+    blobs, count = ndi.label(smooth > np.quantile(smooth, 0.45))
+    new_ids = np.concatenate([[0], np.random.default_rng(3).permutation(count) + 1])
+    shuffled = new_ids[blobs]
+    assert np.array_equal(hpa_postprocess._relabel_in_raster_order(shuffled), measure.label(shuffled))
+
+
+def test_otsu_from_counts_equals_threshold_otsu_of_the_float_image():
+    image = (np.random.default_rng(5).beta(2, 5, (200, 300)) * 255).astype(np.uint8)
+    assert hpa_postprocess._otsu_of_uint8(image) == filters.threshold_otsu(image / 255)

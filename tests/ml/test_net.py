@@ -1,0 +1,32 @@
+import pytest
+import torch
+
+from ml.net import CellClassifier
+
+
+@pytest.mark.parametrize("size_px", [32, 96, 128])
+def test_cell_classifier_gives_19_logits_per_crop(size_px):
+    model = CellClassifier(widths=(8, 16, 32)).eval()
+    with torch.inference_mode():
+        logits = model(torch.rand(3, 4, size_px, size_px))
+    assert logits.shape == (3, 19)
+    assert torch.isfinite(logits).all()
+
+
+def test_default_cell_classifier_weighs_under_5_mb():
+    model = CellClassifier()
+    size_bytes = sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values())
+    assert size_bytes < 5_000_000
+
+
+def test_cell_classifier_stacks_one_stage_per_width():
+    model = CellClassifier(widths=(8, 16, 24), num_classes=5)
+    assert len(model.stages) == 3
+    assert model.head.in_features == 24 and model.head.out_features == 5
+
+
+def test_cell_classifier_is_deterministic_in_eval_mode():
+    model = CellClassifier(widths=(8, 16), dropout=0.5).eval()
+    crops = torch.rand(2, 4, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(crops), model(crops), rtol=0, atol=0)

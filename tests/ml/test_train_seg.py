@@ -1,0 +1,135 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ml.cli import main
+from ml.io import write_labels_png
+from ml.segmentation.hpa_preprocess import PAD_PX
+from ml.segmentation.train_seg import (
+    BACKGROUND,
+    BORDER,
+    FOREGROUND,
+    IGNORE,
+    border_targets,
+    make_sample,
+    train_segmentation,
+)
+from ml.segmentation.unet import build_unet, load_unet_checkpoint, save_unet_checkpoint, unet_config
+from tests.ml.conftest import draw_field, write_field_pngs
+
+TINY_ENCODER = {
+    "stem_channels": 8,
+    "blocks": [1, 1, 1, 1],
+    "residual_channels": [8, 8, 8, 8],
+    "bottleneck_channels": [4, 4, 4, 4],
+    "dense_increments": [2, 2, 2, 2],
+    "groups": 2,
+}
+
+
+@pytest.fixture
+def dataset(tmp_path) -> tuple[Path, Path]:
+    """Two 128 px fields with their nuclei and cell label images, in the layout train-seg reads."""
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    for image_id, centres in (("a", ((40, 40), (90, 90))), ("b", ((30, 90), (95, 35)))):
+        drawn = draw_field(size_px=128, centres=centres, nucleus_radius_px=10, cell_radius_px=28)
+        write_field_pngs(images, image_id, drawn.field)
+        write_labels_png(labels / f"{image_id}_nuclei.png", drawn.nuclei_labels)
+        write_labels_png(labels / f"{image_id}_cells.png", drawn.cell_labels)
+    return images, labels
+
+
+def test_border_targets_mark_where_two_objects_share_a_window():
+    labels = np.zeros((1, 12), dtype=np.uint16)
+    labels[0, 2:5] = 1
+    labels[0, 5:8] = 2
+    assert border_targets(labels, window_px=3).tolist() == [
+        [BACKGROUND, BACKGROUND, FOREGROUND, FOREGROUND, BORDER, BORDER, FOREGROUND, FOREGROUND, BACKGROUND, BACKGROUND, BACKGROUND, BACKGROUND]
+    ]
+
+
+def test_border_targets_leave_a_lone_object_without_border():
+    labels = np.zeros((9, 9), dtype=np.uint16)
+    labels[2:7, 2:7] = 3
+    assert (border_targets(labels, window_px=7) == np.where(labels > 0, FOREGROUND, BACKGROUND)).all()
+
+
+def test_sample_targets_cover_the_scaled_field_and_ignore_the_padding():
+    drawn = draw_field(size_px=128, centres=((40, 40), (90, 90)), nucleus_radius_px=10, cell_radius_px=28)
+    sample = make_sample(drawn.field, drawn.cell_labels, kind="cell", config=unet_config("cell"))
+    assert sample.image.shape == (3, 96, 96) and sample.target.shape == (96, 96)
+    inside = sample.target[PAD_PX : PAD_PX + 32, PAD_PX : PAD_PX + 32]
+    assert (inside != IGNORE).all()
+    assert int((sample.target != IGNORE).sum()) == 32 * 32
+    assert inside[10, 10] == FOREGROUND and inside[0, 31] == BACKGROUND  # cell 1 centre, empty corner
+
+
+def test_one_step_from_scratch_writes_a_loadable_checkpoint(dataset, tmp_path):
+    images, labels = dataset
+    out = tmp_path / "cell-net.pt"
+    metrics = train_segmentation(
+        images=images, labels=labels, out=out, kind="cell", epochs=1, device="cpu", val_fraction=0.5, encoder=TINY_ENCODER
+    )
+    model, info = load_unet_checkpoint(out, kind="cell")
+    assert info["config"] == unet_config("cell", encoder=TINY_ENCODER)
+    assert info["source"] == {"init": None, "training_fields": 1, "validation_fields": 1, "seed": 0}
+    assert set(metrics) == {"train_loss", "val_loss", "val_pixel_accuracy"}
+    assert info["metrics"] == {**metrics, "epochs": 1}
+    torch.manual_seed(0)  # what train_segmentation started from
+    untrained = build_unet(info["config"]).state_dict()
+    assert not torch.equal(model.state_dict()["final.0.weight"], untrained["final.0.weight"])
+
+
+def test_the_seed_makes_training_repeatable(dataset, tmp_path):
+    images, labels = dataset
+    weights = []
+    for name in ("first.pt", "second.pt"):
+        train_segmentation(images=images, labels=labels, out=tmp_path / name, kind="nuclei", epochs=1, device="cpu", encoder=TINY_ENCODER)
+        weights.append(torch.load(tmp_path / name, weights_only=True)["model"])
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+def test_fine_tuning_keeps_batch_norm_statistics(dataset, tmp_path):
+    images, labels = dataset
+    torch.manual_seed(1)
+    config = unet_config("cell", encoder=TINY_ENCODER)
+    start = build_unet(config).state_dict()
+    save_unet_checkpoint(tmp_path / "start.pt", state_dict=start, config=config)
+    train_segmentation(
+        images=images, labels=labels, out=tmp_path / "tuned.pt", kind="cell", init=tmp_path / "start.pt", epochs=1, device="cpu"
+    )
+    tuned = torch.load(tmp_path / "tuned.pt", weights_only=True)
+    assert tuned["source"]["init"] == "start.pt"
+    assert torch.equal(tuned["model"]["encoder_stages.0.1.running_mean"], start["encoder_stages.0.1.running_mean"])
+    assert not torch.equal(tuned["model"]["encoder_stages.0.0.weight"], start["encoder_stages.0.0.weight"])
+
+
+def test_command_reports_a_missing_label_image(dataset, tmp_path, capsys):
+    images, labels = dataset
+    (labels / "b_cells.png").unlink()
+    assert main(["train-seg", "--images", str(images), "--labels", str(labels), "--out", str(tmp_path / "x.pt")]) == 2
+    assert "Field b has no label image b_cells.png" in capsys.readouterr().err
+
+
+def test_command_refuses_initial_weights_of_the_other_network(dataset, tmp_path, capsys):
+    images, labels = dataset
+    config = unet_config("nuclei", encoder=TINY_ENCODER)
+    save_unet_checkpoint(tmp_path / "nuclei.pt", state_dict=build_unet(config).state_dict(), config=config)
+    arguments = ["train-seg", "--images", str(images), "--labels", str(labels), "--out", str(tmp_path / "x.pt")]
+    assert main([*arguments, "--kind", "cell", "--init", str(tmp_path / "nuclei.pt")]) == 2
+    assert "holds the nuclei network but was given as the cell network" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_command_trains_the_full_network_for_one_step(dataset, tmp_path):
+    images, labels = dataset
+    out = tmp_path / "cell-net.pt"
+    arguments = ["train-seg", "--images", str(images), "--labels", str(labels), "--out", str(out)]
+    assert main([*arguments, "--epochs", "1", "--val-fraction", "0", "--device", "cpu"]) == 0
+    _, info = load_unet_checkpoint(out, kind="cell")
+    assert info["config"] == unet_config("cell")
+    assert np.isfinite(info["metrics"]["train_loss"])
