@@ -7,7 +7,7 @@ browser) or `Authorization: Token <key>` (a token from POST /api/token/ or the a
 import json
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import FileResponse, Http404
+from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
@@ -210,10 +210,7 @@ class FieldLabelsApi(APIView):
         responses={(200, "image/png"): OpenApiTypes.BINARY},
     )
     def get(self, request, field_id: int, kind: str):
-        field = selectors.field_get(user=request.user, field_id=field_id)
-        stored = {"cells": field.cell_labels, "nuclei": field.nuclei_labels}.get(kind)
-        if not stored:
-            raise Http404("This field has no label image of that kind yet.")
+        field, stored = selectors.field_labels_get(user=request.user, field_id=field_id, kind=kind)
         return FileResponse(stored.open("rb"), content_type="image/png", as_attachment=True, filename=f"{field.name}_{kind}.png")
 
 
@@ -296,64 +293,53 @@ class _JobExportApi(APIView):
         return {}
 
 
+@extend_schema(
+    summary="Download the Kaggle submission CSV",
+    description="`ID,ImageWidth,ImageHeight,PredictionString`: one row per field, a `label confidence mask` triple "
+    "for each of the 19 classes of every classified cell.",
+    responses={(200, "text/csv"): OpenApiTypes.STR},
+)
 class JobSubmissionApi(_JobExportApi):
     export = "submission"
 
-    @extend_schema(
-        summary="Download the Kaggle submission CSV",
-        description="`ID,ImageWidth,ImageHeight,PredictionString`: one row per field, a `label confidence mask` triple "
-        "for each of the 19 classes of every classified cell.",
-        responses={(200, "text/csv"): OpenApiTypes.STR},
-    )
-    def get(self, request, job_id: int):
-        return super().get(request, job_id)
+
+class CocoFilterSerializer(serializers.Serializer):
+    min_confidence = serializers.FloatField(required=False, min_value=0.0, max_value=1.0, default=0.0)
 
 
+@extend_schema(
+    summary="Download COCO instance segmentation JSON",
+    description="images = fields; categories = the 19 classes (id = HPA label 0..18); one annotation per classified "
+    "cell and class with confidence >= min_confidence: compressed RLE segmentation, bbox [x, y, w, h], area, score.",
+    parameters=[CocoFilterSerializer],
+    responses={(200, "application/json"): OpenApiTypes.OBJECT},
+    examples=[OpenApiExample("Load it", value="pycocotools.coco.COCO('job-1-coco.json')", response_only=True)],
+)
 class JobCocoApi(_JobExportApi):
     export = "coco"
 
-    class FilterSerializer(serializers.Serializer):
-        min_confidence = serializers.FloatField(required=False, min_value=0.0, max_value=1.0, default=0.0)
-
-    @extend_schema(
-        summary="Download COCO instance segmentation JSON",
-        description="images = fields; categories = the 19 classes (id = HPA label 0..18); one annotation per classified "
-        "cell and class with confidence >= min_confidence: compressed RLE segmentation, bbox [x, y, w, h], area, score.",
-        parameters=[FilterSerializer],
-        responses={(200, "application/json"): OpenApiTypes.OBJECT},
-        examples=[OpenApiExample("Load it", value="pycocotools.coco.COCO('job-1-coco.json')", response_only=True)],
-    )
-    def get(self, request, job_id: int):
-        return super().get(request, job_id)
-
     def _options(self, request) -> dict:
-        filters = self.FilterSerializer(data=request.query_params)
+        filters = CocoFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         return filters.validated_data
 
 
+@extend_schema(
+    summary="Download the per-cell CSV",
+    description="field, cell_id, min_row, min_col, max_row, max_col, area_px and the 19 class confidences.",
+    responses={(200, "text/csv"): OpenApiTypes.STR},
+)
 class JobCellsCsvApi(_JobExportApi):
     export = "cells"
 
-    @extend_schema(
-        summary="Download the per-cell CSV",
-        description="field, cell_id, min_row, min_col, max_row, max_col, area_px and the 19 class confidences.",
-        responses={(200, "text/csv"): OpenApiTypes.STR},
-    )
-    def get(self, request, job_id: int):
-        return super().get(request, job_id)
 
-
+@extend_schema(
+    summary="Download every field's label images (zip)",
+    description="{ID}_cells.png and {ID}_nuclei.png per processed field: 16-bit PNG, 0 = background, cell i contains nucleus i.",
+    responses={(200, "application/zip"): OpenApiTypes.BINARY},
+)
 class JobLabelsApi(_JobExportApi):
     export = "labels"
-
-    @extend_schema(
-        summary="Download every field's label images (zip)",
-        description="{ID}_cells.png and {ID}_nuclei.png per processed field: 16-bit PNG, 0 = background, cell i contains nucleus i.",
-        responses={(200, "application/zip"): OpenApiTypes.BINARY},
-    )
-    def get(self, request, job_id: int):
-        return super().get(request, job_id)
 
 
 class ModelListApi(APIView):
@@ -370,6 +356,4 @@ class ModelListApi(APIView):
 
     @extend_schema(summary="List the models this installation uses", responses=OutputSerializer(many=True))
     def get(self, request):
-        paginator = self.pagination_class()
-        page = paginator.paginate_queryset(selectors.model_list(), request, view=self)
-        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
+        return _paginated(self, request, selectors.model_list(), self.OutputSerializer)

@@ -12,7 +12,9 @@ import numpy as np
 from django.conf import settings
 from django.db.models import Count, F, FloatField, Prefetch, QuerySet
 from django.db.models.fields.json import KeyTextTransform
+from django.db.models.fields.files import FieldFile
 from django.db.models.functions import Cast
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from rest_framework.authtoken.models import Token
 
@@ -52,6 +54,15 @@ def field_get(*, user, field_id: int) -> Field:
 
 def field_image_get(*, user, field_id: int, kind: str) -> FieldImage:
     return get_object_or_404(FieldImage.objects.filter(field__job__owner=user), field_id=field_id, kind=kind)
+
+
+def field_labels_get(*, user, field_id: int, kind: str) -> tuple[Field, FieldFile]:
+    """The user's field and its 16-bit label image of `kind` ("cells" or "nuclei"); 404 when it has none yet."""
+    field = field_get(user=user, field_id=field_id)
+    stored = {"cells": field.cell_labels, "nuclei": field.nuclei_labels}.get(kind)
+    if not stored:
+        raise Http404("This field has no label image of that kind yet.")
+    return field, stored
 
 
 def field_neighbours(*, field: Field) -> tuple[Field | None, Field | None]:

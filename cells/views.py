@@ -6,6 +6,7 @@ view here that checks the signed-in user owns it; MEDIA_URL is never exposed.
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
@@ -177,10 +178,7 @@ def field_image(request, field_id: int, kind: str):
 
 @login_required
 def field_labels(request, field_id: int, kind: str):
-    field = selectors.field_get(user=request.user, field_id=field_id)
-    stored = {"cells": field.cell_labels, "nuclei": field.nuclei_labels}.get(kind)
-    if not stored:
-        raise Http404("This field has no label image of that kind yet.")
+    field, stored = selectors.field_labels_get(user=request.user, field_id=field_id, kind=kind)
     return _private_file(stored, content_type="image/png", download_name=f"{field.name}_{kind}.png")
 
 
@@ -188,8 +186,13 @@ def field_labels(request, field_id: int, kind: str):
 @require_POST
 def field_retry(request, field_id: int):
     field = selectors.field_get(user=request.user, field_id=field_id)
-    services.field_retry(field=field)
-    messages.info(request, f"Field {field.name} is queued again.")
+    try:
+        services.field_retry(field=field)
+    except ValidationError as exc:
+        # A second click on "Run again", or a field that was already retried elsewhere.
+        messages.error(request, f"Field {field.name} was not queued again: {' '.join(exc.messages)}")
+    else:
+        messages.info(request, f"Field {field.name} is queued again.")
     return redirect("job-detail", job_id=field.job_id)
 
 

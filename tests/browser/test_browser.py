@@ -153,13 +153,26 @@ def test_sign_in_upload_wait_open_a_cell_and_download_the_csv(browser, live_serv
 
     phone = browser.new_context(viewport=PHONE, storage_state=context.storage_state(), is_mobile=True, has_touch=True)
     phone_page = phone.new_page()
-    for name, url in (("jobs", "/"), ("upload", "/jobs/new/"), ("job", job_url), ("field-viewer", f"/fields/{field.pk}/#cell-{label}"), ("gallery", job_url + "gallery/")):
+    phone_pages = (
+        ("jobs", "/"), ("upload", "/jobs/new/"), ("job", job_url), ("field-viewer", f"/fields/{field.pk}/#cell-{label}"),
+        ("gallery", job_url + "gallery/"), ("account", "/accounts/"),
+    )
+    for name, url in phone_pages:
         phone_page.goto(url if url.startswith("http") else f"{live_server.url}{url}")
         if name == "field-viewer":
             phone_page.locator('[data-viewer][data-ready="true"]').wait_for()
             assert phone_page.locator("[data-cell-title]").inner_text() == f"Cell {label} (selected)"
+        if name == "account":  # with the token shown, its longest line
+            phone_page.get_by_role("button", name="Make a token").click()
+            phone_page.get_by_label("Your token").wait_for()
         # Nothing may stick out sideways at phone width.
         assert phone_page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), name
         _shot(phone_page, f"{name}-phone", full_page=False)  # what a phone shows first
     phone.close()
+    signed_out = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    sign_in = signed_out.new_page()
+    sign_in.goto(f"{live_server.url}/accounts/login/")
+    assert sign_in.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    assert sign_in.get_by_label("Username").is_visible() and sign_in.get_by_role("button", name="Sign in").is_visible()
+    signed_out.close()
     context.close()

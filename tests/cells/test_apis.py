@@ -4,9 +4,13 @@ import json
 import re
 import zipfile
 
+import numpy as np
 import pytest
+import tifffile
 from django.contrib.staticfiles import finders
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from drf_spectacular.drainage import GENERATOR_STATS
 from pycocotools.coco import COCO
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -162,6 +166,17 @@ def test_every_export_downloads_through_the_api(owner_api, processed_job, tmp_pa
         assert sorted(archive.namelist()) == ["f1_cells.png", "f1_nuclei.png"]
     field_labels = owner_api.get(f"/api/fields/{processed_job.fields.get().pk}/labels/nuclei.png")
     assert field_labels["Content-Type"] == "image/png" and field_labels.getvalue()[:4] == b"\x89PNG"
+    assert field_labels["Content-Disposition"] == 'attachment; filename="f1_nuclei.png"'
+    assert owner_api.get(f"/api/fields/{processed_job.fields.get().pk}/labels/preview.png").status_code == 404
+
+
+def test_label_images_of_a_field_not_processed_yet_are_missing(owner, owner_api, client, channel_uploads):
+    job = services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads(size_px=64))])
+    field = job.fields.get()
+    client.force_login(owner)
+    for kind in ("cells", "nuclei"):
+        assert owner_api.get(f"/api/fields/{field.pk}/labels/{kind}.png").status_code == 404
+        assert client.get(f"/fields/{field.pk}/labels/{kind}.png").status_code == 404
 
 
 def test_retry_runs_a_failed_field_again_and_refuses_one_that_has_not_failed(owner_api, processed_job):
@@ -191,11 +206,16 @@ def test_models_list_says_whether_a_classifier_is_installed(owner_api, settings,
 def test_outsider_gets_404_from_every_endpoint_of_another_users_job(outsider_api, processed_job):
     field = processed_job.fields.get()
     cell = field.cells.first()
-    urls = [f"/api/jobs/{processed_job.pk}/{suffix}" for suffix in ("", "fields/", "cells/", "class-counts/", "coco.json", "cells.csv", "labels.zip")]
-    urls += [f"/api/fields/{field.pk}/", f"/api/fields/{field.pk}/cells/", f"/api/fields/{field.pk}/labels/cells.png", f"/api/cells/{cell.pk}/"]
+    suffixes = ("", "fields/", "cells/", "class-counts/", "submission.csv", "coco.json", "cells.csv", "labels.zip")
+    urls = [f"/api/jobs/{processed_job.pk}/{suffix}" for suffix in suffixes]
+    urls += [f"/api/fields/{field.pk}/", f"/api/fields/{field.pk}/cells/", f"/api/cells/{cell.pk}/"]
+    urls += [f"/api/fields/{field.pk}/labels/{kind}.png" for kind in ("cells", "nuclei")]
     for url in urls:
         assert outsider_api.get(url).status_code == 404, url
+    assert outsider_api.get("/api/jobs/").json()["count"] == 0
+    services.field_fail(field_id=field.pk, reason="broken")
     assert outsider_api.post(f"/api/fields/{field.pk}/retry/").status_code == 404
+    assert processed_job.fields.get().status == "failed"
     assert outsider_api.delete(f"/api/jobs/{processed_job.pk}/").status_code == 404
     assert Job.objects.count() == 1
 
@@ -209,3 +229,82 @@ def test_openapi_schema_documents_every_endpoint_and_the_docs_page_is_served_loc
     assert "swagger-ui" in docs and "cdn." not in docs and "https://" not in docs
     bundle = re.search(r'src="/static/([^"]+swagger-ui-bundle\.js)"', docs)[1]
     assert finders.find(bundle) is not None  # shipped by drf-spectacular-sidecar, served with the static files
+
+
+def test_openapi_schema_builds_without_warnings_and_validates(tmp_path):
+    GENERATOR_STATS.reset()  # count only what this build reports
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yml"))
+    assert (tmp_path / "schema.yml").read_text().startswith("openapi: 3.")
+
+
+def test_every_list_endpoint_is_paginated(client, owner_api, processed_job):
+    schema = client.get("/api/schema/?format=json").json()
+    lists = []
+    for path, operations in schema["paths"].items():
+        ok = operations.get("get", {}).get("responses", {}).get("200", {})
+        body = ok.get("content", {}).get("application/json", {}).get("schema", {})
+        if body.get("type") == "array":
+            lists.append(path)
+        elif body.get("$ref", "").startswith("#/components/schemas/Paginated"):
+            page = schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
+            assert {"count", "next", "previous", "results"} <= set(page["properties"]), path
+    # The one bare list: always the 19 classes, never longer.
+    assert lists == ["/api/jobs/{job_id}/class-counts/"]
+
+    field = processed_job.fields.get()
+    for url in (f"/api/jobs/{processed_job.pk}/cells/", f"/api/fields/{field.pk}/cells/", "/api/models/"):
+        body = owner_api.get(f"{url}?page_size=2").json()
+        assert (len(body["results"]), body["next"] is not None, body["previous"]) == (2, True, None), url
+        assert len(owner_api.get(f"{url}?page_size=2&page=2").json()["results"]) >= 1, url
+    fields = owner_api.get(f"/api/jobs/{processed_job.pk}/fields/?page_size=1").json()
+    assert (fields["count"], len(fields["results"]), fields["next"]) == (1, 1, None)
+
+
+def test_the_readme_example_gets_a_token_submits_a_field_and_fetches_the_csv(owner, channel_uploads, ml_settings):
+    ml_settings.ML_MODEL_PATH = ""
+    client = APIClient()
+    token = client.post("/api/token/", {"username": "owner", "password": "owner-password"}).json()["token"]
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    files = list(channel_uploads(field_id="plate1-A3", size_px=256).values())
+    job = client.post("/api/jobs/", {"name": "plate 1", "files": files}, format="multipart").json()
+    assert (job["name"], job["status"], [field["name"] for field in job["fields"]]) == ("plate 1", "queued", ["plate1-A3"])
+
+    services.field_process(field_id=job["fields"][0]["id"])  # what the worker does
+    job = client.get(f"/api/jobs/{job['id']}/").json()
+    assert (job["status"], [(field["name"], field["cell_count"]) for field in job["fields"]]) == ("done", [("plate1-A3", 4)])
+    submission = client.get(f"/api/jobs/{job['id']}/submission.csv")
+    assert submission.status_code == 200
+    assert submission.getvalue().decode() == "ID,ImageWidth,ImageHeight,PredictionString\nplate1-A3,256,256,\n"
+    assert client.post("/api/token/", {"username": "owner", "password": "wrong"}).status_code == 400
+
+
+def _tiff(planes: np.ndarray, name: str) -> SimpleUploadedFile:
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, planes, photometric="minisblack")
+    return SimpleUploadedFile(name, buffer.getvalue(), content_type="image/tiff")
+
+
+def test_a_16_bit_multichannel_tiff_becomes_one_field_that_is_processed(owner_api, ml_settings):
+    ml_settings.ML_MODEL_PATH = ""
+    arrays = field_arrays(size_px=256, bit_depth=16)
+    planes = np.stack([arrays[channel] for channel in ("red", "green", "blue", "yellow")])
+    response = owner_api.post("/api/jobs/", {"multichannel": _tiff(planes, "plate7-A3.tif")}, format="multipart")
+    assert response.status_code == 201, response.content
+    (field,) = response.json()["fields"]
+    assert (field["name"], field["width"], field["height"], field["bit_depth"]) == ("plate7-A3", 256, 256, 16)
+
+    services.field_process(field_id=field["id"])
+    field = owner_api.get(f"/api/fields/{field['id']}/").json()
+    assert (field["status"], field["cell_count"]) == ("done", 4)
+
+
+def test_a_multichannel_tiff_without_four_planes_is_refused_by_name(owner_api):
+    arrays = field_arrays(size_px=64)
+    planes = np.stack([arrays[channel] for channel in ("red", "green", "blue")])
+    response = owner_api.post("/api/jobs/", {"files": [_tiff(planes, "three.tif")]}, format="multipart")
+    assert response.status_code == 400
+    assert list(response.json()["fields"]) == ["three"]
+    assert response.json()["fields"]["three"] == (
+        "The file three.tif must hold 4 planes (red, green, blue, yellow) as (4, H, W) or (H, W, 4), but its shape is 3 x 64 x 64."
+    )
+    assert Job.objects.count() == 0

@@ -184,3 +184,18 @@ def test_a_zip_with_one_bad_field_stores_nothing_and_names_every_bad_file(owner,
     assert "red channel (f2_red.png)" in reason and "green channel (f2_green.png)" in reason
     assert Job.objects.count() == 0
     assert not any(path.is_file() for path in Path(isolated_media).rglob("*"))
+
+
+def test_a_zip_entry_holding_more_than_it_declares_is_refused(settings):
+    settings.HPAWEB_MAX_SIDE_PX = 64  # the largest image is then about 1 MiB
+    bomb = _zip({"f1_green.png": bytes(50 * 1024**2), **_kaggle_entries("f1", channels=("blue",))})
+    data = bytearray(bomb.read())
+    # The central directory is what the size checks read; make it claim 1000 bytes for the 50 MiB entry.
+    record = data.index(b"PK\x01\x02")
+    assert data[record + 46 : record + 46 + len("f1_green.png")] == b"f1_green.png"
+    data[record + 24 : record + 28] = (1000).to_bytes(4, "little")
+    errors = _refusal(_files(SimpleUploadedFile("batch.zip", bytes(data))))
+    assert list(errors) == ["batch.zip"]
+    # Unpacking stops at the declared size, where the checksum no longer matches.
+    assert errors["batch.zip"].startswith("batch.zip was refused: the entry 'f1_green.png' cannot be unpacked (Bad CRC-32")
+    assert errors["batch.zip"].endswith("create the archive again.")

@@ -1,7 +1,10 @@
 import json
 import re
+from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.authtoken.models import Token
 
@@ -65,6 +68,8 @@ def test_outsider_gets_404_for_another_users_pages(owner, outsider, client, chan
     field = job.fields.get()
     for url in (f"/jobs/{job.pk}/", f"/jobs/{job.pk}/progress/", f"/fields/{field.pk}/", f"/jobs/{job.pk}/submission.csv"):
         assert client.get(url).status_code == 404
+    jobs_page = client.get("/").content.decode()
+    assert "No jobs yet" in jobs_page and f"/jobs/{job.pk}/" not in jobs_page
 
 
 @pytest.fixture
@@ -166,13 +171,129 @@ def test_account_page_makes_an_api_token(owner, owner_client):
 def test_outsider_gets_404_for_every_file_and_page_of_another_user(outsider, client, processed_field):
     client.force_login(outsider)
     urls = [*_file_urls(processed_field), f"/jobs/{processed_field.job_id}/gallery/", f"/fields/{processed_field.pk}/"]
+    urls += [f"/jobs/{processed_field.job_id}/progress/", f"/fields/{processed_field.pk}/labels/nuclei.png"]
     for url in urls:
         assert client.get(url).status_code == 404, url
+    services.field_fail(field_id=processed_field.pk, reason="broken")
+    assert client.post(f"/fields/{processed_field.pk}/retry/").status_code == 404
     assert client.post(f"/jobs/{processed_field.job_id}/delete/").status_code == 404
-    assert Job.objects.count() == 1
+    assert Job.objects.count() == 1 and Field.objects.get().status == "failed"
 
 
 def test_pages_do_not_expose_media_urls(owner_client, processed_field, settings):
     for url in ("/", f"/jobs/{processed_field.job_id}/", f"/fields/{processed_field.pk}/", f"/jobs/{processed_field.job_id}/gallery/"):
         page = owner_client.get(url).content.decode()
         assert f"/{settings.MEDIA_URL}" not in page and str(processed_field.uid) not in page
+
+
+def test_run_again_queues_a_failed_field_and_a_second_click_only_explains(owner_client, processed_field):
+    services.field_fail(field_id=processed_field.pk, reason="The green channel is unreadable.")
+    page = owner_client.get(f"/fields/{processed_field.pk}/").content.decode()
+    assert "The green channel is unreadable." in page and f'action="/fields/{processed_field.pk}/retry/"' in page
+
+    response = owner_client.post(f"/fields/{processed_field.pk}/retry/")
+    assert response.status_code == 302 and response["Location"] == f"/jobs/{processed_field.job_id}/"
+    assert Field.objects.get().status == "queued"
+    response = owner_client.post(f"/fields/{processed_field.pk}/retry/", follow=True)
+    assert response.status_code == 200
+    assert "Field f1 was not queued again: Only a failed field can be run again." in response.content.decode()
+    assert Field.objects.get().status == "queued"
+
+
+class _PageAudit(HTMLParser):
+    """What a page offers a phone and a screen reader: its viewport, its form controls and the
+    names they get, and every address it loads or links to."""
+
+    UNLABELLED_TYPES = {"hidden", "submit", "button", "reset", "image"}
+
+    def __init__(self):
+        super().__init__()
+        self.viewport = None
+        self.label_for: set[str] = set()
+        self.open_labels = 0
+        self.controls: list[tuple[str, dict, bool]] = []  # (tag, attributes, inside a <label>)
+        self.buttons: list[list] = []  # [attributes, text]
+        self.addresses: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "meta" and attributes.get("name") == "viewport":
+            self.viewport = attributes.get("content")
+        if tag == "label":
+            self.open_labels += 1
+            if attributes.get("for"):
+                self.label_for.add(attributes["for"])
+        if tag in ("input", "select", "textarea") and attributes.get("type") not in self.UNLABELLED_TYPES:
+            self.controls.append((tag, attributes, self.open_labels > 0))
+        if tag == "button":
+            self.buttons.append([attributes, ""])
+        for name in ("src", "href", "action", "srcset", "poster"):
+            if attributes.get(name) is not None:
+                self.addresses.append(attributes[name])
+        self.addresses += re.findall(r"url\(([^)]*)\)", attributes.get("style") or "")
+
+    def handle_endtag(self, tag):
+        if tag == "label":
+            self.open_labels -= 1
+
+    def handle_data(self, data):
+        if self.buttons:
+            self.buttons[-1][1] += data
+
+    def unlabelled(self) -> list[str]:
+        missing = []
+        for tag, attributes, inside_label in self.controls:
+            named = inside_label or attributes.get("aria-label") or attributes.get("aria-labelledby")
+            if not named and attributes.get("id") not in self.label_for:
+                missing.append(f"<{tag} {attributes}>")
+        missing += [f"<button {attributes}>" for attributes, text in self.buttons if not (text.strip() or attributes.get("aria-label"))]
+        return missing
+
+
+def _audit(response) -> _PageAudit:
+    assert response.status_code in (200, 400), response.status_code
+    audit = _PageAudit()
+    audit.feed(response.content.decode())
+    return audit
+
+
+def _is_local(address: str) -> bool:
+    return not re.match(r"^\s*(?:[a-z][a-z0-9+.-]*:|//)", address, re.IGNORECASE)
+
+
+def test_every_page_fits_a_phone_names_every_control_and_loads_only_local_files(client, owner, owner_client, processed_field, channel_uploads):
+    failed_job = services.job_create(owner=owner, uploads=[services.FieldUpload(name="f2", channel_files=channel_uploads(size_px=64))])
+    failed_field = failed_job.fields.get()
+    services.field_fail(field_id=failed_field.pk, reason="broken")
+    owner_client.post("/accounts/token/")
+    bad_upload = {"segmentation_backend": "classical", "green": SimpleUploadedFile("f1_green.png", b"not an image")}
+    job_id = processed_field.job_id
+    responses = {
+        url: owner_client.get(url)
+        for url in (
+            "/", "/jobs/new/", f"/jobs/{job_id}/", f"/jobs/{job_id}/gallery/", f"/jobs/{job_id}/gallery/?class_index=2",
+            f"/fields/{processed_field.pk}/", f"/jobs/{failed_job.pk}/", f"/jobs/{failed_job.pk}/gallery/",
+            f"/fields/{failed_field.pk}/", "/accounts/", "/accounts/password/", "/accounts/password/done/",
+        )
+    }
+    responses["upload with errors"] = owner_client.post("/jobs/new/", bad_upload)
+    client.logout()
+    responses["/accounts/login/"] = client.get("/accounts/login/")
+    controls = 0
+    for url, response in responses.items():
+        audit = _audit(response)
+        assert audit.viewport == "width=device-width, initial-scale=1", url
+        assert audit.unlabelled() == [], url
+        assert [address for address in audit.addresses if not _is_local(address)] == [], url
+        controls += len(audit.controls)
+    assert controls > 30  # the audit saw the forms it was meant to check
+
+
+def test_templates_and_static_files_name_no_other_site():
+    roots = [Path(django_settings.BASE_DIR) / "templates", *(Path(folder) for folder in django_settings.STATICFILES_DIRS)]
+    files = [path for root in roots for path in root.rglob("*") if path.suffix in (".html", ".css", ".js", ".svg")]
+    assert len(files) >= 10
+    for path in files:
+        text = path.read_text()
+        assert not re.search(r"(?:https?:)?//[\w-]+(?:\.[\w-]+)+[/\"')]", text), path
+        assert not re.search(r"@import|fonts\.g", text), path

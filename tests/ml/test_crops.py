@@ -1,4 +1,3 @@
-import time
 
 import numpy as np
 import pytest
@@ -73,21 +72,17 @@ def test_crop_cells_rejects_labels_of_another_shape():
         crop_cells(constant_stack((16, 16)), np.zeros((16, 15), dtype=np.uint16))
 
 
-@pytest.mark.slow
-def test_crop_cells_crops_30_cells_of_a_2048_field_quickly():
+def test_crop_cells_crops_every_cell_of_a_2048_field():
+    # Speed is measured by `make bench` (crops stage), not here.
     rows, cols = np.mgrid[:2048, :2048]
     labels = np.zeros((2048, 2048), dtype=np.uint16)
     centres = [(row, col) for row in range(150, 2048, 350) for col in range(150, 2048, 350)][:30]
     for label, (row, col) in enumerate(centres, start=1):
         labels[np.hypot(rows - row, cols - col) <= 160] = label
     stack = np.random.default_rng(0).random((4, 2048, 2048), dtype=np.float32)
-    durations_s = []
-    for _ in range(3):  # the best of three, so other work on a shared machine does not decide
-        started = time.perf_counter()
-        crops = crop_cells(stack, labels, size_px=128)
-        durations_s.append(time.perf_counter() - started)
-    assert min(durations_s) < 0.2
+    crops = crop_cells(stack, labels, size_px=128)
     assert crops.images.shape == (30, 4, 128, 128)
+    assert list(crops.cell_ids) == list(range(1, 31))
 
 
 def test_normalize_crops_subtracts_mean_and_divides_by_std_per_channel():

@@ -1,7 +1,6 @@
 import base64
 import io
 import json
-import time
 
 import numpy as np
 import pytest
@@ -104,17 +103,12 @@ def test_labels_to_rles_skips_absent_labels():
     assert list(labels_to_rles(labels)) == [1, 3]
 
 
-@pytest.mark.slow
-def test_labels_to_rles_encodes_30_cells_of_a_2048_field_quickly():
+def test_labels_to_rles_encodes_every_cell_of_a_2048_field():
+    # Speed is measured by `make bench` (mask encoding stage), not here.
     centres = [(row, col) for row in range(150, 2048, 350) for col in range(150, 2048, 350)][:30]
     labels = disks_labels(2048, centres, 160)
-    durations_s = []
-    for _ in range(3):  # the best of three, so other work on a shared machine does not decide
-        started = time.perf_counter()
-        rles = labels_to_rles(labels)
-        durations_s.append(time.perf_counter() - started)
-    assert len(rles) == 30
-    assert min(durations_s) < 0.1
+    rles = labels_to_rles(labels)
+    assert list(rles) == list(range(1, 31))
     assert rles[17] == encode_rle(labels == 17)
 
 

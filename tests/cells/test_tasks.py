@@ -1,0 +1,59 @@
+"""The worker task: a failure becomes a reason on the field, the inputs stay, and the field runs again."""
+
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+
+from cells import services, tasks
+from cells.models import Field
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def queued_field(owner, channel_uploads, ml_settings):
+    ml_settings.ML_MODEL_PATH = ""
+    job = services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads(size_px=256))])
+    return job.fields.get()
+
+
+def _inputs(field: Field) -> dict[str, bytes]:
+    contents = {}
+    for channel, stored in field.channel_files().items():
+        with stored.open("rb") as handle:
+            contents[channel] = handle.read()
+    return contents
+
+
+def _raise(error: BaseException):
+    def analyse_field(*args, **kwargs):
+        raise error
+
+    return analyse_field
+
+
+def test_a_field_failing_in_the_worker_keeps_its_inputs_and_runs_again_to_done(queued_field, monkeypatch, django_capture_on_commit_callbacks):
+    inputs = _inputs(queued_field)
+    assert sorted(inputs) == ["blue", "green", "red", "yellow"]
+    monkeypatch.setattr(services, "analyse_field", _raise(RuntimeError("out of memory")))
+    tasks.process_field.apply(args=[queued_field.pk])
+    field = Field.objects.get(pk=queued_field.pk)
+    assert (field.status, field.attempts, field.cells.count()) == ("failed", 1, 0)
+    assert field.error == "Processing failed unexpectedly: out of memory. The inputs were kept; run the field again or report this message."
+    assert _inputs(field) == inputs
+
+    monkeypatch.undo()
+    monkeypatch.setattr(tasks.process_field, "delay", lambda field_id: tasks.process_field.apply(args=[field_id]))
+    with django_capture_on_commit_callbacks(execute=True):
+        services.field_retry(field=field)
+    field.refresh_from_db()
+    assert (field.status, field.error, field.attempts, field.progress) == ("done", "", 2, 1.0)
+    assert field.cells.count() == 4 and field.cell_labels and field.images.count() == 7
+    assert _inputs(field) == inputs
+
+
+def test_a_field_over_the_time_limit_fails_with_a_reason_that_says_what_to_do(queued_field, monkeypatch):
+    monkeypatch.setattr(services, "analyse_field", _raise(SoftTimeLimitExceeded()))
+    tasks.process_field.apply(args=[queued_field.pk])
+    field = Field.objects.get(pk=queued_field.pk)
+    assert field.status == "failed" and field.error.startswith("Processing took longer than the time limit; try a smaller field")
+    assert field.finished_at is not None
