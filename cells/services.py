@@ -3,6 +3,7 @@
 import contextlib
 import io
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field as dataclass_field
 
@@ -263,12 +264,44 @@ def field_process(*, field_id: int) -> None:
     _field_store_result(field=field, result=result, viewer=viewer)
 
 
+# Pillow releases the GIL while it compresses, so a field's pictures are encoded side by side.
+PICTURE_THREADS = 4
+JPEG_QUALITY = 90
+
+
 def _png_bytes(pixels: np.ndarray) -> bytes:
     from PIL import Image
 
     buffer = io.BytesIO()
     # Level 3: close to the default's size at a fraction of its time.
     Image.fromarray(pixels).save(buffer, format="PNG", compress_level=3)
+    return buffer.getvalue()
+
+
+def _jpeg_bytes(pixels: np.ndarray) -> bytes:
+    """Pictures for people only (preview, thumbnails): JPEG is several times faster to write than PNG."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def _overlay_png_bytes(overlay: np.ndarray) -> bytes:
+    """An RGBA outline overlay of one colour as a 2-colour palette PNG, transparent where it is not drawn.
+
+    Browsers show it exactly as the RGBA image, from a quarter of the bytes to compress.
+    """
+    from PIL import Image
+
+    drawn = overlay[..., 3] > 0
+    colours = np.unique(overlay[drawn][:, :3], axis=0)
+    if len(colours) > 1:
+        raise ValueError("An outline overlay must have a single colour.")
+    image = Image.frombytes("P", (overlay.shape[1], overlay.shape[0]), drawn.astype(np.uint8).tobytes())
+    image.putpalette([0, 0, 0, *(colours[0].tolist() if len(colours) else (0, 0, 0))])
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=3, transparency=0)
     return buffer.getvalue()
 
 
@@ -280,16 +313,50 @@ def _label_png_bytes(labels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _viewer_files(viewer: ViewerImages) -> dict[str, np.ndarray]:
-    pictures = {kind: viewer.channels[kind] for kind in ("red", "green", "blue", "yellow") if kind in viewer.channels}
-    pictures[FieldImage.Kind.CELL_OUTLINES] = viewer.cell_outlines
-    pictures[FieldImage.Kind.NUCLEUS_OUTLINES] = viewer.nucleus_outlines
-    pictures[FieldImage.Kind.CELL_IDS] = viewer.cell_ids
-    return pictures
+@dataclass(frozen=True)
+class _EncodedPictures:
+    viewer: dict[str, bytes]  # FieldImage kind -> PNG
+    nuclei_labels: bytes
+    cell_labels: bytes
+    preview: bytes
+    thumbnails: list[bytes]
+
+
+def _encode_pictures(result: FieldResult, viewer: ViewerImages) -> _EncodedPictures:
+    """Every file a processed field stores, encoded on `PICTURE_THREADS` threads."""
+    thumbnails = cell_thumbnails(
+        viewer,
+        cell_ids=np.array([cell.cell_id for cell in result.cells], dtype=np.int64),
+        bboxes=np.array([cell.bbox for cell in result.cells], dtype=np.int64).reshape(-1, 4),
+    )
+    viewer_jobs = {
+        **{kind: (_png_bytes, viewer.channels[kind]) for kind in ("red", "green", "blue", "yellow") if kind in viewer.channels},
+        FieldImage.Kind.CELL_OUTLINES: (_overlay_png_bytes, viewer.cell_outlines),
+        FieldImage.Kind.NUCLEUS_OUTLINES: (_overlay_png_bytes, viewer.nucleus_outlines),
+        FieldImage.Kind.CELL_IDS: (_png_bytes, viewer.cell_ids),
+    }
+    with ThreadPoolExecutor(max_workers=PICTURE_THREADS) as pool:
+        viewer_futures = {kind: pool.submit(encode, pixels) for kind, (encode, pixels) in viewer_jobs.items()}
+        nuclei_labels = pool.submit(_label_png_bytes, result.segmentation.nuclei_labels)
+        cell_labels = pool.submit(_label_png_bytes, result.segmentation.cell_labels)
+        preview = pool.submit(_jpeg_bytes, viewer.composite)
+        thumbnail_bytes = list(pool.map(_jpeg_bytes, thumbnails))
+        return _EncodedPictures(
+            viewer={kind: future.result() for kind, future in viewer_futures.items()},
+            nuclei_labels=nuclei_labels.result(),
+            cell_labels=cell_labels.result(),
+            preview=preview.result(),
+            thumbnails=thumbnail_bytes,
+        )
+
+
+def _field_store_result(*, field: Field, result: FieldResult, viewer: ViewerImages) -> None:
+    """Encode the field's pictures (no lock held), then replace its stored results in one transaction."""
+    _field_store_encoded(field=field, result=result, viewer_shape=viewer.shape, pictures=_encode_pictures(result, viewer))
 
 
 @transaction.atomic
-def _field_store_result(*, field: Field, result: FieldResult, viewer: ViewerImages) -> None:
+def _field_store_encoded(*, field: Field, result: FieldResult, viewer_shape: tuple[int, int], pictures: _EncodedPictures) -> None:
     field = Field.objects.select_for_update().get(pk=field.pk)
     # A re-run replaces everything the previous run stored.
     for image in field.images.all():
@@ -298,13 +365,8 @@ def _field_store_result(*, field: Field, result: FieldResult, viewer: ViewerImag
         old_cell.thumbnail.delete(save=False)
     field.images.all().delete()
     field.cells.all().delete()
-    thumbnails = cell_thumbnails(
-        viewer,
-        cell_ids=np.array([cell.cell_id for cell in result.cells], dtype=np.int64),
-        bboxes=np.array([cell.bbox for cell in result.cells], dtype=np.int64).reshape(-1, 4),
-    )
     cells = []
-    for cell, thumbnail in zip(result.cells, thumbnails, strict=True):
+    for cell, thumbnail in zip(result.cells, pictures.thumbnails, strict=True):
         probabilities = list(cell.probabilities) if cell.probabilities is not None else None
         top_class = int(np.argmax(probabilities)) if probabilities else None
         cells.append(
@@ -324,18 +386,18 @@ def _field_store_result(*, field: Field, result: FieldResult, viewer: ViewerImag
                 model_name=result.model_name or "",
             )
         )
-        cells[-1].thumbnail.save(f"{cell.cell_id}.png", ContentFile(_png_bytes(thumbnail)), save=False)
+        cells[-1].thumbnail.save(f"{cell.cell_id}.jpg", ContentFile(thumbnail), save=False)
     Cell.objects.bulk_create(cells, batch_size=500)
-    for kind, pixels in _viewer_files(viewer).items():
-        image = FieldImage(field=field, kind=kind, width=viewer.shape[1], height=viewer.shape[0])
-        image.file.save(f"{kind}.png", ContentFile(_png_bytes(pixels)), save=False)
+    for kind, png in pictures.viewer.items():
+        image = FieldImage(field=field, kind=kind, width=viewer_shape[1], height=viewer_shape[0])
+        image.file.save(f"{kind}.png", ContentFile(png), save=False)
         image.save()
     for stored in (field.nuclei_labels, field.cell_labels, field.preview):
         if stored:
             stored.delete(save=False)
-    field.nuclei_labels.save(f"{field.name}_nuclei.png", ContentFile(_label_png_bytes(result.segmentation.nuclei_labels)), save=False)
-    field.cell_labels.save(f"{field.name}_cells.png", ContentFile(_label_png_bytes(result.segmentation.cell_labels)), save=False)
-    field.preview.save(f"{field.name}_preview.png", ContentFile(_png_bytes(viewer.composite)), save=False)
+    field.nuclei_labels.save(f"{field.name}_nuclei.png", ContentFile(pictures.nuclei_labels), save=False)
+    field.cell_labels.save(f"{field.name}_cells.png", ContentFile(pictures.cell_labels), save=False)
+    field.preview.save(f"{field.name}_preview.jpg", ContentFile(pictures.preview), save=False)
     field.segmentation_backend = result.segmentation.backend
     field.channels_used = list(result.segmentation.channels_used)
     field.model_name = result.model_name or ""

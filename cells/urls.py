@@ -15,7 +15,7 @@ job_urlpatterns = [
 
 field_urlpatterns = [
     path("", views.field_detail, name="field-detail"),
-    path("preview.png", views.field_preview, name="field-preview"),
+    path("preview.jpg", views.field_preview, name="field-preview"),
     path("images/<slug:kind>.png", views.field_image, name="field-image"),
     path("labels/<slug:kind>.png", views.field_labels, name="field-labels"),
     path("retry/", views.field_retry, name="field-retry"),
@@ -26,7 +26,7 @@ urlpatterns = [
     path("jobs/new/", views.job_create, name="job-create"),
     path("jobs/<int:job_id>/", include(job_urlpatterns)),
     path("fields/<int:field_id>/", include(field_urlpatterns)),
-    path("cells/<int:cell_id>/thumbnail.png", views.cell_thumbnail, name="cell-thumbnail"),
+    path("cells/<int:cell_id>/thumbnail.jpg", views.cell_thumbnail, name="cell-thumbnail"),
     path("accounts/", views.account, name="account"),
     path("accounts/token/", views.account_token, name="account-token"),
 ]

@@ -165,7 +165,7 @@ def field_preview(request, field_id: int):
     field = selectors.field_get(user=request.user, field_id=field_id)
     if not field.preview:
         return HttpResponse("This field has no preview yet.", status=404, content_type="text/plain")
-    return _private_file(field.preview, content_type="image/png")
+    return _private_file(field.preview, content_type="image/jpeg")
 
 
 @login_required
@@ -201,7 +201,7 @@ def cell_thumbnail(request, cell_id: int):
     cell = selectors.cell_get(user=request.user, cell_id=cell_id)
     if not cell.thumbnail:
         raise Http404("This cell has no thumbnail.")
-    return _private_file(cell.thumbnail, content_type="image/png")
+    return _private_file(cell.thumbnail, content_type="image/jpeg")
 
 
 @login_required

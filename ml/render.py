@@ -11,12 +11,36 @@ CELL_OUTLINE_RGB = (255, 255, 255)
 NUCLEUS_OUTLINE_RGB = (0, 255, 255)
 
 
+PERCENTILE_SAMPLE_PX = 512 * 512
+
+
+def _stretch_limits(image: np.ndarray, low_percentile: float, high_percentile: float) -> tuple[float, float]:
+    """The two percentiles, from a regular grid of about 512 x 512 pixels: the same contrast to
+    the eye, at a fraction of the cost on a large field."""
+    step = max(1, int(np.sqrt(image.size / PERCENTILE_SAMPLE_PX)))
+    low, high = np.percentile(image[::step, ::step], [low_percentile, high_percentile])
+    return float(low), float(high)
+
+
 def contrast_stretch(image: np.ndarray, *, low_percentile: float = 1.0, high_percentile: float = 99.8) -> np.ndarray:
     """Scale to [0, 1] between two percentiles, so dim 16-bit channels are visible."""
-    low, high = np.percentile(image, [low_percentile, high_percentile])
+    low, high = _stretch_limits(image, low_percentile, high_percentile)
     if high <= low:
         return np.zeros_like(image, dtype=np.float32)
     return np.clip((image - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def contrast_stretch_uint8(image: np.ndarray, *, low_percentile: float = 1.0, high_percentile: float = 99.8) -> np.ndarray:
+    """`contrast_stretch` scaled to 0..255 and rounded to uint8, computed in place on one copy."""
+    low, high = _stretch_limits(image, low_percentile, high_percentile)
+    if high <= low:
+        return np.zeros(image.shape, dtype=np.uint8)
+    out = image.astype(np.float32, copy=True)
+    out -= low
+    out *= 255.0 / (high - low)
+    np.clip(out, 0.0, 255.0, out=out)
+    out += 0.5
+    return out.astype(np.uint8)
 
 
 def composite_rgb(field: Field, *, max_side_px: int = 1024) -> np.ndarray:

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from skimage.segmentation import find_boundaries
 
 from ml.io import Field
-from ml.render import CELL_OUTLINE_RGB, NUCLEUS_OUTLINE_RGB, contrast_stretch
+from ml.render import CELL_OUTLINE_RGB, NUCLEUS_OUTLINE_RGB, contrast_stretch_uint8
 from ml.segmentation import Segmentation
 
 VIEWER_MAX_SIDE_PX = 1536
@@ -77,27 +76,47 @@ def decode_ids_rgb(rgb: np.ndarray) -> np.ndarray:
     return (planes[..., 0] << 16) | (planes[..., 1] << 8) | planes[..., 2]
 
 
+def inner_boundaries(labels: np.ndarray) -> np.ndarray:
+    """bool (h, w): labelled pixels with a 4-neighbour of another value.
+
+    The same pixels as `skimage.segmentation.find_boundaries(labels, mode="inner")`, from four
+    shifted comparisons instead of a grey dilation and erosion (several times faster).
+    """
+    differs = np.zeros(labels.shape, dtype=bool)
+    vertical = labels[1:] != labels[:-1]
+    differs[1:] |= vertical
+    differs[:-1] |= vertical
+    horizontal = labels[:, 1:] != labels[:, :-1]
+    differs[:, 1:] |= horizontal
+    differs[:, :-1] |= horizontal
+    return differs & (labels != 0)
+
+
 def outline_overlay(labels: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
     """uint8 (h, w, 4): `colour`, opaque on the inner boundary of every label, transparent elsewhere."""
     overlay = np.zeros((*labels.shape, 4), dtype=np.uint8)
-    overlay[find_boundaries(labels, mode="inner")] = (*colour, 255)
+    overlay[inner_boundaries(labels)] = (*colour, 255)
     return overlay
 
 
 def hpa_composite(channels: dict[str, np.ndarray]) -> np.ndarray:
     """HPA colouring of uint8 channels: red = microtubules, green = protein, blue = nucleus, yellow adds to red and green."""
     shape = next(iter(channels.values())).shape
-    zeros = np.zeros(shape, dtype=np.float32)
-    red, green, blue, yellow = (channels[name].astype(np.float32) if name in channels else zeros for name in ("red", "green", "blue", "yellow"))
-    rgb = np.stack([red + 0.5 * yellow, green + 0.5 * yellow, blue], axis=-1)
-    return np.clip(rgb, 0, 255).astype(np.uint8)
+    zeros = np.zeros(shape, dtype=np.uint16)
+    red, green, blue, yellow = (channels[name].astype(np.uint16) if name in channels else zeros for name in ("red", "green", "blue", "yellow"))
+    half_yellow = yellow >> 1  # integer halving: floor(x + 0.5 y) for integer x, as the float formula truncated
+    rgb = np.empty((*shape, 3), dtype=np.uint8)
+    rgb[..., 0] = np.minimum(red + half_yellow, 255)
+    rgb[..., 1] = np.minimum(green + half_yellow, 255)
+    rgb[..., 2] = blue
+    return rgb
 
 
 def viewer_images(field: Field, segmentation: Segmentation, *, max_side_px: int = VIEWER_MAX_SIDE_PX) -> ViewerImages:
     """Every viewer picture of a field and its segmentation."""
     out_shape, scale = viewer_shape(field.shape, max_side_px=max_side_px)
     channels = {
-        name: (contrast_stretch(downscale_channel(getattr(field, name), out_shape)) * 255).round().astype(np.uint8)
+        name: contrast_stretch_uint8(downscale_channel(getattr(field, name), out_shape))
         for name in field.channels_present
     }
     cell_labels = downscale_labels(segmentation.cell_labels, out_shape)
@@ -106,8 +125,7 @@ def viewer_images(field: Field, segmentation: Segmentation, *, max_side_px: int 
     nucleus_outlines = outline_overlay(nuclei_labels, NUCLEUS_OUTLINE_RGB)
     composite = hpa_composite(channels)
     for overlay in (cell_outlines, nucleus_outlines):
-        drawn = overlay[..., 3] > 0
-        composite[drawn] = overlay[drawn, :3]
+        np.copyto(composite, overlay[..., :3], where=overlay[..., 3:] > 0)
     return ViewerImages(
         channels=channels,
         cell_labels=cell_labels,

@@ -148,7 +148,8 @@ def test_field_retry_requeues_a_failed_field(owner, channel_uploads, monkeypatch
 
 
 def test_field_process_stores_viewer_images_and_a_thumbnail_per_cell(owner, channel_uploads, ml_settings):
-    from ml.viewer import decode_ids_rgb
+    from ml.render import CELL_OUTLINE_RGB
+    from ml.viewer import decode_ids_rgb, inner_boundaries
 
     field = _stored_job(owner, channel_uploads)
     services.field_process(field_id=field.pk)
@@ -161,10 +162,16 @@ def test_field_process_stores_viewer_images_and_a_thumbnail_per_cell(owner, chan
     with field.cell_labels.open("rb") as handle:
         assert np.array_equal(cell_ids, np.asarray(Image.open(handle)))
     with images["cell-outlines"].file.open("rb") as handle:
-        assert Image.open(handle).mode == "RGBA"
+        outlines = np.asarray(Image.open(handle).convert("RGBA"))
+    with field.cell_labels.open("rb") as handle:
+        labels = np.asarray(Image.open(handle))
+    assert np.array_equal(outlines[..., 3] == 255, inner_boundaries(labels))  # 512 px: viewer scale 1
+    assert np.unique(outlines[outlines[..., 3] == 255][:, :3], axis=0).tolist() == [list(CELL_OUTLINE_RGB)]
+    assert not outlines[outlines[..., 3] == 0].any()
     for cell in field.cells.all():
         with cell.thumbnail.open("rb") as handle:
-            assert Image.open(handle).size == (128, 128)
+            thumbnail = Image.open(handle)
+            assert (thumbnail.format, thumbnail.size) == ("JPEG", (128, 128))
 
 
 def test_field_process_run_again_replaces_viewer_files(owner, channel_uploads, ml_settings, settings):

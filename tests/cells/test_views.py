@@ -50,7 +50,7 @@ def test_field_page_says_plainly_when_no_trained_model_is_installed(owner, owner
     services.field_process(field_id=field.pk)
     page = owner_client.get(f"/fields/{field.pk}/").content.decode()
     assert "No trained model is installed" in page
-    assert owner_client.get(f"/fields/{field.pk}/preview.png")["Content-Type"] == "image/png"
+    assert owner_client.get(f"/fields/{field.pk}/preview.jpg")["Content-Type"] == "image/jpeg"
 
 
 def test_progress_partial_stops_polling_when_the_job_is_finished(owner, owner_client, channel_uploads):
@@ -89,11 +89,11 @@ def processed_field(owner, channel_uploads, ml_settings):
 def _file_urls(field) -> list[str]:
     cell = field.cells.first()
     return [
-        f"/fields/{field.pk}/preview.png",
+        f"/fields/{field.pk}/preview.jpg",
         f"/fields/{field.pk}/images/green.png",
         f"/fields/{field.pk}/images/cell-ids.png",
         f"/fields/{field.pk}/labels/cells.png",
-        f"/cells/{cell.pk}/thumbnail.png",
+        f"/cells/{cell.pk}/thumbnail.jpg",
         *(f"/jobs/{field.job_id}/{name}" for name in ("submission.csv", "coco.json", "cells.csv", "labels.zip")),
     ]
 
@@ -131,10 +131,12 @@ def test_field_page_carries_the_viewer_data_and_every_control_has_a_label(owner_
         assert control_id and f'for="{control_id[1]}"' in page, control
 
 
-def test_viewer_images_and_thumbnails_are_served_as_png_to_the_owner(owner_client, processed_field):
+def test_viewer_images_and_thumbnails_are_served_to_the_owner(owner_client, processed_field):
     for url in _file_urls(processed_field)[:5]:
         response = owner_client.get(url)
-        assert response.status_code == 200 and response["Content-Type"] == "image/png", url
+        content_type = "image/jpeg" if url.endswith(".jpg") else "image/png"
+        assert response.status_code == 200 and response["Content-Type"] == content_type, url
+        assert response.getvalue()[:3] == (b"\xff\xd8\xff" if url.endswith(".jpg") else b"\x89PN"), url
         assert response["Cache-Control"] == "private, max-age=3600"
     assert owner_client.get(f"/fields/{processed_field.pk}/images/passwords.png").status_code == 404
 
@@ -147,7 +149,7 @@ def test_gallery_filters_by_class_and_confidence_and_counts_cells_per_class(owne
     assert "1 cell showing Nucleoli" in page and page.count('class="tile"') == 1
     assert 'aria-label="Nucleoli: 1 cells"' in page and 'aria-label="Nucleoplasm: 0 cells"' in page
     cell = Cell.objects.get(field=processed_field, label=2)
-    assert f'src="/cells/{cell.pk}/thumbnail.png"' in page
+    assert f'src="/cells/{cell.pk}/thumbnail.jpg"' in page
 
 
 def test_job_page_links_the_gallery_and_every_export(owner_client, processed_field):

@@ -9,6 +9,8 @@ from ml.viewer import (
     decode_ids_rgb,
     downscale_labels,
     encode_ids_rgb,
+    hpa_composite,
+    inner_boundaries,
     outline_overlay,
     viewer_images,
     viewer_shape,
@@ -67,6 +69,16 @@ def test_outline_overlay_is_opaque_on_inner_boundaries_only():
     assert overlay[1, 1].tolist() == [255, 255, 255, 255] and overlay[0, 0].tolist() == [0, 0, 0, 0]
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_inner_boundaries_equal_skimage_find_boundaries_inner(seed):
+    from skimage.segmentation import find_boundaries
+
+    rng = np.random.default_rng(seed)
+    # Blocky random labels with background, touching objects and objects cut by the border.
+    labels = np.kron(rng.integers(0, 6, (12, 15)), np.ones((3, 2), dtype=np.int64)).astype(np.uint16)
+    assert np.array_equal(inner_boundaries(labels), find_boundaries(labels, mode="inner"))
+
+
 def test_viewer_images_keep_a_small_field_at_full_resolution():
     field, segmentation = _two_cell_field(64)
     images = viewer_images(field, segmentation)
@@ -99,3 +111,24 @@ def test_cell_thumbnails_centre_each_cell_and_dim_its_neighbours():
     green = thumbnails[0, 16, :, 1]
     assert green[1] == 0 and green[12] == 255
     assert green[30] == round(128 * THUMBNAIL_CONTEXT_BRIGHTNESS)
+
+
+def test_hpa_composite_adds_half_the_yellow_to_red_and_green_and_saturates():
+    rng = np.random.default_rng(0)
+    channels = {name: rng.integers(0, 256, (9, 11), dtype=np.uint8) for name in ("red", "green", "blue", "yellow")}
+    as_float = {name: plane.astype(np.float32) for name, plane in channels.items()}
+    expected = np.stack(
+        [as_float["red"] + 0.5 * as_float["yellow"], as_float["green"] + 0.5 * as_float["yellow"], as_float["blue"]], axis=-1
+    )
+    assert np.array_equal(hpa_composite(channels), np.clip(expected, 0, 255).astype(np.uint8))
+    assert np.array_equal(hpa_composite({"green": channels["green"]})[..., 1], channels["green"])
+
+
+def test_contrast_stretch_uint8_maps_the_percentiles_to_0_and_255():
+    from ml.render import contrast_stretch, contrast_stretch_uint8
+
+    image = np.random.default_rng(1).gamma(2.0, 100.0, (300, 200)).astype(np.float32)
+    stretched = contrast_stretch_uint8(image)
+    assert stretched.dtype == np.uint8 and stretched.min() == 0 and stretched.max() == 255
+    assert np.abs(stretched.astype(int) - np.round(contrast_stretch(image) * 255).astype(int)).max() <= 1
+    assert not contrast_stretch_uint8(np.full((4, 4), 7.0, np.float32)).any()
