@@ -55,8 +55,12 @@ def save_checkpoint(
         "data": _plain(data),
         "name": name or path.stem,
     }
+    save_atomically(checkpoint, path)
+
+
+def save_atomically(checkpoint: dict, path: Path) -> None:
+    """`torch.save` beside the target, then rename: an interrupted save never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target and rename, so an interrupted save never leaves half a file.
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as file:
         temporary = Path(file.name)
     try:

@@ -12,8 +12,6 @@ Segmentation checkpoints are plain data, like the classifier's:
 "metrics", "source"}; preprocessing is read from the config.
 """
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ml.checkpoint import CHECKPOINT_VERSION, CheckpointError
+from ml.checkpoint import CHECKPOINT_VERSION, CheckpointError, save_atomically
 from ml.device import resolve_device
 from ml.io import Field
 from ml.segmentation import Segmentation
@@ -109,14 +107,7 @@ def save_unet_checkpoint(
         "metrics": dict(metrics or {}),
         "source": dict(source or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as file:
-        temporary = Path(file.name)
-    try:
-        torch.save(checkpoint, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    save_atomically(checkpoint, path)
 
 
 def load_unet_checkpoint(path: str | Path | None, *, kind: str) -> tuple[DPNUnet, dict]:

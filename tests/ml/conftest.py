@@ -101,3 +101,14 @@ def tiny_checkpoint(tmp_path) -> Path:
         data={"images": 3},
     )
     return path
+
+
+# A DPN U-Net encoder of the official topology at a few channels, for fast tests.
+TINY_ENCODER = {
+    "stem_channels": 8,
+    "blocks": [1, 1, 1, 1],
+    "residual_channels": [8, 8, 8, 8],
+    "bottleneck_channels": [4, 4, 4, 4],
+    "dense_increments": [2, 2, 2, 2],
+    "groups": 2,
+}

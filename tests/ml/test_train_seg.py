@@ -17,16 +17,8 @@ from ml.segmentation.train_seg import (
     train_segmentation,
 )
 from ml.segmentation.unet import build_unet, load_unet_checkpoint, save_unet_checkpoint, unet_config
-from tests.ml.conftest import draw_field, write_field_pngs
+from tests.ml.conftest import TINY_ENCODER, draw_field, write_field_pngs
 
-TINY_ENCODER = {
-    "stem_channels": 8,
-    "blocks": [1, 1, 1, 1],
-    "residual_channels": [8, 8, 8, 8],
-    "bottleneck_channels": [4, 4, 4, 4],
-    "dense_increments": [2, 2, 2, 2],
-    "groups": 2,
-}
 
 
 @pytest.fixture

@@ -16,15 +16,8 @@ from ml.segmentation.unet import (
     save_unet_checkpoint,
     unet_config,
 )
+from tests.ml.conftest import TINY_ENCODER
 
-TINY_ENCODER = {
-    "stem_channels": 8,
-    "blocks": [1, 1, 1, 1],
-    "residual_channels": [8, 8, 8, 8],
-    "bottleneck_channels": [4, 4, 4, 4],
-    "dense_increments": [2, 2, 2, 2],
-    "groups": 2,
-}
 FOREGROUND = (0.0, -10.0, 10.0)  # logits of (unused, border, foreground)
 BACKGROUND = (10.0, -10.0, -10.0)
 
