@@ -5,6 +5,7 @@ copy whose longer side is at most `max_side_px`. Every picture here is made from
 one pass over the full-resolution channels, so producing them costs little next to segmentation.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,10 +116,12 @@ def hpa_composite(channels: dict[str, np.ndarray]) -> np.ndarray:
 def viewer_images(field: Field, segmentation: Segmentation, *, max_side_px: int = VIEWER_MAX_SIDE_PX) -> ViewerImages:
     """Every viewer picture of a field and its segmentation."""
     out_shape, scale = viewer_shape(field.shape, max_side_px=max_side_px)
-    channels = {
-        name: contrast_stretch_uint8(downscale_channel(getattr(field, name), out_shape))
-        for name in field.channels_present
-    }
+    # Pillow's resampling and NumPy's array arithmetic release the GIL: one thread per channel.
+    with ThreadPoolExecutor(max_workers=len(field.channels_present)) as pool:
+        stretched = pool.map(
+            lambda name: contrast_stretch_uint8(downscale_channel(getattr(field, name), out_shape)), field.channels_present
+        )
+        channels = dict(zip(field.channels_present, stretched, strict=True))
     cell_labels = downscale_labels(segmentation.cell_labels, out_shape)
     nuclei_labels = downscale_labels(segmentation.nuclei_labels, out_shape)
     cell_outlines = outline_overlay(cell_labels, CELL_OUTLINE_RGB)
