@@ -16,7 +16,7 @@ job_urlpatterns = [
 field_urlpatterns = [
     path("", views.field_detail, name="field-detail"),
     path("preview.jpg", views.field_preview, name="field-preview"),
-    path("images/<slug:kind>.png", views.field_image, name="field-image"),
+    path("images/<slug:kind>", views.field_image, name="field-image"),
     path("labels/<slug:kind>.png", views.field_labels, name="field-labels"),
     path("retry/", views.field_retry, name="field-retry"),
 ]

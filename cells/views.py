@@ -173,7 +173,7 @@ def field_image(request, field_id: int, kind: str):
     if kind not in FieldImage.Kind.values:
         raise Http404("No such viewer image.")
     image = selectors.field_image_get(user=request.user, field_id=field_id, kind=kind)
-    return _private_file(image.file, content_type="image/png")
+    return _private_file(image.file, content_type="image/jpeg" if image.file.name.endswith(".jpg") else "image/png")
 
 
 @login_required

@@ -149,6 +149,7 @@ def cell_thumbnails(
     """
     height, width = images.shape
     thumbnails = np.zeros((len(cell_ids), size_px, size_px, 3), dtype=np.uint8)
+    colours = hpa_composite(images.channels)  # once for the field; the stored composite has outlines drawn in
     for index, (cell_id, bbox) in enumerate(zip(cell_ids, bboxes, strict=True)):
         top, left = int(np.floor(bbox[0] * images.scale)), int(np.floor(bbox[1] * images.scale))
         bottom = min(height, max(top + 1, int(np.ceil(bbox[2] * images.scale))))
@@ -160,8 +161,7 @@ def cell_thumbnails(
         rows = slice(max(row0, 0), min(row0 + side, height))
         cols = slice(max(col0, 0), min(col0 + side, width))
         is_cell = images.cell_labels[rows, cols] == cell_id
-        colour = hpa_composite({name: channel[rows, cols] for name, channel in images.channels.items()})
-        window = colour.astype(np.float32) * np.where(is_cell, 1.0, THUMBNAIL_CONTEXT_BRIGHTNESS)[..., None]
+        window = colours[rows, cols].astype(np.float32) * np.where(is_cell, 1.0, THUMBNAIL_CONTEXT_BRIGHTNESS)[..., None]
         square[rows.start - row0 : rows.stop - row0, cols.start - col0 : cols.stop - col0] = window
         resized = Image.fromarray(square.round().astype(np.uint8)).resize((size_px, size_px), Image.Resampling.BILINEAR)
         thumbnails[index] = np.asarray(resized)

@@ -90,8 +90,8 @@ def _file_urls(field) -> list[str]:
     cell = field.cells.first()
     return [
         f"/fields/{field.pk}/preview.jpg",
-        f"/fields/{field.pk}/images/green.png",
-        f"/fields/{field.pk}/images/cell-ids.png",
+        f"/fields/{field.pk}/images/green",
+        f"/fields/{field.pk}/images/cell-ids",
         f"/fields/{field.pk}/labels/cells.png",
         f"/cells/{cell.pk}/thumbnail.jpg",
         *(f"/jobs/{field.job_id}/{name}" for name in ("submission.csv", "coco.json", "cells.csv", "labels.zip")),
@@ -134,11 +134,11 @@ def test_field_page_carries_the_viewer_data_and_every_control_has_a_label(owner_
 def test_viewer_images_and_thumbnails_are_served_to_the_owner(owner_client, processed_field):
     for url in _file_urls(processed_field)[:5]:
         response = owner_client.get(url)
-        content_type = "image/jpeg" if url.endswith(".jpg") else "image/png"
+        content_type = "image/jpeg" if url.endswith((".jpg", "/green")) else "image/png"
         assert response.status_code == 200 and response["Content-Type"] == content_type, url
-        assert response.getvalue()[:3] == (b"\xff\xd8\xff" if url.endswith(".jpg") else b"\x89PN"), url
+        assert response.getvalue()[:3] == (b"\xff\xd8\xff" if content_type == "image/jpeg" else b"\x89PN"), url
         assert response["Cache-Control"] == "private, max-age=3600"
-    assert owner_client.get(f"/fields/{processed_field.pk}/images/passwords.png").status_code == 404
+    assert owner_client.get(f"/fields/{processed_field.pk}/images/passwords").status_code == 404
 
 
 def test_gallery_filters_by_class_and_confidence_and_counts_cells_per_class(owner_client, processed_field):
