@@ -191,3 +191,61 @@ def test_relabel_in_raster_order_equals_measure_label():
 def test_otsu_from_counts_equals_threshold_otsu_of_the_float_image():
     image = (np.random.default_rng(5).beta(2, 5, (200, 300)) * 255).astype(np.uint8)
     assert hpa_postprocess._otsu_of_uint8(image) == filters.threshold_otsu(image / 255)
+
+
+def test_split_and_fill_holes_without_holes_only_splits():
+    labels = np.zeros((40, 60), dtype=np.int32)
+    labels[5:30, 5:25], labels[5:30, 25:50] = 1, 2  # two touching cells, nothing enclosed
+    expected, _ = ndi.label(labels * ~segmentation.find_boundaries(labels) > 0)
+    assert expected.max() == 2
+    assert np.array_equal(hpa_postprocess._split_and_fill_holes(labels), expected)
+
+
+def test_split_and_fill_holes_can_return_the_filled_mask(random_labels):
+    boundaries = segmentation.find_boundaries(random_labels)
+    expected = ndi.binary_fill_holes(random_labels * ~boundaries > 0)
+    assert np.array_equal(hpa_postprocess._split_and_fill_holes(random_labels, labelled=False), expected)
+
+
+def test_relabel_in_raster_order_drops_small_labels_as_remove_small_objects(random_labels):
+    expected = measure.label(morphology.remove_small_objects(random_labels, max_size=299))  # drops < 300 px
+    assert np.array_equal(hpa_postprocess._relabel_in_raster_order(random_labels, min_area_px=300), expected)
+    assert hpa_postprocess._relabel_in_raster_order(random_labels, min_area_px=300).max() < random_labels.max()
+
+
+def test_eroded_seeds_labelled_on_the_block_grid_equal_full_resolution():
+    rng = np.random.default_rng(11)
+    seeds = ndi.gaussian_filter(rng.random((64, 64)), 1.5) > 0.5  # blobs, some touching diagonally
+    expected, _ = ndi.label(hpa_postprocess._erode_cross(blocky(seeds)), structure=np.ones((3, 3)))
+    assert expected.max() > 5
+    assert np.array_equal(hpa_postprocess._label_eroded_seeds(seeds, 4), expected)
+
+
+def test_block_max_equals_the_maximum_of_each_block(random_labels):
+    expected = random_labels.reshape(64, 4, 64, 4).max(axis=(1, 3))
+    assert np.array_equal(hpa_postprocess._block_max(random_labels, 4), expected)
+
+
+@pytest.mark.parametrize("watershed_line", [False, True])
+@pytest.mark.parametrize("flat", [False, True])
+def test_watershed_equals_skimage_watershed(watershed_line, flat):
+    """On a flat image (label_nuclei's) the result hinges on the queue order: a mirrored field
+    gives 71 other pixels, so only the same neighbour order and pushes reproduce it."""
+    rng = np.random.default_rng(7)
+    smooth = ndi.gaussian_filter(rng.random((256, 256)), 6)
+    mask = smooth > np.quantile(smooth, 0.4)
+    markers, _ = ndi.label(smooth > np.quantile(smooth, 0.8))
+    landscape = mask.view(np.uint8) if flat else (255 * (1 - smooth / smooth.max())).astype(np.uint8)
+    expected = segmentation.watershed(landscape, markers, mask=mask, watershed_line=watershed_line)
+    found = hpa_postprocess._watershed(landscape, markers, mask, watershed_line=watershed_line)
+    assert found.dtype == np.int32
+    assert np.array_equal(found, expected)
+
+
+@pytest.mark.parametrize("label_count", [39, 300])
+def test_label_areas_equal_bincount(label_count):
+    labels = np.random.default_rng(4).integers(0, label_count + 1, (64, 96)).astype(np.int32)
+    labels[0, 0] = label_count
+    for image in (labels, labels[::3, :-1]):  # contiguous, and a strided view
+        expected = np.bincount(image.ravel(), minlength=label_count + 1)
+        assert np.array_equal(hpa_postprocess._label_areas(image, label_count), expected)
