@@ -17,6 +17,7 @@ from rest_framework.authtoken.models import Token
 
 from cells import ml_runtime
 from cells.models import Cell, Field, FieldImage, Job
+from ml.constants import CHANNELS
 from ml.io import Field as ChannelImages
 from ml.io import InputError, read_channel, read_field, read_multichannel_tiff
 from ml.pipeline import FieldResult, analyse_field
@@ -327,7 +328,7 @@ def _encode_pictures(result: FieldResult, viewer: ViewerImages) -> _EncodedPictu
     viewer_jobs = {
         # Channels are for looking at (the data stay in the uploaded files): JPEG, as image servers
         # such as OMERO render them, is about 20 times faster to write than PNG and half the size.
-        **{kind: (_jpeg_bytes, viewer.channels[kind]) for kind in ("red", "green", "blue", "yellow") if kind in viewer.channels},
+        **{kind: (_jpeg_bytes, viewer.channels[kind]) for kind in CHANNELS if kind in viewer.channels},
         FieldImage.Kind.CELL_OUTLINES: (_overlay_png_bytes, viewer.cell_outlines),
         FieldImage.Kind.NUCLEUS_OUTLINES: (_overlay_png_bytes, viewer.nucleus_outlines),
         FieldImage.Kind.CELL_IDS: (_png_bytes, viewer.cell_ids),
@@ -394,7 +395,7 @@ def _field_store_encoded(*, field: Field, result: FieldResult, viewer_shape: tup
     Cell.objects.bulk_create(cells, batch_size=500)
     for kind, encoded in pictures.viewer.items():
         image = FieldImage(field=field, kind=kind, width=viewer_shape[1], height=viewer_shape[0])
-        extension = "jpg" if encoded[:3] == b"\xff\xd8\xff" else "png"
+        extension = "jpg" if kind in CHANNELS else "png"  # as `_encode_pictures` encodes them
         image.file.save(f"{kind}.{extension}", ContentFile(encoded), save=False)
         image.save()
     for stored in (field.nuclei_labels, field.cell_labels, field.preview):
