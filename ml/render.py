@@ -1,7 +1,6 @@
 """Pictures for people: a channel composite with cell and nucleus outlines."""
 
 import numpy as np
-from skimage.segmentation import find_boundaries
 from skimage.transform import resize
 
 from ml.io import Field
@@ -43,6 +42,22 @@ def contrast_stretch_uint8(image: np.ndarray, *, low_percentile: float = 1.0, hi
     return out.astype(np.uint8)
 
 
+def inner_boundaries(labels: np.ndarray) -> np.ndarray:
+    """bool (h, w): labelled pixels with a 4-neighbour of another value.
+
+    The same pixels as `skimage.segmentation.find_boundaries(labels, mode="inner")`, from four
+    shifted comparisons instead of a grey dilation and erosion (several times faster).
+    """
+    differs = np.zeros(labels.shape, dtype=bool)
+    vertical = labels[1:] != labels[:-1]
+    differs[1:] |= vertical
+    differs[:-1] |= vertical
+    horizontal = labels[:, 1:] != labels[:, :-1]
+    differs[:, 1:] |= horizontal
+    differs[:, :-1] |= horizontal
+    return differs & (labels != 0)
+
+
 def composite_rgb(field: Field, *, max_side_px: int = 1024) -> np.ndarray:
     """HPA colouring: red = microtubules, green = protein, blue = nucleus, yellow adds to red and green."""
     scale = min(1.0, max_side_px / max(field.shape))
@@ -65,5 +80,5 @@ def render_preview(field: Field, segmentation: Segmentation, *, max_side_px: int
     out_shape = rgb.shape[:2]
     for labels, colour in ((segmentation.cell_labels, CELL_OUTLINE_RGB), (segmentation.nuclei_labels, NUCLEUS_OUTLINE_RGB)):
         small = resize(labels, out_shape, order=0, preserve_range=True, anti_aliasing=False).astype(labels.dtype)
-        rgb[find_boundaries(small, mode="inner")] = colour
+        rgb[inner_boundaries(small)] = colour
     return rgb

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ml.io import Field
-from ml.render import CELL_OUTLINE_RGB, NUCLEUS_OUTLINE_RGB, contrast_stretch_uint8
+from ml.render import CELL_OUTLINE_RGB, NUCLEUS_OUTLINE_RGB, contrast_stretch_uint8, inner_boundaries
 from ml.segmentation import Segmentation
 
 VIEWER_MAX_SIDE_PX = 1536
@@ -75,22 +75,6 @@ def decode_ids_rgb(rgb: np.ndarray) -> np.ndarray:
     """The inverse of `encode_ids_rgb`: uint8 (h, w, 3) -> uint32 (h, w) ids."""
     planes = rgb.astype(np.uint32)
     return (planes[..., 0] << 16) | (planes[..., 1] << 8) | planes[..., 2]
-
-
-def inner_boundaries(labels: np.ndarray) -> np.ndarray:
-    """bool (h, w): labelled pixels with a 4-neighbour of another value.
-
-    The same pixels as `skimage.segmentation.find_boundaries(labels, mode="inner")`, from four
-    shifted comparisons instead of a grey dilation and erosion (several times faster).
-    """
-    differs = np.zeros(labels.shape, dtype=bool)
-    vertical = labels[1:] != labels[:-1]
-    differs[1:] |= vertical
-    differs[:-1] |= vertical
-    horizontal = labels[:, 1:] != labels[:, :-1]
-    differs[:, 1:] |= horizontal
-    differs[:, :-1] |= horizontal
-    return differs & (labels != 0)
 
 
 def outline_overlay(labels: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:

@@ -148,8 +148,8 @@ def test_field_retry_requeues_a_failed_field(owner, channel_uploads, monkeypatch
 
 
 def test_field_process_stores_viewer_images_and_a_thumbnail_per_cell(owner, channel_uploads, ml_settings):
-    from ml.render import CELL_OUTLINE_RGB
-    from ml.viewer import decode_ids_rgb, inner_boundaries
+    from ml.render import CELL_OUTLINE_RGB, inner_boundaries
+    from ml.viewer import decode_ids_rgb
 
     field = _stored_job(owner, channel_uploads)
     services.field_process(field_id=field.pk)

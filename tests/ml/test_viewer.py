@@ -3,6 +3,7 @@ import pytest
 
 from ml.io import Field
 from ml.segmentation import Segmentation
+from ml.render import inner_boundaries
 from ml.viewer import (
     THUMBNAIL_CONTEXT_BRIGHTNESS,
     cell_thumbnails,
@@ -10,7 +11,6 @@ from ml.viewer import (
     downscale_labels,
     encode_ids_rgb,
     hpa_composite,
-    inner_boundaries,
     outline_overlay,
     viewer_images,
     viewer_shape,
