@@ -3,8 +3,8 @@
 The reference (hpacellseg.utils at CellProfiling/HPA-Cell-Segmentation@7b6dbc6) turns the
 uint8 softmax maps of its two U-Nets ([unused, touching border, foreground] x (H, W)) into label
 images with thresholds, seeded watersheds and size filters. These functions give the same
-objects with scikit-image >= 0.25 (whose watershed they reproduce) in a fifth to a quarter of the
-time on a 2048 px field (`bench/bench_postprocess.py`):
+objects with scikit-image >= 0.25 (whose watershed they reproduce) in a tenth to an eighth of
+the time on a 2048 px field (`bench/bench_postprocess.py`):
 
 - thresholds are the reference's float comparisons evaluated once for every uint8 value;
 - size filters, hole filling and labelling use one labelling pass and a `bincount` each;
@@ -13,17 +13,21 @@ time on a 2048 px field (`bench/bench_postprocess.py`):
   so block-exact steps run on the 16x smaller block grid, and the cell-body watershed, whose
   full-resolution result differs from the block grid's only where two floods meet on a plateau,
   runs there too (`_BLOCK_PX`);
-- watersheds flood only what they can change: regions next to a single label are filled
-  directly and only regions between two or more labels are flooded by scikit-image;
-- scikit-image's flooding loop runs on padded arrays built once, without the copies its public
-  wrapper makes, with the same queue and result (`_watershed`).
+- the watershed that extends cells into their borders queues only the labelled pixels next to
+  unlabelled ones (`_flood`);
+- every watershed runs one flooding loop on padded arrays built once: `_flood.c`, compiled by
+  `make venv`, visits the pixels in exactly scikit-image's order from a compact heap, and
+  scikit-image's own loop is the fallback (`_flood_padded`).
 
 Reference quirks that change the output are kept on purpose and marked "Reference quirk".
 The one not kept: the reference casts cell labels to uint8 mid-way, so fields with more than
 255 cells wrapped; labels here are int32 throughout.
 """
 
+import ctypes
+import functools
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -60,14 +64,19 @@ _BORDER_SUM_MAX = _smallest_uint8_where(lambda s: not 1 - s / 255.0 > 0.05) - 1
 
 def label_nuclei(nuclei_pred: np.ndarray) -> np.ndarray:
     """Label nuclei from the nuclei model's (H, W, 3) uint8 prediction; int32 (H, W), 0 = background."""
-    border, body = _split_prediction(nuclei_pred, name="nuclei_pred")
-    block = _block_px(border, body)
+    _check_prediction(nuclei_pred, name="nuclei_pred")
+    block = _block_px(nuclei_pred)
+    border, body = _grid_channel(nuclei_pred, 1, block), _grid_channel(nuclei_pred, 2, block)
     # Reference quirk: the uint8 maps are compared with 0.05, 0.15 and 0.4 as they are, so
     # "above threshold" means "not zero".
-    seeds = (border[::block, ::block] == 0) & (body[::block, ::block] > 0)
-    markers = _label_eroded_seeds(seeds, block)
-    mask = _upsample(_fill_small_holes(body[::block, ::block] > 0, _HOLE_AREA_PX, block_px=block), block)
-    nuclei = _watershed_with_lines(mask, markers)
+    seeds = (border == 0) & (body > 0)
+    mask = _fill_small_holes(body > 0, _HOLE_AREA_PX, block_px=block)
+    if block == 1:
+        markers, eroded = ndi.label(_erode_cross(seeds), structure=_SQUARE, output=np.int32)[0], False
+    else:
+        # The grid's 4-connected seeds, eroded once upsampled: see `_watershed_with_lines`.
+        markers, eroded = ndi.label(seeds, structure=_CROSS, output=np.int32)[0], True
+    nuclei = _watershed_with_lines(mask, markers, block_px=block, erode_markers=eroded)
     return _relabel_in_raster_order(nuclei, min_area_px=_NUCLEUS_MIN_AREA_PX)
 
 
@@ -77,41 +86,43 @@ def label_cell(nuclei_pred: np.ndarray, cell_pred: np.ndarray) -> tuple[np.ndarr
     Returns `(nuclei_labels, cell_labels)`, int32 (H, W); a nucleus carries the id of the cell
     that contains it, and a cell may hold no nucleus or several pieces of one.
     """
-    nuclei_border, nuclei_body = _split_prediction(nuclei_pred, name="nuclei_pred")
-    cell_border, cell_body = _split_prediction(cell_pred, name="cell_pred")
+    _check_prediction(nuclei_pred, name="nuclei_pred")
+    _check_prediction(cell_pred, name="cell_pred")
     if nuclei_pred.shape != cell_pred.shape:
         raise ValueError(
             f"nuclei_pred has shape {nuclei_pred.shape} but cell_pred has {cell_pred.shape}; "
             "pass the two predictions of the same field."
         )
-    block = _block_px(nuclei_border, nuclei_body, cell_border, cell_body)
-    coarse = (slice(None, None, block), slice(None, None, block))
+    block = min(_block_px(nuclei_pred), _block_px(cell_pred))
+    nuclei_border, nuclei_body = _grid_channel(nuclei_pred, 1, block), _grid_channel(nuclei_pred, 2, block)
+    cell_border, cell_body = _grid_channel(cell_pred, 1, block), _grid_channel(cell_pred, 2, block)
 
     # Reference quirk: the two border maps are added in uint8 and wrap around past 255.
-    border_sum = nuclei_border[coarse] + cell_border[coarse]
-    seeds = (nuclei_body[coarse] >= _NUCLEUS_SEED_MIN) & (border_sum <= _BORDER_SUM_MAX)
+    border_sum = nuclei_border + cell_border
+    seeds = (nuclei_body >= _NUCLEUS_SEED_MIN) & (border_sum <= _BORDER_SUM_MAX)
     seeds = _remove_small_objects(seeds, _NUCLEUS_SEED_MIN_AREA_PX, block_px=block, structure=_CROSS)
-    nuclei_mask = _fill_small_holes(nuclei_body[coarse] >= _NUCLEUS_MASK_MIN, _HOLE_AREA_PX, block_px=block)
+    nuclei_mask = _fill_small_holes(nuclei_body >= _NUCLEUS_MASK_MIN, _HOLE_AREA_PX, block_px=block)
     nuclei_mask = _remove_small_objects(nuclei_mask, _NUCLEUS_MASK_MIN_AREA_PX, block_px=block, structure=_CROSS)
     markers, _ = ndi.label(seeds, structure=_CROSS, output=np.int32)
-    nuclei = _watershed_with_lines(_upsample(nuclei_mask, block), _upsample(markers, block))
+    nuclei = _watershed_with_lines(nuclei_mask, markers, block_px=block)
     nuclei = _relabel_in_raster_order(nuclei, min_area_px=_NUCLEUS_MIN_AREA_PX)
 
     # A block-constant image holds each value of its block grid block**2 times, a power of two,
     # so every sum in Otsu's method scales exactly and the grid gives the same threshold.
-    threshold = max(0.22, _otsu_of_uint8(cell_body[coarse]) * 0.5)
-    cell_mask = cell_body[coarse] >= _smallest_uint8_where(lambda v: v / 255 > threshold)
+    threshold = max(0.22, _otsu_of_uint8(cell_body) * 0.5)
+    cell_mask = cell_body >= _smallest_uint8_where(lambda v: v / 255 > threshold)
     # Reference quirk: the step meant to exclude the border ("green") area multiplies by
     # np.invert of an int8 0/1 array, which is never zero, so no border is excluded; and the
     # np.clip meant to floor the landscape at the threshold has a_min > a_max where it would
     # act, which returns the image unchanged. The landscape is the cell body map itself.
-    landscape = 255 - cell_body
+    landscape = 255 - cell_body  # on the block grid
     cells = _flood_cell_bodies(landscape, nuclei, cell_mask, block_px=block)
     cells = _remove_small_labels(cells, _CELL_MIN_AREA_PX)
     cells = _closing_disk(cells, _CLOSING_RADIUS_PX)
     cells = _split_and_fill_holes(cells)
     # Extend the cells into the predicted borders between them.
-    cells = _flood(landscape, cells, (cells > 0) | (cell_border >= _CELL_BORDER_MIN), markers_in_mask=True)
+    border_mask = _upsample(cell_border >= _CELL_BORDER_MIN, block)
+    cells = _flood(_upsample(landscape, block), cells, (cells > 0) | border_mask)
     # The reference fills holes and labels 4-connected pieces, then relabels the pieces'
     # mask 8-connected: labelling the filled mask 8-connected at once gives the same.
     cells = _label_large_components(_split_and_fill_holes(cells, labelled=False), _CELL_MIN_AREA_PX)
@@ -122,36 +133,34 @@ def label_cell(nuclei_pred: np.ndarray, cell_pred: np.ndarray) -> tuple[np.ndarr
     return np.where(large[nuclei_pieces], cells, 0), cells
 
 
-def _split_prediction(prediction: np.ndarray, *, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _check_prediction(prediction: np.ndarray, *, name: str) -> None:
     if prediction.ndim != 3 or prediction.shape[2] != 3 or prediction.dtype != np.uint8:
         raise ValueError(
             f"{name} must be a uint8 array of shape (H, W, 3) (unused, border, foreground); "
             f"got {prediction.dtype} {prediction.shape}."
         )
-    return np.ascontiguousarray(prediction[..., 1]), np.ascontiguousarray(prediction[..., 2])
 
 
-def _block_px(*images: np.ndarray) -> int:
-    """`_BLOCK_PX` when every (contiguous uint8) image is constant on blocks of that side, else 1."""
-    height, width = images[0].shape
+def _block_px(prediction: np.ndarray) -> int:
+    """`_BLOCK_PX` when the (H, W, 3) prediction is constant on blocks of that side, else 1.
+
+    All three channels are compared at once, as bytes: a block row is constant when its four
+    pixels (twelve bytes) repeat the first three, and a block when its four rows are equal.
+    """
+    height, width, _ = prediction.shape
     if height % _BLOCK_PX or width % _BLOCK_PX:
         return 1
-    for image in images:
-        # Four uint8 pixels of a row are one uint32 word: a row is block-constant when each
-        # word repeats its first byte, and a block row when its four rows are equal.
-        words = image.view(np.uint32).reshape(height // _BLOCK_PX, _BLOCK_PX, width // _BLOCK_PX)
-        first_rows = words[:, :1]
-        if not (np.array_equal(first_rows, (first_rows & 0xFF) * np.uint32(0x01010101)) and (words == first_rows).all()):
-            return 1
-    return _BLOCK_PX
+    rows = np.ascontiguousarray(prediction).reshape(height // _BLOCK_PX, _BLOCK_PX, width * 3)
+    first_rows = rows[:, 0]
+    if not np.array_equal(rows[:, 1:], np.broadcast_to(first_rows[:, None], (len(rows), _BLOCK_PX - 1, width * 3))):
+        return 1
+    pixels = first_rows.reshape(len(rows), width // _BLOCK_PX, _BLOCK_PX * 3)
+    return _BLOCK_PX if np.array_equal(pixels[..., 3:], pixels[..., :-3]) else 1
 
 
-def _upsample(image: np.ndarray, block_px: int) -> np.ndarray:
-    if block_px == 1:
-        return image
-    height, width = image.shape
-    blocks = np.broadcast_to(image[:, None, :, None], (height, block_px, width, block_px))
-    return blocks.reshape(height * block_px, width * block_px)
+def _grid_channel(prediction: np.ndarray, channel: int, block_px: int) -> np.ndarray:
+    """One channel on the block grid (every `block_px`-th pixel), contiguous."""
+    return np.ascontiguousarray(prediction[::block_px, ::block_px, channel])
 
 
 def _erode_cross(mask: np.ndarray) -> np.ndarray:
@@ -162,22 +171,6 @@ def _erode_cross(mask: np.ndarray) -> np.ndarray:
     eroded[:, 1:] &= mask[:, :-1]
     eroded[:, :-1] &= mask[:, 1:]
     return eroded
-
-
-def _label_eroded_seeds(seeds: np.ndarray, block_px: int) -> np.ndarray:
-    """ndi.label(_erode_cross(upsampled seeds), 8-connected) from the block grid's seeds.
-
-    Erosion by the cross keeps the middle of every block of an upsampled mask, and the pixels
-    between two 4-adjacent blocks but never those between blocks that only touch at a corner,
-    so its 8-connected components are the grid's 4-connected components, met in the same
-    raster order: the grid can be labelled instead and the labels upsampled onto the erosion.
-    """
-    if block_px == 1:
-        return ndi.label(_erode_cross(seeds), structure=_SQUARE, output=np.int32)[0]
-    labels, _ = ndi.label(seeds, structure=_CROSS, output=np.int32)
-    markers = _upsample(labels, block_px)  # a new array (block_px > 1)
-    markers[~_erode_cross(markers > 0)] = 0
-    return markers
 
 
 def _remove_small_objects(mask: np.ndarray, min_area_px: int, *, block_px: int, structure: np.ndarray) -> np.ndarray:
@@ -342,58 +335,174 @@ def _split_and_fill_holes(labels: np.ndarray, *, labelled: bool = True) -> np.nd
     return pieces
 
 
-def _watershed_with_lines(mask: np.ndarray, markers: np.ndarray) -> np.ndarray:
-    """The reference's watershed of a binary mask by itself, with watershed lines.
+def _watershed_with_lines(mask: np.ndarray, markers: np.ndarray, *, block_px: int, erode_markers: bool = False) -> np.ndarray:
+    """The reference's watershed of a binary mask by itself, with watershed lines, int32.
+
+    `mask` and `markers` are on the block grid and are upsampled into the padded arrays of
+    the flooding loop; `erode_markers` then keeps only the markers' pixels that survive a
+    binary erosion by the 3 x 3 cross. That erosion keeps the middle of every block and the
+    pixels between two 4-adjacent blocks, never those between blocks that only touch at a
+    corner, so its 8-connected components (the reference's markers) are the grid's
+    4-connected components, met in the same raster order.
 
     Every pixel of the mask has the same height, so the result hinges on scikit-image's queue
     order, and small changes there flip which nuclei touch diagonally later on. It therefore
-    runs as one scikit-image call, cropped to the mask's bounding box (which keeps the raster
-    order of every pixel and hence the queue order).
+    floods with every marker in the queue, over the mask's bounding box, which keeps the
+    raster order of every pixel and hence the queue order.
     """
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    labels = np.zeros(mask.shape, dtype=np.int32)
+    labels = np.zeros((mask.shape[0] * block_px, mask.shape[1] * block_px), dtype=np.int32)
     if len(rows) == 0:
         return labels
-    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-    labels[box] = _watershed(mask[box].view(np.uint8), markers[box], mask[box], watershed_line=True)
+    grid_box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    box_mask, box_markers = mask[grid_box], np.where(mask[grid_box], markers[grid_box], 0)
+    height, width = box_mask.shape[0] * block_px, box_mask.shape[1] * block_px
+    padded_mask = np.zeros((height + 2, width + 2), dtype=np.int8)
+    _upsample_into(padded_mask[1:-1, 1:-1], box_mask, block_px)
+    output = np.zeros(padded_mask.shape, dtype=np.int32)
+    _upsample_into(output[1:-1, 1:-1], box_markers, block_px)
+    if erode_markers:
+        inner = output[1:-1, 1:-1]
+        inner[~_erode_cross(inner > 0)] = 0
+    _flood_padded(None, output, padded_mask, watershed_line=True)
+    box = tuple(slice(part.start * block_px, part.stop * block_px) for part in grid_box)
+    if labels[box].shape == labels.shape:
+        return output[1:-1, 1:-1]
+    labels[box] = output[1:-1, 1:-1]
     return labels
 
 
-def _watershed(image: np.ndarray, markers: np.ndarray, mask: np.ndarray, *, watershed_line: bool = False) -> np.ndarray:
-    """skimage.segmentation.watershed(image, markers, mask=mask, watershed_line=...), int32.
+def _upsample_into(out: np.ndarray, image: np.ndarray, block_px: int) -> None:
+    """Write `image` upsampled by `block_px` (pixel replication) into the 2-D view `out`."""
+    wide = np.repeat(image, block_px, axis=1)
+    for row in range(block_px):
+        out[row::block_px] = wide
 
-    The public function converts, masks, pads and crops full copies of its inputs, which costs
-    about a third of a call on a 2048 px field; this builds the padded arrays once and runs
-    scikit-image's own flooding loop on them, with the same neighbour order, so the queue and
-    the result are the same. Falls back to the public function if that loop is not there.
+
+def _upsample(image: np.ndarray, block_px: int) -> np.ndarray:
+    if block_px == 1:
+        return image
+    out = np.empty((image.shape[0] * block_px, image.shape[1] * block_px), dtype=image.dtype)
+    _upsample_into(out, image, block_px)
+    return out
+
+
+def _watershed(landscape: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """skimage.segmentation.watershed(landscape, markers, mask=mask) of a uint8 landscape, int32,
+    with the same queue and result."""
+    padded_mask, output = _padded_mask_and_markers(mask, markers)
+    _flood_padded(_padded(landscape), output, padded_mask, watershed_line=False)
+    return output[1:-1, 1:-1]
+
+
+def _flood(landscape: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """scikit-image's watershed(landscape, markers, mask=mask) of a uint8 landscape, int32,
+    queueing only the labelled pixels that border unlabelled ones.
+
+    A marker pixel whose neighbours are all labelled or outside the mask pushes nothing when
+    it leaves the queue, so leaving it out changes only the order of equally high seeds in
+    scikit-image's queue: a few pixels where two floods meet on a plateau may go the other way.
+    The queue is then a small fraction of the pixels.
     """
+    padded_mask, output = _padded_mask_and_markers(mask, markers)
+    labelled = output != 0
+    seeds = labelled & _dilate_cross(padded_mask.view(bool) & ~labelled)
+    _flood_padded(_padded(landscape), output, padded_mask, watershed_line=False, seeds=np.flatnonzero(seeds))
+    return output[1:-1, 1:-1]
+
+
+def _padded(image: np.ndarray) -> np.ndarray:
+    padded = np.zeros((image.shape[0] + 2, image.shape[1] + 2), dtype=image.dtype)
+    padded[1:-1, 1:-1] = image
+    return padded
+
+
+def _padded_mask_and_markers(mask: np.ndarray, markers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The flooding loop's int8 mask and int32 labels (the markers inside the mask), padded."""
+    padded_mask = _padded(mask.view(np.int8))
+    output = np.zeros(padded_mask.shape, dtype=np.int32)
+    np.copyto(output[1:-1, 1:-1], markers, where=mask, casting="unsafe")
+    return padded_mask, output
+
+
+def _flood_padded(
+    heights: np.ndarray | None,
+    labels: np.ndarray,
+    mask: np.ndarray,
+    *,
+    watershed_line: bool,
+    seeds: np.ndarray | None = None,
+) -> None:
+    """Flood in place, as scikit-image's watershed does, on padded (H + 2, W + 2) arrays whose
+    border is outside the int8 `mask`: uint8 `heights` (None: a flat landscape) and int32
+    `labels` holding the markers. The queue starts with `seeds` (raveled, ascending; every
+    marker by default).
+
+    The loop is the compiled one in `_flood.c` (the same visiting order as scikit-image's, in
+    half the time), else scikit-image's own loop run on these arrays, else, should a
+    scikit-image version lack that loop, its public function.
+    """
+    if seeds is None:
+        seeds = np.flatnonzero(labels)
+    library = _flood_library()
+    if library is not None and labels.size < 2**31:
+        # Locals keep every array alive while the loop reads it.
+        offsets = np.array([-labels.shape[1], -1, 1, labels.shape[1]], dtype=np.int64)
+        queued = np.ascontiguousarray(seeds, dtype=np.int64)
+        for array, dtype in ((heights, np.uint8), (labels, np.int32), (mask, np.int8)):
+            if array is not None and (array.dtype != dtype or not array.flags.c_contiguous or array.shape != labels.shape):
+                raise ValueError("The flooding loop takes C-contiguous uint8 heights, int32 labels and int8 mask of one shape.")
+        status = library.hpaweb_flood(
+            None if heights is None else heights.ctypes.data,
+            labels.ctypes.data,
+            mask.ctypes.data,
+            queued.ctypes.data,
+            len(queued),
+            offsets.ctypes.data,
+            len(offsets),
+            watershed_line,
+        )
+        if status != 0:
+            raise MemoryError("Out of memory while flooding a label image.")
+        return
+    landscape = np.zeros(labels.shape) if heights is None else heights.astype(np.float64)
     try:
         from skimage.morphology._util import _offsets_to_raveled_neighbors
         from skimage.segmentation._watershed_cy import watershed_raveled
-    except ImportError:  # pragma: no cover - a scikit-image without these internals
-        return segmentation.watershed(image, markers, mask=mask, watershed_line=watershed_line).astype(np.int32)
-    height, width = image.shape
-    inner = (slice(1, height + 1), slice(1, width + 1))
-    padded_image = np.zeros((height + 2, width + 2), dtype=np.float64)
-    padded_image[inner] = image
-    padded_mask = np.zeros(padded_image.shape, dtype=np.int8)
-    padded_mask[inner] = mask
-    output = np.zeros(padded_image.shape, dtype=np.int32)
-    np.copyto(output[inner], markers, where=mask, casting="unsafe")
-    try:
+
         watershed_raveled(
-            padded_image.ravel(),
-            np.flatnonzero(output),
-            _offsets_to_raveled_neighbors(padded_image.shape, _CROSS, center=(1, 1)),
-            padded_mask.ravel(),
-            np.array([width + 2, 1], dtype=np.intp),
+            landscape.ravel(),
+            np.ascontiguousarray(seeds, dtype=np.intp),
+            _offsets_to_raveled_neighbors(labels.shape, _CROSS, center=(1, 1)),
+            mask.ravel(),
+            np.array([labels.shape[1], 1], dtype=np.intp),
             0.0,
-            output.ravel(),
+            labels.ravel(),
             watershed_line,
         )
-    except TypeError:  # pragma: no cover - a scikit-image whose loop takes other arguments
-        return segmentation.watershed(image, markers, mask=mask, watershed_line=watershed_line).astype(np.int32)
-    return output[inner]
+    except (ImportError, TypeError):  # pragma: no cover - a scikit-image without that loop
+        labels[...] = segmentation.watershed(landscape, labels, mask=mask.view(bool), watershed_line=watershed_line)
+
+
+@functools.cache
+def _flood_library() -> ctypes.CDLL | None:
+    """The compiled flooding loop (`make venv` builds it next to this file); None if not built."""
+    try:
+        library = ctypes.CDLL(str(Path(__file__).with_name("_flood.so")))
+    except OSError:
+        return None
+    library.hpaweb_flood.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+        ctypes.c_int,
+        ctypes.c_int,
+    ]
+    library.hpaweb_flood.restype = ctypes.c_int
+    return library
 
 
 def _flood_cell_bodies(landscape: np.ndarray, nuclei: np.ndarray, cell_mask_coarse: np.ndarray, *, block_px: int) -> np.ndarray:
@@ -404,7 +513,7 @@ def _flood_cell_bodies(landscape: np.ndarray, nuclei: np.ndarray, cell_mask_coar
     # A block is a marker when any of its pixels is; ties between two nuclei in a block go to
     # the larger id, a one-block difference that the closing below smooths over.
     block_markers = np.where(cell_mask_coarse, _block_max(nuclei, block_px), 0)
-    coarse = _watershed(landscape[::block_px, ::block_px], block_markers, cell_mask_coarse)
+    coarse = _watershed(landscape, block_markers, cell_mask_coarse)
     cells = _upsample(coarse, block_px)  # a new array (block_px > 1)
     np.copyto(cells, nuclei, where=in_mask)
     return cells
@@ -419,63 +528,6 @@ def _block_max(image: np.ndarray, block_px: int) -> np.ndarray:
     for offset in range(1, block_px):
         np.maximum(blocks, columns[offset::block_px], out=blocks)
     return blocks
-
-
-def _flood(landscape: np.ndarray, markers: np.ndarray, mask: np.ndarray, *, markers_in_mask: bool = False) -> np.ndarray:
-    """scikit-image's watershed(landscape, markers, mask=mask), flooding only what it must.
-
-    A connected region of unlabelled mask pixels next to a single label ends up wholly that
-    label, whatever the landscape, so it is filled directly. Regions next to several labels are
-    flooded by scikit-image on their bounding box, seeded by the labelled pixels that border
-    them. That changes only the order of equally high seeds in scikit-image's queue, so a few
-    pixels where two floods meet on a plateau may go the other way. `markers_in_mask=True`
-    says that no marker lies outside the mask, which saves masking them.
-    """
-    if not markers_in_mask:
-        markers = np.where(mask, markers, 0)
-    markers = markers.astype(np.int32, copy=False)
-    unlabelled = mask & (markers == 0)
-    regions, region_count = ndi.label(unlabelled, structure=_CROSS, output=np.int32)
-    seeds = _dilate_cross(unlabelled) & (markers > 0)
-    region_ids, neighbour_labels = _adjacent_labels(regions, markers, np.nonzero(seeds))
-    labels_per_region = np.bincount(region_ids, minlength=region_count + 1)
-    fill = np.zeros(region_count + 1, dtype=np.int32)
-    single = labels_per_region[region_ids] == 1
-    fill[region_ids[single]] = neighbour_labels[single]
-    flooded = markers + fill[regions] if fill.any() else markers.copy()
-
-    height, width = markers.shape
-    boxes = ndi.find_objects(regions)
-    for region in np.flatnonzero(labels_per_region >= 2):
-        rows, cols = boxes[region - 1]
-        box = (
-            slice(max(rows.start - 1, 0), min(rows.stop + 1, height)),
-            slice(max(cols.start - 1, 0), min(cols.stop + 1, width)),
-        )
-        inside = regions[box] == region
-        region_seeds = _dilate_cross(inside) & seeds[box]
-        result = _watershed(landscape[box], np.where(region_seeds, markers[box], 0), inside | region_seeds)
-        np.copyto(flooded[box], result, where=inside)
-    return flooded
-
-
-def _adjacent_labels(
-    regions: np.ndarray, markers: np.ndarray, seed_pixels: tuple[np.ndarray, np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct (region id, label) pairs of labelled seed pixels and their 4-adjacent regions."""
-    rows, cols = seed_pixels
-    height, width = regions.shape
-    labels = markers[rows, cols].astype(np.int64)
-    label_range = int(labels.max(initial=0)) + 1
-    pairs = []
-    for row_step, col_step in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-        neighbour_rows = np.clip(rows + row_step, 0, height - 1)
-        neighbour_cols = np.clip(cols + col_step, 0, width - 1)
-        region_ids = regions[neighbour_rows, neighbour_cols]
-        touching = region_ids > 0
-        pairs.append(region_ids[touching] * label_range + labels[touching])
-    unique_pairs = np.unique(np.concatenate(pairs))
-    return unique_pairs // label_range, unique_pairs % label_range
 
 
 def _dilate_cross(mask: np.ndarray) -> np.ndarray:

@@ -213,12 +213,18 @@ def test_relabel_in_raster_order_drops_small_labels_as_remove_small_objects(rand
     assert hpa_postprocess._relabel_in_raster_order(random_labels, min_area_px=300).max() < random_labels.max()
 
 
-def test_eroded_seeds_labelled_on_the_block_grid_equal_full_resolution():
+def test_watershed_with_lines_from_grid_seeds_equals_skimage_at_full_resolution():
+    """label_nuclei's watershed, from the block grid: its 4-connected seeds, upsampled and eroded
+    by the cross, are the reference's 8-connected eroded markers."""
     rng = np.random.default_rng(11)
-    seeds = ndi.gaussian_filter(rng.random((64, 64)), 1.5) > 0.5  # blobs, some touching diagonally
-    expected, _ = ndi.label(hpa_postprocess._erode_cross(blocky(seeds)), structure=np.ones((3, 3)))
-    assert expected.max() > 5
-    assert np.array_equal(hpa_postprocess._label_eroded_seeds(seeds, 4), expected)
+    smooth = ndi.gaussian_filter(rng.random((64, 64)), 1.5)
+    seeds, mask = smooth > 0.5, smooth > 0.45  # blobs, some touching diagonally
+    markers, _ = ndi.label(hpa_postprocess._erode_cross(blocky(seeds)), structure=np.ones((3, 3)))
+    assert markers.max() > 5
+    expected = segmentation.watershed(blocky(mask), markers, mask=blocky(mask), watershed_line=True)
+    grid_markers, _ = ndi.label(seeds, structure=ndi.generate_binary_structure(2, 1))
+    found = hpa_postprocess._watershed_with_lines(mask, grid_markers, block_px=4, erode_markers=True)
+    assert np.array_equal(found, expected)
 
 
 def test_block_max_equals_the_maximum_of_each_block(random_labels):
@@ -226,20 +232,75 @@ def test_block_max_equals_the_maximum_of_each_block(random_labels):
     assert np.array_equal(hpa_postprocess._block_max(random_labels, 4), expected)
 
 
-@pytest.mark.parametrize("watershed_line", [False, True])
-@pytest.mark.parametrize("flat", [False, True])
-def test_watershed_equals_skimage_watershed(watershed_line, flat):
-    """On a flat image (label_nuclei's) the result hinges on the queue order: a mirrored field
-    gives 71 other pixels, so only the same neighbour order and pushes reproduce it."""
-    rng = np.random.default_rng(7)
+def random_watershed_inputs(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(uint8 landscape with plateaus, markers, mask) on a 256 px field."""
+    rng = np.random.default_rng(seed)
     smooth = ndi.gaussian_filter(rng.random((256, 256)), 6)
     mask = smooth > np.quantile(smooth, 0.4)
     markers, _ = ndi.label(smooth > np.quantile(smooth, 0.8))
-    landscape = mask.view(np.uint8) if flat else (255 * (1 - smooth / smooth.max())).astype(np.uint8)
-    expected = segmentation.watershed(landscape, markers, mask=mask, watershed_line=watershed_line)
-    found = hpa_postprocess._watershed(landscape, markers, mask, watershed_line=watershed_line)
+    landscape = (255 * (1 - smooth / smooth.max())).astype(np.uint8) // 8 * 8
+    return landscape, markers, mask
+
+
+@pytest.mark.parametrize("seed", [7, 8, 9])
+def test_watershed_equals_skimage_watershed(seed):
+    landscape, markers, mask = random_watershed_inputs(seed)
+    found = hpa_postprocess._watershed(landscape, markers, mask)
     assert found.dtype == np.int32
-    assert np.array_equal(found, expected)
+    assert np.array_equal(found, segmentation.watershed(landscape, markers, mask=mask))
+
+
+@pytest.mark.parametrize("seed", [7, 8, 9])
+def test_watershed_with_lines_equals_skimage_on_a_flat_mask(seed):
+    """On a flat image (label_nuclei's) the result hinges on the queue order: a mirrored field
+    gives 71 other pixels, so only the same neighbour order and pushes reproduce it."""
+    _, markers, mask = random_watershed_inputs(seed)
+    expected = segmentation.watershed(mask.view(np.uint8), markers, mask=mask, watershed_line=True)
+    assert np.array_equal(hpa_postprocess._watershed_with_lines(mask, markers, block_px=1), expected)
+
+
+def test_flood_queues_only_border_seeds_and_keeps_every_label():
+    landscape, markers, mask = random_watershed_inputs(7)
+    flooded = hpa_postprocess._flood(landscape, markers, mask)
+    expected = segmentation.watershed(landscape, markers, mask=mask)
+    assert np.array_equal(flooded[markers > 0], expected[markers > 0])
+    assert np.array_equal(flooded > 0, expected > 0)
+    assert np.count_nonzero(flooded != expected) < 0.01 * np.count_nonzero(mask)
+
+
+def test_the_compiled_flooding_loop_is_built():
+    assert hpa_postprocess._flood_library() is not None, "ml/segmentation/_flood.so is missing: run `make venv`"
+
+
+@pytest.mark.parametrize("watershed_line", [False, True])
+@pytest.mark.parametrize("flat", [False, True])
+@pytest.mark.parametrize("seed", range(6))
+def test_compiled_flooding_loop_visits_pixels_in_scikit_images_order(seed, flat, watershed_line, monkeypatch):
+    """Bit-identical labels from `_flood.c` and scikit-image's own loop, seeded by every marker
+    or only some (as `_flood` does), over plateaus and flat masks."""
+    landscape, markers, mask = random_watershed_inputs(seed)
+    heights = None if flat else hpa_postprocess._padded(landscape)
+    padded_mask, labels = hpa_postprocess._padded_mask_and_markers(mask, markers)
+    seeds = np.flatnonzero(labels)[:: 1 + seed % 3]
+    runs = []
+    for library in (hpa_postprocess._flood_library(), None):
+        assert library is not None or runs, "ml/segmentation/_flood.so is missing: run `make venv`"
+        monkeypatch.setattr(hpa_postprocess, "_flood_library", lambda library=library: library)
+        run_labels, run_mask = labels.copy(), padded_mask.copy()
+        hpa_postprocess._flood_padded(heights, run_labels, run_mask, watershed_line=watershed_line, seeds=seeds)
+        runs.append((run_labels, run_mask))
+    (compiled, compiled_mask), (reference, reference_mask) = runs
+    assert np.count_nonzero(compiled) > np.count_nonzero(labels)
+    assert np.array_equal(compiled, reference)
+    assert np.array_equal(compiled_mask, reference_mask)
+
+
+def test_postprocessing_without_the_compiled_loop_gives_the_same_labels(monkeypatch):
+    nuclei_pred, cell_pred = grid_predictions(cells_per_side=4, cell_px=22)
+    compiled = label_nuclei(nuclei_pred), *label_cell(nuclei_pred, cell_pred)
+    monkeypatch.setattr(hpa_postprocess, "_flood_library", lambda: None)
+    for labels, expected in zip((label_nuclei(nuclei_pred), *label_cell(nuclei_pred, cell_pred)), compiled):
+        assert np.array_equal(labels, expected)
 
 
 @pytest.mark.parametrize("label_count", [39, 300])
