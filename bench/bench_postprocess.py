@@ -6,7 +6,10 @@ project's 2-core machines (hpacellseg at numpy 2.4 / scikit-image 0.26: label_nu
 label_cell 4.2 s on the clean fixture, README.txt section 4 of the reference data). The load
 average is printed too: timings on a shared machine are noisy.
 
-    .venv/bin/python bench/bench_postprocess.py [--repeats 5]
+The flooding loop is the compiled one (`ml/segmentation/_flood.so`, built by `make venv`) when
+it is there; `--scikit-image-loop` times the fallback, scikit-image's own loop, instead.
+
+    .venv/bin/python bench/bench_postprocess.py [--repeats 5] [--scikit-image-loop]
 """
 
 import argparse
@@ -22,6 +25,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from ml.segmentation import hpa_postprocess  # noqa: E402
 from ml.segmentation.hpa_postprocess import label_cell, label_nuclei  # noqa: E402
 
 FIXTURES = REPO_ROOT.parent / "shared" / "hpacellseg" / "label_fixtures"
@@ -43,11 +47,17 @@ def durations_s(run: Callable[[], object], *, repeats: int) -> list[float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per fixture and function")
+    parser.add_argument("--scikit-image-loop", action="store_true", help="time the fallback flooding loop")
     args = parser.parse_args()
     if not FIXTURES.is_dir():
         print(f"The reference fixtures are not at {FIXTURES}; nothing to time.", file=sys.stderr)
         return 1
+    if args.scikit_image_loop:
+        hpa_postprocess._flood_library = lambda: None
+    compiled = hpa_postprocess._flood_library() is not None
     reference_total_s = sum(REFERENCE_S.values())
+    loop = "compiled (ml/segmentation/_flood.so)" if compiled else "scikit-image's"
+    print(f"flooding loop: {loop}")
     print(f"load average before: {' '.join(f'{value:.2f}' for value in os.getloadavg())}\n")
     print("| fixture | label_nuclei median / max (s) | label_cell median / max (s) | together, median (s) | share of the reference |")
     print("|---|---|---|---|---|")

@@ -3,7 +3,7 @@
 The reference (hpacellseg.utils at CellProfiling/HPA-Cell-Segmentation@7b6dbc6) turns the
 uint8 softmax maps of its two U-Nets ([unused, touching border, foreground] x (H, W)) into label
 images with thresholds, seeded watersheds and size filters. These functions give the same
-objects with scikit-image >= 0.25 (whose watershed they reproduce) in a tenth to an eighth of
+objects with scikit-image >= 0.25 (whose watershed they reproduce) in a ninth to an eighth of
 the time on a 2048 px field (`bench/bench_postprocess.py`):
 
 - thresholds are the reference's float comparisons evaluated once for every uint8 value;

@@ -10,6 +10,7 @@ from cells import services
 from cells.models import Cell, Field, Job
 from ml.encoding import decode_rle
 from tests.factories import field_arrays, png_bytes
+from tests.ml.conftest import FOREGROUND, constant_network
 
 pytestmark = pytest.mark.django_db
 
@@ -105,6 +106,20 @@ def test_field_process_stores_cells_whose_rles_decode_to_the_segmentation(owner,
         rows, cols = np.nonzero(cell_labels == cell.label)
         assert cell.bbox == (rows.min(), cols.min(), rows.max() + 1, cols.max() + 1)
     assert field.preview
+
+
+def test_field_process_segments_with_the_unet_backend_the_job_chose(owner, channel_uploads, ml_settings, tmp_path):
+    ml_settings.ML_NUCLEI_WEIGHTS = str(constant_network(tmp_path / "nuclei.pt", kind="nuclei", logits=FOREGROUND))
+    ml_settings.ML_CELL_WEIGHTS = str(constant_network(tmp_path / "cell.pt", kind="cell", logits=FOREGROUND))
+    job = services.job_create(owner=owner, uploads=[_upload(channel_uploads())], segmentation_backend="unet")
+    field = job.fields.get()
+    services.field_process(field_id=field.pk)
+    field.refresh_from_db()
+    assert (field.status, field.segmentation_backend) == ("done", "unet")
+    assert field.channels_used == ["blue", "red", "yellow"]
+    # Foreground everywhere: one cell covering the field.
+    (cell,) = field.cells.all()
+    assert cell.area_px == field.width * field.height
 
 
 def test_field_process_without_a_trained_model_stores_no_predictions(owner, channel_uploads, ml_settings):

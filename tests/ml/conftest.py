@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ml.checkpoint import ARCHITECTURE, save_checkpoint
@@ -12,6 +13,7 @@ from ml.constants import CHANNELS
 from ml.io import Field
 from ml.net import CellClassifier
 from ml.segmentation import Segmentation
+from ml.segmentation.unet import build_unet, save_unet_checkpoint, unet_config
 
 TINY_CONFIG = {
     "architecture": ARCHITECTURE,
@@ -112,3 +114,20 @@ TINY_ENCODER = {
     "dense_increments": [2, 2, 2, 2],
     "groups": 2,
 }
+
+
+FOREGROUND = (0.0, -10.0, 10.0)  # U-Net logits of (unused, border, foreground)
+BACKGROUND = (10.0, -10.0, -10.0)
+
+
+def constant_network(path: Path, *, kind: str, logits: tuple[float, float, float]) -> Path:
+    """A tiny segmentation U-Net checkpoint whose output is `logits` everywhere: all weights
+    zero but the final bias."""
+    config = unet_config(kind, encoder=TINY_ENCODER)
+    model = build_unet(config)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        model.final[0].bias.copy_(torch.tensor(logits))
+    save_unet_checkpoint(path, state_dict=model.state_dict(), config=config)
+    return path

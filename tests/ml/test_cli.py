@@ -11,7 +11,7 @@ from ml.cli import main
 from ml.encoding import decode_kaggle_mask, parse_prediction_string
 from ml.io import Field, read_labels_png
 from ml.segmentation import Segmentation
-from tests.ml.conftest import draw_field, write_field_pngs
+from tests.ml.conftest import FOREGROUND, constant_network, draw_field, write_field_pngs
 
 
 class ThresholdSegmenter:
@@ -120,3 +120,24 @@ def test_segment_writes_16bit_nucleus_and_cell_label_images(images_dir, tmp_path
     assert set(np.unique(cells)) == {0, 1, 2, 3}
     assert set(np.unique(cells[nuclei > 0])) == {1, 2, 3}
     assert not read_labels_png(out / "b-empty_cells.png").any()
+
+
+def test_segment_with_the_unet_backend_uses_the_given_weights(images_dir, tmp_path, monkeypatch):
+    monkeypatch.undo()  # the real segmenter, not the stand-in
+    nuclei = constant_network(tmp_path / "nuclei.pt", kind="nuclei", logits=FOREGROUND)
+    cell = constant_network(tmp_path / "cell.pt", kind="cell", logits=FOREGROUND)
+    out = tmp_path / "labels"
+    arguments = ["--segmentation", "unet", "--nuclei-weights", str(nuclei), "--cell-weights", str(cell)]
+    assert main(["segment", "--images", str(images_dir), "--out", str(out), *arguments, "--device", "cpu"]) == 0
+    # Foreground everywhere: one cell, holding one nucleus, covers each field.
+    for image_id in ("a-cells", "b-empty"):
+        assert np.array_equal(read_labels_png(out / f"{image_id}_cells.png"), np.ones((256, 256), np.uint16))
+        assert np.array_equal(read_labels_png(out / f"{image_id}_nuclei.png"), np.ones((256, 256), np.uint16))
+
+
+def test_segment_with_the_unet_backend_without_weights_exits_2(images_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.undo()
+    out = tmp_path / "labels"
+    assert main(["segment", "--images", str(images_dir), "--out", str(out), "--segmentation", "unet", "--device", "cpu"]) == 2
+    assert "The unet segmentation backend needs nuclei network weights" in capsys.readouterr().err
+    assert not out.exists()

@@ -16,23 +16,7 @@ from ml.segmentation.unet import (
     save_unet_checkpoint,
     unet_config,
 )
-from tests.ml.conftest import TINY_ENCODER
-
-FOREGROUND = (0.0, -10.0, 10.0)  # logits of (unused, border, foreground)
-BACKGROUND = (10.0, -10.0, -10.0)
-
-
-def constant_network(path: Path, *, kind: str, logits: tuple[float, float, float]) -> Path:
-    """A tiny network whose output is `logits` everywhere: all weights zero but the final bias."""
-    config = unet_config(kind, encoder=TINY_ENCODER)
-    model = build_unet(config)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.zero_()
-        model.final[0].bias.copy_(torch.tensor(logits))
-    save_unet_checkpoint(path, state_dict=model.state_dict(), config=config)
-    return path
-
+from tests.ml.conftest import BACKGROUND, FOREGROUND, TINY_ENCODER, constant_network
 
 def random_network(path: Path, *, kind: str, encoder: dict | None = TINY_ENCODER) -> Path:
     torch.manual_seed(0)
