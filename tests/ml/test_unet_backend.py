@@ -18,6 +18,7 @@ from ml.segmentation.unet import (
 )
 from tests.ml.conftest import BACKGROUND, FOREGROUND, TINY_ENCODER, constant_network
 
+
 def random_network(path: Path, *, kind: str, encoder: dict | None = TINY_ENCODER) -> Path:
     torch.manual_seed(0)
     config = unet_config(kind, encoder=encoder)
