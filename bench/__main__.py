@@ -37,7 +37,7 @@ NO_GPU = "not measured: no GPU"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ml.predict import DEFAULT_MODEL_PATH
+    from ml.constants import DEFAULT_MODEL_PATH
 
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--fields", type=int, default=8, help="synthetic fields timed stage by stage")
@@ -117,7 +117,7 @@ def _run_stages(args: argparse.Namespace, *, var_dir: Path, command: str) -> dic
     field_files = synthetic_fields(count=args.fields, size_px=args.size, seed=args.seed, data_dir=args.data)
     if not apps.ready:  # the test suite sets Django up itself
         configure_django(var_dir)
-    from ml.predict import Predictor
+    from ml.classifier.predictor import Predictor
     from ml.segmentation import Segmenter
 
     segmenter = Segmenter("classical")

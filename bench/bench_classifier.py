@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from ml.crops import crop_cells  # noqa: E402
 from ml.encoding import labels_to_rles  # noqa: E402
 from ml.io import read_field, read_labels_png  # noqa: E402
-from ml.net import CellClassifier  # noqa: E402
+from ml.classifier.network import CellClassifier  # noqa: E402
 
 REAL_FIELD_DIR = REPO_ROOT.parent / "shared" / "data" / "real" / "field-b1"
 DRAWN_SIDE_PX = 2048

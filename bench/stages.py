@@ -148,7 +148,7 @@ def gpu_predictor(model_path: Path, *, batch_size: int = GPU_BATCH_SIZE):
     """The classifier on CUDA with bfloat16 autocast (channels-last comes with `Predictor`)."""
     import torch
 
-    from ml.predict import Predictor
+    from ml.classifier.predictor import Predictor
 
     # Predictor autocasts on CUDA to the device's autocast dtype; bfloat16 keeps float32's range.
     torch.set_autocast_dtype("cuda", torch.bfloat16)

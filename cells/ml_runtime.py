@@ -10,7 +10,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from ml.predict import Predictor
+from ml.classifier.predictor import Predictor
 from ml.segmentation import Segmenter
 
 logger = logging.getLogger(__name__)

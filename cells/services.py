@@ -18,7 +18,7 @@ from rest_framework.authtoken.models import Token
 from cells import ml_runtime
 from cells.models import Cell, Field, FieldImage, Job
 from ml.constants import CHANNELS
-from ml.io import Field as ChannelImages
+from ml.io import FieldImages
 from ml.io import InputError, read_channel, read_field, read_multichannel_tiff
 from ml.pipeline import FieldResult, analyse_field
 from ml.segmentation import BACKENDS
@@ -219,7 +219,7 @@ def field_fail(*, field_id: int, reason: str) -> None:
     Field.objects.filter(pk=field_id).update(status=Field.Status.FAILED, error=reason, finished_at=timezone.now())
 
 
-def _read_stored_field(field: Field) -> ChannelImages:
+def _read_stored_field(field: Field) -> FieldImages:
     if field.multichannel:
         with field.multichannel.open("rb") as handle:
             return read_multichannel_tiff(handle, max_side_px=settings.HPAWEB_MAX_SIDE_PX)

@@ -1,8 +1,9 @@
-"""Facts of the HPA single-cell task shared by every module of the library."""
+"""Facts of the HPA single-cell task and the library's defaults, each defined once."""
+
+from pathlib import Path
 
 CHANNELS: tuple[str, ...] = ("red", "green", "blue", "yellow")
 REQUIRED_CHANNELS: tuple[str, ...] = ("green", "blue")
-OPTIONAL_CHANNELS: tuple[str, ...] = ("red", "yellow")
 
 CLASS_NAMES: tuple[str, ...] = (
     "Nucleoplasm",
@@ -30,3 +31,6 @@ NEGATIVE_CLASS = 18
 
 # Largest accepted side of an uploaded field; guards worker memory.
 MAX_SIDE_PX = 4096
+
+# The classifier this package ships (trained on synthetic fields; see weights/MODEL_CARD.md).
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "weights" / "hpaweb-synth-v1.pt"

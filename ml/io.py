@@ -40,7 +40,7 @@ class InputError(ValueError):
 
 
 @dataclass(frozen=True, eq=False)
-class Field:
+class FieldImages:
     """One field of view; each channel float32 (H, W) in [0, 1], red and yellow optional."""
 
     green: np.ndarray
@@ -87,7 +87,7 @@ def read_channel(source: Source, *, channel: str, max_side_px: int = MAX_SIDE_PX
     return _to_unit_float(pixels), _bit_depth(pixels.dtype)
 
 
-def read_field(sources: Mapping[str, Source | None], *, max_side_px: int = MAX_SIDE_PX) -> Field:
+def read_field(sources: Mapping[str, Source | None], *, max_side_px: int = MAX_SIDE_PX) -> FieldImages:
     """Read a field from one file per channel (keys from `CHANNELS`; red and yellow may be absent)."""
     unknown = sorted(set(sources) - set(CHANNELS))
     if unknown:
@@ -103,10 +103,10 @@ def read_field(sources: Mapping[str, Source | None], *, max_side_px: int = MAX_S
     with ThreadPoolExecutor(max_workers=len(present)) as pool:
         decoded = list(pool.map(lambda name: read_channel(sources[name], channel=name, max_side_px=max_side_px), present))
     images = {name: image for name, (image, _bit_depth) in zip(present, decoded, strict=True)}
-    return Field(**images, bit_depth=max(bit_depth for _image, bit_depth in decoded))
+    return FieldImages(**images, bit_depth=max(bit_depth for _image, bit_depth in decoded))
 
 
-def read_multichannel_tiff(source: Source, *, max_side_px: int = MAX_SIDE_PX) -> Field:
+def read_multichannel_tiff(source: Source, *, max_side_px: int = MAX_SIDE_PX) -> FieldImages:
     """Read a field from one TIFF holding 4 planes in `CHANNELS` order, as (4, H, W) or (H, W, 4)."""
     what = _describe_source(source, None)
     expected = f"{what} must hold 4 planes (red, green, blue, yellow) as (4, H, W) or (H, W, 4)"
@@ -122,7 +122,7 @@ def read_multichannel_tiff(source: Source, *, max_side_px: int = MAX_SIDE_PX) ->
         pixels = _decode(series.asarray, what).reshape(shape)
     planes = np.moveaxis(pixels, -1, 0) if channels_last else pixels
     images = {name: _to_unit_float(plane) for name, plane in zip(CHANNELS, planes, strict=True)}
-    return Field(**images, bit_depth=_bit_depth(pixels.dtype))
+    return FieldImages(**images, bit_depth=_bit_depth(pixels.dtype))
 
 
 def find_fields(directory: Path) -> dict[str, dict[str, Path]]:

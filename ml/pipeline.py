@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from ml.crops import cell_boxes, crop_cells
 from ml.encoding import empty_rle, labels_to_rles
-from ml.io import Field
-from ml.predict import Predictor
+from ml.io import FieldImages
+from ml.classifier.predictor import Predictor
 from ml.segmentation import Segmentation, Segmenter
 
 # Share of a field's work done when each stage starts; segmentation dominates on a CPU.
@@ -38,7 +38,7 @@ class FieldResult:
 
 
 def analyse_field(
-    field: Field, *, segmenter: Segmenter, predictor: Predictor | None, progress: Progress | None = None
+    field: FieldImages, *, segmenter: Segmenter, predictor: Predictor | None, progress: Progress | None = None
 ) -> FieldResult:
     """Segment a field, encode its cells and nuclei, and classify each cell when a predictor is given.
 

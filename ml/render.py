@@ -3,7 +3,7 @@
 import numpy as np
 from skimage.transform import resize
 
-from ml.io import Field
+from ml.io import FieldImages
 from ml.segmentation import Segmentation
 
 CELL_OUTLINE_RGB = (255, 255, 255)
@@ -58,7 +58,7 @@ def inner_boundaries(labels: np.ndarray) -> np.ndarray:
     return differs & (labels != 0)
 
 
-def composite_rgb(field: Field, *, max_side_px: int = 1024) -> np.ndarray:
+def composite_rgb(field: FieldImages, *, max_side_px: int = 1024) -> np.ndarray:
     """HPA colouring: red = microtubules, green = protein, blue = nucleus, yellow adds to red and green."""
     scale = min(1.0, max_side_px / max(field.shape))
     out_shape = (max(1, round(field.shape[0] * scale)), max(1, round(field.shape[1] * scale)))
@@ -74,7 +74,7 @@ def composite_rgb(field: Field, *, max_side_px: int = 1024) -> np.ndarray:
     return (np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def render_preview(field: Field, segmentation: Segmentation, *, max_side_px: int = 1024) -> np.ndarray:
+def render_preview(field: FieldImages, segmentation: Segmentation, *, max_side_px: int = 1024) -> np.ndarray:
     """The composite with every cell outlined (white) and every nucleus outlined (cyan), uint8 (h, w, 3)."""
     rgb = composite_rgb(field, max_side_px=max_side_px)
     out_shape = rgb.shape[:2]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ml.io import Field
+from ml.io import FieldImages
 from ml.render import CELL_OUTLINE_RGB, NUCLEUS_OUTLINE_RGB, contrast_stretch_uint8, inner_boundaries
 from ml.segmentation import Segmentation
 
@@ -97,7 +97,7 @@ def hpa_composite(channels: dict[str, np.ndarray]) -> np.ndarray:
     return rgb
 
 
-def viewer_images(field: Field, segmentation: Segmentation, *, max_side_px: int = VIEWER_MAX_SIDE_PX) -> ViewerImages:
+def viewer_images(field: FieldImages, segmentation: Segmentation, *, max_side_px: int = VIEWER_MAX_SIDE_PX) -> ViewerImages:
     """Every viewer picture of a field and its segmentation."""
     out_shape, scale = viewer_shape(field.shape, max_side_px=max_side_px)
     # Pillow's resampling and NumPy's array arithmetic release the GIL: one thread per channel.

@@ -1,6 +1,6 @@
 """Nucleus and cell segmentation behind one interface.
 
-`Segmenter(backend=...)` loads what its backend needs once; calling it on a `Field` returns a
+`Segmenter(backend=...)` loads what its backend needs once; calling it on a `FieldImages` returns a
 `Segmentation`. Backends: `classical` (no weights) and `unet` (HPA-compatible DPN-U-Net weights
 from configured paths).
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.io import Field
+from ml.io import FieldImages
 
 BACKENDS: tuple[str, ...] = ("classical", "unet")
 
@@ -52,16 +52,16 @@ class Segmenter:
 
             self._impl = ClassicalBackend()
 
-    def __call__(self, field: Field) -> Segmentation:
+    def __call__(self, field: FieldImages) -> Segmentation:
         return self._impl.segment(field)
 
-    def segment_batch(self, fields: list[Field]) -> list[Segmentation]:
+    def segment_batch(self, fields: list[FieldImages]) -> list[Segmentation]:
         batch = getattr(self._impl, "segment_batch", None)
         if batch is not None:
             return batch(fields)
         return [self._impl.segment(field) for field in fields]
 
 
-def segment(field: Field, *, backend: str = "classical", **backend_options) -> Segmentation:
+def segment(field: FieldImages, *, backend: str = "classical", **backend_options) -> Segmentation:
     """Segment one field; for many fields build a `Segmenter` once instead."""
     return Segmenter(backend, **backend_options)(field)

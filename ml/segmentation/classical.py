@@ -23,7 +23,7 @@ from skimage.measure import label
 from skimage.morphology import reconstruction
 from skimage.segmentation import expand_labels, relabel_sequential, watershed
 
-from ml.io import Field
+from ml.io import FieldImages
 from ml.segmentation import Segmentation
 
 WORKING_SIDE_PX = 512
@@ -66,7 +66,7 @@ class ClassicalBackend:
             raise ValueError(f"working_side_px={working_side_px} is too small to resolve cells; use 64 or more.")
         self.working_side_px = working_side_px
 
-    def segment(self, field: Field) -> Segmentation:
+    def segment(self, field: FieldImages) -> Segmentation:
         shape = field.shape
         factor = max(1, round(max(shape) / self.working_side_px))
         nuclei = _segment_nuclei(_downsample(field.blue, factor))
@@ -86,7 +86,7 @@ class ClassicalBackend:
 
 
 def _cells_from_references(
-    field: Field, nuclei: np.ndarray, radius: float, factor: int
+    field: FieldImages, nuclei: np.ndarray, radius: float, factor: int
 ) -> tuple[np.ndarray | None, tuple[str, ...]]:
     """Cells grown over the microtubule and ER references, else over the protein when those are
     absent, blank or do not outline the cells; (None, ()) when no channel outlines them."""

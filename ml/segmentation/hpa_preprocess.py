@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from skimage.transform import rescale
 
-from ml.io import Field
+from ml.io import FieldImages
 
 SCALE_FACTOR = 0.25
 # (124, 117, 104) / 255 and 1 / (0.0167 * 255), per network input channel, on [0, 1] data.
@@ -43,7 +43,7 @@ class NetworkInput:
     field_shape: tuple[int, int]  # (H, W) of the field
 
 
-def input_channels(field: Field, *, kind: str) -> tuple[tuple[str, str, str], tuple[str, ...]]:
+def input_channels(field: FieldImages, *, kind: str) -> tuple[tuple[str, str, str], tuple[str, ...]]:
     """The field channels feeding each network input, and the field channels used.
 
     The cell network was trained on (microtubules, ER, nucleus). A missing red or yellow

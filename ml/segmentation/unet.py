@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ml.checkpoint import CHECKPOINT_VERSION, CheckpointError, save_atomically
+from ml.checkpoints import CHECKPOINT_VERSION, CheckpointError, save_atomically
 from ml.device import resolve_device
-from ml.io import Field
+from ml.io import FieldImages
 from ml.segmentation import Segmentation
 from ml.segmentation.dpnunet import DPNUnet
 from ml.segmentation.hpa_postprocess import label_cell
@@ -177,10 +177,10 @@ class UnetBackend:
             model, info = load_unet_checkpoint(weights, kind=kind)
             self.networks[kind] = (model.to(self.device, memory_format=torch.channels_last), info["config"])
 
-    def segment(self, field: Field) -> Segmentation:
+    def segment(self, field: FieldImages) -> Segmentation:
         return self.segment_batch([field])[0]
 
-    def segment_batch(self, fields: Sequence[Field]) -> list[Segmentation]:
+    def segment_batch(self, fields: Sequence[FieldImages]) -> list[Segmentation]:
         channels = [input_channels(field, kind="cell") for field in fields]
         nuclei_maps = self._predict(fields, [NUCLEI_INPUT_CHANNELS] * len(fields), kind="nuclei")
         cell_maps = self._predict(fields, [names for names, _ in channels], kind="cell")
@@ -192,7 +192,7 @@ class UnetBackend:
             )
         return segmentations
 
-    def _predict(self, fields: Sequence[Field], names: Sequence[tuple[str, ...]], *, kind: str) -> list[np.ndarray]:
+    def _predict(self, fields: Sequence[FieldImages], names: Sequence[tuple[str, ...]], *, kind: str) -> list[np.ndarray]:
         """uint8 (H, W, 3) prediction maps of one network for every field."""
         model, config = self.networks[kind]
         inputs = []

@@ -10,7 +10,7 @@ from cells import services
 from cells.models import Cell, Field, Job
 from ml.encoding import decode_rle
 from tests.factories import field_arrays, png_bytes
-from tests.ml.conftest import FOREGROUND, constant_network
+from tests.ml.support import FOREGROUND, constant_network
 
 pytestmark = pytest.mark.django_db
 

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from ml.checkpoint import CHECKPOINT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
+from ml.checkpoints import CHECKPOINT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
 from ml.constants import CLASS_NAMES
-from ml.net import CellClassifier
-from tests.ml.conftest import TINY_CONFIG
+from ml.classifier.network import CellClassifier
+from tests.ml.support import TINY_CONFIG
 
 
 def test_checkpoint_round_trip_restores_weights_and_metadata(tmp_path):

@@ -6,12 +6,13 @@ from PIL import Image
 from scipy import ndimage
 from skimage.segmentation import expand_labels
 
-from ml import predict, segment_cli
+from ml import constants
+from ml.cli import segment as segment_cli
 from ml.cli import main
 from ml.encoding import decode_kaggle_mask, parse_prediction_string
-from ml.io import Field, read_labels_png
+from ml.io import FieldImages, read_labels_png
 from ml.segmentation import Segmentation
-from tests.ml.conftest import FOREGROUND, constant_network, draw_field, write_field_pngs
+from tests.ml.support import FOREGROUND, constant_network, draw_field, write_field_pngs
 
 
 class ThresholdSegmenter:
@@ -20,7 +21,7 @@ class ThresholdSegmenter:
     def __init__(self, backend: str, **options) -> None:
         self.backend = backend
 
-    def __call__(self, field: Field) -> Segmentation:
+    def __call__(self, field: FieldImages) -> Segmentation:
         nuclei_labels = ndimage.label(field.blue > 0.5)[0].astype(np.uint16)
         cell_labels = np.where(field.green > 0.1, expand_labels(nuclei_labels, distance=60), 0).astype(np.uint16)
         return Segmentation(nuclei_labels, cell_labels, backend=self.backend, channels_used=("green", "blue"))
@@ -70,14 +71,14 @@ def test_predict_writes_one_row_per_field_with_triples_per_cell(images_dir, tiny
 
 
 def test_predict_uses_the_installed_model_by_default(images_dir, tiny_checkpoint, tmp_path, monkeypatch):
-    monkeypatch.setattr(predict, "DEFAULT_MODEL_PATH", tiny_checkpoint)
+    monkeypatch.setattr(constants, "DEFAULT_MODEL_PATH", tiny_checkpoint)
     out = tmp_path / "submission.csv"
     assert run_predict(images_dir, out, "--device", "cpu") == 0
     assert len(read_csv(out)) == 2
 
 
 def test_predict_without_an_installed_model_exits_2_and_says_how_to_pass_one(images_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(predict, "DEFAULT_MODEL_PATH", tmp_path / "absent.pt")
+    monkeypatch.setattr(constants, "DEFAULT_MODEL_PATH", tmp_path / "absent.pt")
     out = tmp_path / "submission.csv"
     assert run_predict(images_dir, out) == 2
     assert "No trained model is installed" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import tifffile
 from PIL import Image
 
 from ml.io import (
-    Field,
+    FieldImages,
     InputError,
     find_fields,
     read_channel,
@@ -209,7 +209,7 @@ def test_read_field_fills_missing_optional_channels_with_zeros(tmp_path):
 
 def test_field_stack_orders_channels_red_green_blue_yellow():
     values = {"red": 0.1, "green": 0.2, "blue": 0.3, "yellow": 0.4}
-    field = Field(**{name: np.full((2, 2), value, dtype=np.float32) for name, value in values.items()})
+    field = FieldImages(**{name: np.full((2, 2), value, dtype=np.float32) for name, value in values.items()})
     assert field.channels_present == ("red", "green", "blue", "yellow")
     np.testing.assert_array_equal(field.stack()[:, 1, 1], np.array([0.1, 0.2, 0.3, 0.4], dtype=np.float32))
 

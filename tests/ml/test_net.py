@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ml.net import CellClassifier
+from ml.classifier.network import CellClassifier
 
 
 @pytest.mark.parametrize("size_px", [32, 96, 128])

@@ -4,9 +4,9 @@ import pytest
 from ml.crops import crop_cells
 from ml.encoding import decode_rle
 from ml.pipeline import analyse_field
-from ml.predict import Predictor
+from ml.classifier.predictor import Predictor
 from ml.segmentation import Segmentation
-from tests.ml.conftest import FakeSegmenter, draw_field
+from tests.ml.support import FakeSegmenter, draw_field
 
 TIMING_KEYS = {"segmentation", "encoding", "crops", "classification"}
 

@@ -2,11 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from ml.checkpoint import load_checkpoint, save_checkpoint
+from ml.checkpoints import load_checkpoint, save_checkpoint
 from ml.crops import crop_cells
-from ml.net import CellClassifier
-from ml.predict import DEFAULT_MODEL_PATH, Predictor
-from tests.ml.conftest import TINY_CONFIG
+from ml.classifier.network import CellClassifier
+from ml.classifier.predictor import Predictor
+from ml.constants import DEFAULT_MODEL_PATH
+from tests.ml.support import TINY_CONFIG
 
 
 def random_crops(count: int, size_px: int = 32) -> np.ndarray:

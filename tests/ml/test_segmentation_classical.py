@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from ml.io import Field
+from ml.io import FieldImages
 from ml.segmentation import Segmentation, Segmenter
 from ml.segmentation.classical import FALLBACK_EXPANSION_RADII, ClassicalBackend
 from ml.segmentation.matching import match_labels
@@ -48,8 +48,8 @@ def image(signal: np.ndarray, *, seed: int) -> np.ndarray:
     return np.clip(ndi.gaussian_filter(signal, 1.5) + noise, 0.0, 1.0).astype(np.float32)
 
 
-def four_channel_field(drawn: Drawn, *, green: np.ndarray | None = None) -> Field:
-    return Field(
+def four_channel_field(drawn: Drawn, *, green: np.ndarray | None = None) -> FieldImages:
+    return FieldImages(
         red=image(0.3 * drawn.cytoplasm, seed=1),
         green=image(0.5 * drawn.cytoplasm if green is None else green, seed=2),
         blue=image(0.7 * drawn.nuclei, seed=3),
@@ -112,7 +112,7 @@ def test_nucleus_with_a_shallow_notch_stays_whole(backend):
 
 def test_field_without_red_and_yellow_grows_cells_over_green(backend):
     drawn = draw()
-    field = Field(green=image(0.4 * drawn.cytoplasm, seed=2), blue=image(0.7 * drawn.nuclei, seed=3))
+    field = FieldImages(green=image(0.4 * drawn.cytoplasm, seed=2), blue=image(0.7 * drawn.nuclei, seed=3))
     segmentation = backend.segment(field)
     cells = match_labels(drawn.cell_labels, segmentation.cell_labels, iou_threshold=0.8)
     assert segmentation.channels_used == ("blue", "green")
@@ -124,7 +124,7 @@ def test_blank_red_and_yellow_fall_back_to_green(backend):
     drawn = draw()
     blank = np.zeros((320, 320), dtype=np.float32)
     green, blue = image(0.4 * drawn.cytoplasm, seed=2), image(0.7 * drawn.nuclei, seed=3)
-    segmentation = backend.segment(Field(red=blank, green=green, blue=blue, yellow=blank))
+    segmentation = backend.segment(FieldImages(red=blank, green=green, blue=blue, yellow=blank))
     cells = match_labels(drawn.cell_labels, segmentation.cell_labels, iou_threshold=0.8)
     assert segmentation.channels_used == ("blue", "green")
     assert (cells.predicted_count, cells.matched_count) == (5, 5)
@@ -133,14 +133,14 @@ def test_blank_red_and_yellow_fall_back_to_green(backend):
 def test_only_the_reference_channels_with_signal_are_reported(backend):
     drawn = draw()
     field = four_channel_field(drawn)
-    field = Field(red=field.red, green=field.green, blue=field.blue, yellow=np.zeros((320, 320), dtype=np.float32))
+    field = FieldImages(red=field.red, green=field.green, blue=field.blue, yellow=np.zeros((320, 320), dtype=np.float32))
     assert backend.segment(field).channels_used == ("blue", "red")
 
 
 def test_dim_cell_is_outlined_as_fully_as_bright_ones(backend):
     drawn = draw()
     brightness = np.array([0.0, 0.5, 0.015, 0.5, 0.5, 0.5], dtype=np.float32)  # by cell id; cell 2 is dim
-    field = Field(green=image(brightness[drawn.cell_labels], seed=2), blue=image(0.7 * drawn.nuclei, seed=3))
+    field = FieldImages(green=image(brightness[drawn.cell_labels], seed=2), blue=image(0.7 * drawn.nuclei, seed=3))
     segmentation = backend.segment(field)
     cells = match_labels(drawn.cell_labels, segmentation.cell_labels, iou_threshold=0.8)
     assert (cells.predicted_count, cells.matched_count) == (5, 5)
@@ -148,7 +148,7 @@ def test_dim_cell_is_outlined_as_fully_as_bright_ones(backend):
 
 def test_field_with_blank_cytoplasm_channels_grows_each_nucleus_by_its_radius(backend):
     drawn = draw()
-    field = Field(green=np.zeros((320, 320), dtype=np.float32), blue=image(0.7 * drawn.nuclei, seed=3))
+    field = FieldImages(green=np.zeros((320, 320), dtype=np.float32), blue=image(0.7 * drawn.nuclei, seed=3))
     segmentation = backend.segment(field)
     grown = draw(cell_radius_px=NUCLEUS_RADIUS_PX * (1 + FALLBACK_EXPANSION_RADII)).cell_labels
     cells = match_labels(grown, segmentation.cell_labels, iou_threshold=0.85)
@@ -159,7 +159,7 @@ def test_field_with_blank_cytoplasm_channels_grows_each_nucleus_by_its_radius(ba
 
 def test_protein_confined_to_nuclei_is_not_used_to_outline_cells(backend):
     drawn = draw()
-    field = Field(green=image(0.5 * drawn.nuclei, seed=2), blue=image(0.7 * drawn.nuclei, seed=3))
+    field = FieldImages(green=image(0.5 * drawn.nuclei, seed=2), blue=image(0.7 * drawn.nuclei, seed=3))
     segmentation = backend.segment(field)
     assert segmentation.channels_used == ("blue",)
     assert segmentation.cell_count == 5
@@ -178,14 +178,14 @@ def test_specks_much_smaller_than_nuclei_are_not_nuclei(backend):
     specks = draw(((150, 150), (300, 150), (150, 300)), nucleus_radius_px=2).nuclei  # 13 px each
     field = four_channel_field(drawn)
     blue = image(0.7 * (drawn.nuclei + specks), seed=3)
-    segmentation = backend.segment(Field(red=field.red, green=field.green, blue=blue, yellow=field.yellow))
+    segmentation = backend.segment(FieldImages(red=field.red, green=field.green, blue=blue, yellow=field.yellow))
     assert segmentation.cell_count == 5
     assert np.unique(segmentation.nuclei_labels).tolist() == [0, 1, 2, 3, 4, 5]
 
 
 def test_empty_field_gives_no_cells(backend):
     blank = np.zeros((256, 256), dtype=np.float32)
-    segmentation = backend.segment(Field(green=blank, blue=blank, red=blank, yellow=blank))
+    segmentation = backend.segment(FieldImages(green=blank, blue=blank, red=blank, yellow=blank))
     assert segmentation.cell_count == 0
     assert segmentation.cell_labels.dtype == np.uint16
     assert not segmentation.nuclei_labels.any()

@@ -5,12 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from ml.checkpoint import load_checkpoint
+from ml.checkpoints import load_checkpoint
 from ml.cli import main
 from ml.constants import CLASS_NAMES
 from ml.encoding import read_submission
 from ml.evaluate import score
-from ml.predict import DEFAULT_MODEL_PATH, Predictor
+from ml.classifier.predictor import Predictor
+from ml.constants import DEFAULT_MODEL_PATH
 from ml.synth import write_dataset
 
 MODEL_CARD = DEFAULT_MODEL_PATH.parent / "MODEL_CARD.md"

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from ml import synth, train
-from ml.checkpoint import load_checkpoint
+from ml import synth
+from ml.training import classifier as train
+from ml.checkpoints import load_checkpoint
 from ml.constants import NEGATIVE_CLASS, NUM_CLASSES
-from ml.data import (
+from ml.training.data import (
     CellTable,
     class_balanced_weights,
     multi_hot,

@@ -7,7 +7,7 @@ import torch
 from ml.cli import main
 from ml.io import write_labels_png
 from ml.segmentation.hpa_preprocess import PAD_PX
-from ml.segmentation.train_seg import (
+from ml.training.segmentation import (
     BACKGROUND,
     BORDER,
     FOREGROUND,
@@ -17,7 +17,7 @@ from ml.segmentation.train_seg import (
     train_segmentation,
 )
 from ml.segmentation.unet import build_unet, load_unet_checkpoint, save_unet_checkpoint, unet_config
-from tests.ml.conftest import TINY_ENCODER, draw_field, write_field_pngs
+from tests.ml.support import TINY_ENCODER, draw_field, write_field_pngs
 
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from ml.checkpoint import CheckpointError
-from ml.io import Field
+from ml.checkpoints import CheckpointError
+from ml.io import FieldImages
 from ml.segmentation import Segmenter
 from ml.segmentation.hpa_preprocess import MEAN, PAD_PX, STD, input_channels, prepare_input, restore_prediction
 from ml.segmentation.unet import (
@@ -16,7 +16,7 @@ from ml.segmentation.unet import (
     save_unet_checkpoint,
     unet_config,
 )
-from tests.ml.conftest import BACKGROUND, FOREGROUND, TINY_ENCODER, constant_network
+from tests.ml.support import BACKGROUND, FOREGROUND, TINY_ENCODER, constant_network
 
 
 def random_network(path: Path, *, kind: str, encoder: dict | None = TINY_ENCODER) -> Path:
@@ -26,10 +26,10 @@ def random_network(path: Path, *, kind: str, encoder: dict | None = TINY_ENCODER
     return path
 
 
-def field(size_px: int = 256, *, red: bool = True, yellow: bool = True) -> Field:
+def field(size_px: int = 256, *, red: bool = True, yellow: bool = True) -> FieldImages:
     rng = np.random.default_rng(0)
     planes = {name: rng.random((size_px, size_px), dtype=np.float32) for name in ("green", "blue", "red", "yellow")}
-    return Field(green=planes["green"], blue=planes["blue"], red=planes["red"] if red else None, yellow=planes["yellow"] if yellow else None)
+    return FieldImages(green=planes["green"], blue=planes["blue"], red=planes["red"] if red else None, yellow=planes["yellow"] if yellow else None)
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ml.io import Field
+from ml.io import FieldImages
 from ml.segmentation import Segmentation
 from ml.render import inner_boundaries
 from ml.viewer import (
@@ -17,7 +17,7 @@ from ml.viewer import (
 )
 
 
-def _two_cell_field(size_px: int = 64) -> tuple[Field, Segmentation]:
+def _two_cell_field(size_px: int = 64) -> tuple[FieldImages, Segmentation]:
     """Cell 1 fills the left half, cell 2 the right half; nucleus i is a square inside cell i."""
     cells = np.zeros((size_px, size_px), np.uint16)
     cells[:, : size_px // 2] = 1
@@ -29,7 +29,7 @@ def _two_cell_field(size_px: int = 64) -> tuple[Field, Segmentation]:
     green = np.where(cells == 1, 0.8, 0.4).astype(np.float32)
     green[-size_px // 16 :] = 0.0  # a dark strip, so contrast stretching maps 0 -> 0 and 0.8 -> 255
     blue = (nuclei > 0).astype(np.float32)
-    field = Field(green=green, blue=blue)
+    field = FieldImages(green=green, blue=blue)
     return field, Segmentation(nuclei_labels=nuclei, cell_labels=cells, backend="test", channels_used=("blue",))
 
 

@@ -7,13 +7,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ml.checkpoint import load_checkpoint
+from ml.checkpoints import load_checkpoint
 from ml.constants import CHANNELS, NUM_CLASSES
 from ml.crops import CellCrops, normalize_crops
 from ml.device import resolve_device
-
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "weights" / "hpaweb-synth-v1.pt"
-
 
 class Predictor:
     """Per-cell and image-level class probabilities from one loaded classifier."""

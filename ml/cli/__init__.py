@@ -9,13 +9,13 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "predict": ("ml.predict_cli", "Segment and classify every field of a folder; write a Kaggle submission CSV."),
-    "segment": ("ml.segment_cli", "Write nucleus and cell label images for every field of a folder."),
+    "predict": ("ml.cli.predict", "Segment and classify every field of a folder; write a Kaggle submission CSV."),
+    "segment": ("ml.cli.segment", "Write nucleus and cell label images for every field of a folder."),
     "synth": ("ml.synth", "Generate synthetic HPA-like fields with per-cell truth."),
     "evaluate": ("ml.evaluate", "Score a submission CSV against a solution CSV (competition mAP)."),
-    "train": ("ml.train", "Train the per-cell classifier from image-level labels."),
+    "train": ("ml.training.classifier", "Train the per-cell classifier from image-level labels."),
     "convert-hpa-weights": ("ml.segmentation.convert", "Convert an official HPA segmentation weight file."),
-    "train-seg": ("ml.segmentation.train_seg", "Train or fine-tune the segmentation U-Net on label images."),
+    "train-seg": ("ml.training.segmentation", "Train or fine-tune the segmentation U-Net on label images."),
 }
 
 

@@ -4,12 +4,12 @@
 
 DIR is a Kaggle-layout folder (`train.csv` with `ID,Label`, `{ID}_{red,green,blue,yellow}.png`),
 the real HPA training set or one written by `python -m ml synth`. Steps:
-1. segment every field and crop every cell (cached, see `ml.data`), split the fields into
+1. segment every field and crop every cell (cached, see `ml.training.data`), split the fields into
    training and validation stratified by their rarest label;
 2. every cell inherits its field's labels; train with class-balanced sampling, flips and
    90-degree rotations, mixed precision on CUDA;
 3. refinement rounds: predict every training cell, keep a field label only on the cells that
-   show it (`ml.data.refine_targets`; cells showing none become Negative), train again;
+   show it (`ml.training.data.refine_targets`; cells showing none become Negative), train again;
 4. save the final model with its config, validation metrics and a description of its data.
 
 `--cell-labels-from-truth` trains on the true cell labels of `DIR/solution.csv` instead (the
@@ -30,16 +30,16 @@ from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
-from ml import data as celldata
-from ml.checkpoint import ARCHITECTURE, save_checkpoint
+from ml.training import data as celldata
+from ml.checkpoints import ARCHITECTURE, save_checkpoint
 from ml.constants import CLASS_NAMES, NUM_CLASSES
 from ml.crops import normalize_crops
 from ml.device import resolve_device
 from ml.encoding import SubmissionRow, labels_to_rles, prediction_string, read_submission, rle_to_kaggle
 from ml.evaluate import average_precision, score
 from ml.io import InputError
-from ml.net import CellClassifier
-from ml.segment_cli import add_segmentation_arguments, build_segmenter
+from ml.classifier.network import CellClassifier
+from ml.cli.segment import add_segmentation_arguments, build_segmenter
 
 BLEND_CELL_WEIGHT = 0.7
 IMAGE_POOLING = "mean"

@@ -29,12 +29,12 @@ from scipy import ndimage as ndi
 from torch import nn
 from tqdm import tqdm
 
-from ml.checkpoint import CheckpointError
+from ml.checkpoints import CheckpointError
 from ml.device import resolve_device
 from ml.io import InputError, find_fields, read_field, read_labels_png
 from ml.segmentation.hpa_preprocess import KINDS, PAD_PX, input_channels, prepare_input
 from ml.segmentation.unet import build_unet, load_unet_checkpoint, save_unet_checkpoint, unet_config
-from ml.train import seed_everything
+from ml.training.classifier import seed_everything
 
 BACKGROUND, BORDER, FOREGROUND = 0, 1, 2
 IGNORE = -100  # padding: no loss

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ml.constants import CHANNELS, CLASS_NAMES
-from ml.net import CellClassifier
+from ml.classifier.network import CellClassifier
 
 CHECKPOINT_VERSION = 1
 ARCHITECTURE = "cell-classifier"

@@ -1,0 +1,1 @@
+"""The cell classifier: its network and the predictor that serves it."""

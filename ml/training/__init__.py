@@ -1,0 +1,1 @@
+"""Training: the cell data store, the classifier and the segmentation networks."""
