@@ -7,18 +7,19 @@ PORT ?= 8000
 WORKERS ?= 1
 export DJANGO_SETTINGS_MODULE ?= hpaweb.settings.local
 
-.PHONY: run setup venv test test-slow test-browser bench migrate lint clean
+.PHONY: run setup venv test test-slow screenshots bench migrate lint format clean
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install -r requirements.txt
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 # The HPA post-processing's flooding loop; without a C compiler it falls back to scikit-image's
 # own loop (same labels, about 1.6 times slower).
-FLOOD_LIB := ml/segmentation/_flood.so
-$(FLOOD_LIB): ml/segmentation/_flood.c
+FLOOD_LIB := ml/segmentation/hpa/_flood.so
+$(FLOOD_LIB): ml/segmentation/hpa/_flood.c
 	$(CC) -O2 -shared -fPIC -o $@ $< || echo "No C compiler: the HPA post-processing uses scikit-image's loop."
 
 venv: $(VENV)/.installed $(FLOOD_LIB)
@@ -42,6 +43,18 @@ test: venv
 
 test-slow: venv
 	DJANGO_SETTINGS_MODULE=hpaweb.settings.test $(PY) -m pytest -q -m slow
+
+# The browser tests write their screenshots under var/screenshots; this refreshes the README's.
+screenshots: venv
+	HPAWEB_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots DJANGO_SETTINGS_MODULE=hpaweb.settings.test $(PY) -m pytest -q -m browser
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench: venv
 	$(PY) -m bench

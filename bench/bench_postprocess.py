@@ -6,7 +6,7 @@ project's 2-core machines (hpacellseg at numpy 2.4 / scikit-image 0.26: label_nu
 label_cell 4.2 s on the clean fixture, README.txt section 4 of the reference data). The load
 average is printed too: timings on a shared machine are noisy.
 
-The flooding loop is the compiled one (`ml/segmentation/_flood.so`, built by `make venv`) when
+The flooding loop is the compiled one (`ml/segmentation/hpa/_flood.so`, built by `make venv`) when
 it is there; `--scikit-image-loop` times the fallback, scikit-image's own loop, instead.
 
     .venv/bin/python bench/bench_postprocess.py [--repeats 5] [--scikit-image-loop]
@@ -25,8 +25,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from ml.segmentation import hpa_postprocess  # noqa: E402
-from ml.segmentation.hpa_postprocess import label_cell, label_nuclei  # noqa: E402
+from ml.segmentation.hpa import flood  # noqa: E402
+from ml.segmentation.hpa.postprocess import label_cell, label_nuclei  # noqa: E402
 
 FIXTURES = REPO_ROOT.parent / "shared" / "hpacellseg" / "label_fixtures"
 VARIANTS = ("clean", "noisy", "touching")
@@ -53,10 +53,10 @@ def main() -> int:
         print(f"The reference fixtures are not at {FIXTURES}; nothing to time.", file=sys.stderr)
         return 1
     if args.scikit_image_loop:
-        hpa_postprocess._flood_library = lambda: None
-    compiled = hpa_postprocess._flood_library() is not None
+        flood.compiled_library = lambda: None
+    compiled = flood.compiled_library() is not None
     reference_total_s = sum(REFERENCE_S.values())
-    loop = "compiled (ml/segmentation/_flood.so)" if compiled else "scikit-image's"
+    loop = "compiled (ml/segmentation/hpa/_flood.so)" if compiled else "scikit-image's"
     print(f"flooding loop: {loop}")
     print(f"load average before: {' '.join(f'{value:.2f}' for value in os.getloadavg())}\n")
     print("| fixture | label_nuclei median / max (s) | label_cell median / max (s) | together, median (s) | share of the reference |")

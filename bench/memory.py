@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import REPO_ROOT, configure_django, markdown_table
+from bench.common import REPO_ROOT, configure_django, markdown_table
 
 WARM_UP_FIELDS = 10
 STARTUP_TIMEOUT_S = 180.0
@@ -34,8 +34,8 @@ def run(field_files: Sequence[dict[str, Path]], *, count: int, var_dir: Path, co
         configure_django(var_dir)
     from django.conf import settings
 
+    from cells.intake import fields_enqueue
     from cells.models import Field
-    from cells.services import _enqueue_fields
 
     field_ids = _create_fields(field_files, count=count, media_root=Path(settings.MEDIA_ROOT))
     log_path = Path(settings.VAR_DIR) / "memory-worker.log"
@@ -48,7 +48,7 @@ def run(field_files: Sequence[dict[str, Path]], *, count: int, var_dir: Path, co
         pool_pid = _wait_for_pool_process(worker.pid, log_path)
         idle_rss_mib = _status_mib(pool_pid, "VmRSS")
         started = time.perf_counter()
-        _enqueue_fields(field_ids)
+        fields_enqueue(field_ids=field_ids)
         rss_after_mib: list[float] = []
         deadline = time.monotonic() + FIELD_TIMEOUT_S
         while len(rss_after_mib) < count:

@@ -1,9 +1,9 @@
 """Per-stage times of one worker processing synthetic fields, the classifier's throughput and the decode floor.
 
-Each field goes through the calls `cells.services.field_process` makes, in its order, timed one
+Each field goes through the calls `cells.processing.field_process` makes, in its order, timed one
 by one: decode (`ml.io.read_field`), `ml.pipeline.analyse_field` (segmentation, mask encoding,
 crops, classification, with progress written to the database), viewer images, and
-`_field_store_result` (thumbnails, PNGs and cell rows) on a throwaway SQLite database.
+`field_store_result` (thumbnails, PNGs and cell rows) on a throwaway SQLite database.
 The decode floor is Pillow alone decoding the field's four PNGs, measured just before each field
 so that both see the same load on a shared machine.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench import summary
+from bench.common import summary
 
 # Rows of the table, in pipeline order; "other" is what end to end holds beyond the stages
 # (progress updates, assembling the result).
@@ -72,7 +72,7 @@ def time_fields(field_files: Sequence[dict[str, Path]], *, segmenter, predictor)
     first, so that lazy imports, thread pools and the database connection are not charged to it.
     """
     from cells.models import Field, Job
-    from cells.services import _field_store_result, field_set_progress
+    from cells.processing import field_set_progress, field_store_result
     from django.contrib.auth import get_user_model
     from ml.crops import crop_cells
     from ml.io import read_field
@@ -99,7 +99,7 @@ def time_fields(field_files: Sequence[dict[str, Path]], *, segmenter, predictor)
         viewer = viewer_images(images, result.segmentation)
         seconds["viewer"] = time.perf_counter() - step
         step = time.perf_counter()
-        _field_store_result(field=field, result=result, viewer=viewer)
+        field_store_result(field=field, result=result, viewer=viewer)
         seconds["database_write"] = time.perf_counter() - step
         seconds["end_to_end"] = time.perf_counter() - started
         seconds["other"] = max(0.0, seconds["end_to_end"] - sum(seconds[name] for name in STAGES if name != "other"))

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from bench import REPO_ROOT, markdown_table, summary
+from bench.common import REPO_ROOT, markdown_table, summary
 
 WORKER_COUNTS: tuple[int, ...] = (1, 2)
 WARM_UP_SIZE_PX = 256

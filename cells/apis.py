@@ -13,14 +13,14 @@ from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError as ApiValidationError
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cells import exports, selectors, services
+from cells import exports, intake, selectors
 from cells.models import Cell, Field, Job
-from cells.uploads import request_uploads
+from cells.uploads import JobInputError, request_uploads
 from ml.constants import CLASS_NAMES
 from ml.segmentation import BACKENDS
 
@@ -30,7 +30,7 @@ class Pagination(PageNumberPagination):
     max_page_size = 500
 
 
-def _raise_input_error(exc: services.JobInputError):
+def _raise_input_error(exc: JobInputError):
     raise ApiValidationError(
         {"detail": " ".join(f"{name}: {reason}" for name, reason in exc.field_errors.items()), "fields": exc.field_errors}
     )
@@ -151,13 +151,13 @@ class JobListCreateApi(APIView):
             with request_uploads(
                 request.FILES, field_name=data.get("field_name", ""), assignments=data.get("assignments", "")
             ) as uploads:
-                job = services.job_create(
+                job = intake.job_create(
                     owner=request.user,
                     uploads=uploads,
                     name=data.get("name", ""),
                     segmentation_backend=data.get("segmentation_backend"),
                 )
-        except services.JobInputError as exc:
+        except JobInputError as exc:
             _raise_input_error(exc)
         return Response(JobOutputSerializer(selectors.job_get(user=request.user, job_id=job.pk)).data, status=status.HTTP_201_CREATED)
 
@@ -169,7 +169,7 @@ class JobDetailApi(APIView):
 
     @extend_schema(summary="Delete a job with its fields, cells and files", responses={204: None})
     def delete(self, request, job_id: int):
-        services.job_delete(job=selectors.job_get(user=request.user, job_id=job_id))
+        intake.job_delete(job=selectors.job_get(user=request.user, job_id=job_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -197,7 +197,7 @@ class FieldRetryApi(APIView):
     def post(self, request, field_id: int):
         field = selectors.field_get(user=request.user, field_id=field_id)
         try:
-            services.field_retry(field=field)
+            intake.field_retry(field=field)
         except DjangoValidationError as exc:
             return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
         return Response(FieldOutputSerializer(selectors.field_get(user=request.user, field_id=field_id)).data, status=status.HTTP_202_ACCEPTED)

@@ -159,7 +159,7 @@ def export_response(*, job: Job, export: str, **options) -> HttpResponseBase:
     _, content_type, suffix = EXPORTS[export]
     filename = f"job-{job.pk}-{suffix}"
     if export == "labels":
-        archive = tempfile.SpooledTemporaryFile(max_size=64 * 1024**2)
+        archive = tempfile.SpooledTemporaryFile(max_size=64 * 1024**2)  # noqa: SIM115 (the response closes it once sent)
         write_labels_zip(job=job, out=archive)
         archive.seek(0)
         return FileResponse(archive, content_type=content_type, as_attachment=True, filename=filename)

@@ -1,5 +1,6 @@
 from django import forms
 
+from cells import ml_config
 from ml.constants import CLASS_NAMES
 from ml.segmentation import BACKENDS
 
@@ -45,7 +46,11 @@ class JobUploadForm(forms.Form):
     blue = forms.FileField(label="Blue: nucleus", required=False)
     red = forms.FileField(label="Red: microtubules (optional)", required=False)
     yellow = forms.FileField(label="Yellow: endoplasmic reticulum (optional)", required=False)
-    segmentation_backend = forms.ChoiceField(label="Segmentation", choices=[(b, b) for b in BACKENDS], initial="classical")
+    segmentation_backend = forms.ChoiceField(label="Segmentation", choices=[(b, b) for b in BACKENDS])
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["segmentation_backend"].initial = ml_config.default_segmentation_backend()
 
 
 class GalleryFilterForm(forms.Form):

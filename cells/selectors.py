@@ -6,21 +6,19 @@ field or cell is reported as missing (404), never as forbidden, so ids reveal no
 
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from django.conf import settings
 from django.db.models import Count, F, FloatField, Prefetch, QuerySet
-from django.db.models.fields.json import KeyTextTransform
 from django.db.models.fields.files import FieldFile
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from rest_framework.authtoken.models import Token
 
+from cells import ml_config
 from cells.models import Cell, Field, FieldImage, Job
 from ml.constants import CLASS_NAMES
-from ml.segmentation import BACKENDS
 
 CELL_ORDERS = {
     "confidence": (F("confidence").desc(nulls_last=True), "field_id", "label"),
@@ -199,29 +197,25 @@ class ModelInfo:
 
 def model_list() -> list[ModelInfo]:
     """The models this installation can use: the cell classifier and the segmentation backends."""
-    model_path = Path(settings.ML_MODEL_PATH) if settings.ML_MODEL_PATH else None
-    has_classifier = model_path is not None and model_path.is_file()
-    has_unet_weights = all(
-        path and Path(path).is_file() for path in (settings.ML_NUCLEI_WEIGHTS, settings.ML_CELL_WEIGHTS)
-    )
+    classifier_path = ml_config.classifier_path()
     descriptions = {
         "classical": "Seeded watershed on the nucleus and cytoplasm channels; needs no weights.",
         "unet": "HPA-compatible DPN-U-Net; needs ML_NUCLEI_WEIGHTS and ML_CELL_WEIGHTS.",
     }
     models = [
         ModelInfo(
-            name=model_path.stem if has_classifier else "",
+            name=classifier_path.stem if classifier_path is not None else "",
             kind="classifier",
-            available=has_classifier,
+            available=classifier_path is not None,
             description=(
                 f"Cell classifier over the {len(CLASS_NAMES)} HPA classes."
-                if has_classifier
+                if classifier_path is not None
                 else "No trained classifier is installed (ML_MODEL_PATH); fields are segmented but not classified."
             ),
         )
     ]
     models += [
-        ModelInfo(name=backend, kind="segmentation", available=backend != "unet" or has_unet_weights, description=descriptions.get(backend, ""))
-        for backend in BACKENDS
+        ModelInfo(name=backend, kind="segmentation", available=available, description=descriptions.get(backend, ""))
+        for backend, available in ml_config.segmentation_backends().items()
     ]
     return models

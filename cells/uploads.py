@@ -1,4 +1,4 @@
-"""Turning the files of a request into `FieldUpload`s.
+"""Turning the files of a request into `FieldUpload`s, and the error that names every unusable one.
 
 Three ways in, combinable in one request:
 - the channel slots (`red`, `green`, `blue`, `yellow`) or `multichannel`: one field;
@@ -22,22 +22,42 @@ import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.uploadedfile import UploadedFile
 from django.utils.datastructures import MultiValueDict
 
-from cells.services import FieldUpload, JobInputError
+from cells import ml_config
 from ml.constants import CHANNELS
+from ml.io import FIELD_FILE_PATTERN
 
-_SUFFIX = re.compile(r"^(?P<id>.+)_(?P<channel>red|green|blue|yellow)\.(?:png|tiff?)$", re.IGNORECASE)
+_FIELD_FILE = re.compile(FIELD_FILE_PATTERN, re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _IMAGE_EXTENSIONS = (".png", ".tif", ".tiff")
 _TIFF_EXTENSIONS = (".tif", ".tiff")
 _ARCHIVE_EXTENSIONS = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
 _COPY_CHUNK_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FieldUpload:
+    """The files of one field as they arrive: channel files, or one multi-channel TIFF."""
+
+    name: str
+    channel_files: Mapping[str, File] = dataclass_field(default_factory=dict)
+    multichannel_file: File | None = None
+
+
+class JobInputError(ValidationError):
+    """One or more uploaded fields are unusable; `field_errors` maps field name to the reason."""
+
+    def __init__(self, field_errors: Mapping[str, str]) -> None:
+        self.field_errors = dict(field_errors)
+        super().__init__([f"{name}: {reason}" for name, reason in self.field_errors.items()])
 
 
 @dataclass(frozen=True)
@@ -57,7 +77,7 @@ class ZipLimits:
     @classmethod
     def from_settings(cls) -> "ZipLimits":
         # The largest valid entry: a 4-plane 16-bit uncompressed TIFF at the largest accepted side.
-        largest_image = len(CHANNELS) * 2 * settings.HPAWEB_MAX_SIDE_PX**2 + 1024**2
+        largest_image = len(CHANNELS) * 2 * ml_config.max_side_px() ** 2 + 1024**2
         return cls(
             max_entries=settings.HPAWEB_ZIP_MAX_ENTRIES,
             max_total_bytes=settings.HPAWEB_ZIP_MAX_BYTES,
@@ -67,7 +87,7 @@ class ZipLimits:
 
 def field_name_from_files(files: Iterable[UploadedFile]) -> str | None:
     """The {ID} shared by files named {ID}_{channel}.png, if they share one."""
-    ids = {match["id"] for f in files if (match := _SUFFIX.match(f.name or ""))}
+    ids = {match[1] for f in files if (match := _FIELD_FILE.match(f.name or ""))}
     return ids.pop() if len(ids) == 1 else None
 
 
@@ -172,8 +192,8 @@ class _FieldGroups:
         self.errors: dict[str, str] = {}
 
     def add_by_name(self, name: str, upload_file: File) -> None:
-        if match := _SUFFIX.match(name):
-            self.add(Assignment(field=match["id"], channel=match["channel"].lower()), upload_file, name=name)
+        if match := _FIELD_FILE.match(name):
+            self.add(Assignment(field=match[1], channel=match[2].lower()), upload_file, name=name)
         elif name.lower().endswith(_TIFF_EXTENSIONS):
             self.add(Assignment(field=_stem(name), channel="multichannel"), upload_file, name=name)
         else:

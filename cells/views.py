@@ -14,13 +14,16 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from cells import exports, selectors, services
+from cells import exports, intake, selectors
 from cells.forms import GalleryFilterForm, JobUploadForm
 from cells.models import FieldImage
-from cells.uploads import request_uploads
-from ml.constants import CHANNELS, CLASS_NAMES
+from cells.uploads import JobInputError, request_uploads
+from ml.constants import CHANNELS, CLASS_NAMES, REQUIRED_CHANNELS
+from ml.io import FIELD_FILE_PATTERN
 
 GALLERY_PAGE_SIZE = 48
+# What upload.js needs to assign dropped files to fields as the server will.
+UPLOAD_PAGE_DATA = {"fieldFilePattern": FIELD_FILE_PATTERN, "channels": list(CHANNELS), "requiredChannels": list(REQUIRED_CHANNELS)}
 
 
 @login_required
@@ -38,13 +41,13 @@ def job_create(request):
             with request_uploads(
                 request.FILES, field_name=form.cleaned_data["field_name"], assignments=form.cleaned_data["assignments"]
             ) as uploads:
-                job = services.job_create(
+                job = intake.job_create(
                     owner=request.user,
                     uploads=uploads,
                     name=form.cleaned_data["name"],
                     segmentation_backend=form.cleaned_data["segmentation_backend"],
                 )
-        except services.JobInputError as exc:
+        except JobInputError as exc:
             errors = exc.field_errors
         else:
             count = job.fields.count()
@@ -56,7 +59,7 @@ def job_create(request):
     context = {"form": form, "upload_errors": errors}
     if request.htmx:
         return render(request, "cells/_upload_errors.html", context, status=status)
-    return render(request, "cells/job_create.html", context, status=status)
+    return render(request, "cells/job_create.html", {**context, "upload_page": UPLOAD_PAGE_DATA}, status=status)
 
 
 @login_required
@@ -87,7 +90,7 @@ def job_progress(request, job_id: int):
 def job_delete(request, job_id: int):
     job = selectors.job_get(user=request.user, job_id=job_id)
     name = str(job)
-    services.job_delete(job=job)
+    intake.job_delete(job=job)
     messages.info(request, f"{name} and all its files were deleted.")
     return redirect("job-list")
 
@@ -187,7 +190,7 @@ def field_labels(request, field_id: int, kind: str):
 def field_retry(request, field_id: int):
     field = selectors.field_get(user=request.user, field_id=field_id)
     try:
-        services.field_retry(field=field)
+        intake.field_retry(field=field)
     except ValidationError as exc:
         # A second click on "Run again", or a field that was already retried elsewhere.
         messages.error(request, f"Field {field.name} was not queued again: {' '.join(exc.messages)}")
@@ -212,7 +215,7 @@ def account(request):
 @login_required
 @require_POST
 def account_token(request):
-    services.api_token_regenerate(user=request.user)
+    intake.api_token_regenerate(user=request.user)
     messages.success(request, "A new API token was made; the previous one no longer works.")
     return redirect("account")
 

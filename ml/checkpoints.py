@@ -1,23 +1,40 @@
-"""Classifier checkpoints as plain data, readable with `torch.load(..., weights_only=True)`.
+"""Model checkpoints as plain data, readable with `torch.load(..., weights_only=True)`.
 
-A checkpoint holds the state_dict and everything needed to rebuild and feed the model (its
-config: architecture, widths, input size, normalisation, blending), so serving derives its
-preprocessing from the file and cannot drift from training.
+After timm's `_helpers.py`: a saver and a loader per kind of model over one shared step,
+`_read_checkpoint`, which checks what every checkpoint must be (an existing file that loads
+with `weights_only=True`, a dict with the kind's keys, of the format version this release
+reads) and says in a sentence what was wrong. Both kinds hold everything needed to rebuild and
+feed their model, so serving derives its preprocessing from the file and cannot drift from
+training:
+
+- the cell classifier (`save_checkpoint`, `load_checkpoint`, `build_model`):
+  {"model": state_dict, "config": {"architecture": "cell-classifier", "widths", "input_size_px",
+  "mean", "std", "blend_cell_weight", "image_pooling", "dropout"}, "class_names", "mean", "std",
+  "version", "metrics", "data", "name"}, written by `python -m ml train`;
+- the segmentation U-Nets (`save_unet_checkpoint`, `load_unet_checkpoint`):
+  {"model": state_dict, "config": `ml.segmentation.hpa.config.unet_config(...)`, "version",
+  "name", "metrics", "source"}, written by `python -m ml convert-hpa-weights` or
+  `python -m ml train-seg`.
+
+`save_atomically` writes either kind so that an interrupted save never leaves half a file.
 """
 
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ml.constants import CHANNELS, CLASS_NAMES
 from ml.classifier.network import CellClassifier
+from ml.constants import CHANNELS, CLASS_NAMES
+from ml.segmentation.hpa.config import UNET_ARCHITECTURE, build_unet
+from ml.segmentation.hpa.network import DPNUnet
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 1  # the format version this release writes and reads, of both kinds
 ARCHITECTURE = "cell-classifier"
 CONFIG_KEYS: tuple[str, ...] = (
     "architecture",
@@ -31,17 +48,47 @@ CONFIG_KEYS: tuple[str, ...] = (
 )
 IMAGE_POOLINGS: tuple[str, ...] = ("mean", "max")
 
-_HOW_TO_GET_ONE = "pass a checkpoint written by `python -m ml train`"
-
 
 class CheckpointError(ValueError):
     """A model file cannot be used; the message says why and what to do."""
 
 
+@dataclass(frozen=True)
+class _Kind:
+    """What the shared read step requires of one kind of checkpoint, and how its sentences end."""
+
+    name: str  # as in "x.pt is not an hpaweb classifier checkpoint"
+    required_keys: tuple[str, ...]
+    how_to_get_one: str
+    version_remedy: str  # for a file of another format version
+    # Said of a file torch.load cannot read instead of torch's own reason, when that reason is
+    # known better than torch can say it.
+    unreadable_hint: str | None = None
+
+
+_CLASSIFIER = _Kind(
+    name="classifier",
+    required_keys=("model", "config", "class_names", "version"),
+    how_to_get_one="pass a checkpoint written by `python -m ml train`",
+    version_remedy="retrain the model with this release or use the release that wrote it",
+)
+_UNET = _Kind(
+    name="segmentation",
+    required_keys=("model", "config", "version"),
+    how_to_get_one=(
+        "convert the official HPA weights with `python -m ml convert-hpa-weights SRC DST` "
+        "or train one with `python -m ml train-seg`"
+    ),
+    version_remedy="convert or train it again with this release",
+    # weights_only loading refuses the official files, which are whole pickled modules.
+    unreadable_hint="an official HPA .pth file must be converted first",
+)
+
+
 def save_checkpoint(
     path: str | Path, *, model: nn.Module, config: dict, metrics: dict, data: dict, name: str | None = None
 ) -> None:
-    """Write a checkpoint; `name` (shown to users) defaults to the file name without suffix."""
+    """Write a classifier checkpoint; `name` (shown to users) defaults to the file name without suffix."""
     path = Path(path)
     _validate_config(config, source="The config to save")
     checkpoint = {
@@ -58,6 +105,88 @@ def save_checkpoint(
     save_atomically(checkpoint, path)
 
 
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
+    """Load a classifier checkpoint; returns (model in eval mode on the CPU, the checkpoint without "model")."""
+    path = Path(path)
+    checkpoint = _read_checkpoint(path, _CLASSIFIER, file_description="model file")
+    config = checkpoint["config"]
+    _validate_config(config, source=path.name)
+    if list(checkpoint["class_names"]) != list(CLASS_NAMES):
+        raise CheckpointError(
+            f"{path.name} predicts other classes than the 19 HPA classes; {_CLASSIFIER.how_to_get_one}."
+        )
+    model = build_model(config)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"The weights in {path.name} do not fit a cell classifier with widths {list(config['widths'])} "
+            f"({first_line(error)}); the file is damaged or its config does not match its weights."
+        ) from None
+    model.eval()
+    info = {key: value for key, value in checkpoint.items() if key != "model"}
+    info.setdefault("name", path.stem)
+    return model, info
+
+
+def build_model(config: Mapping) -> CellClassifier:
+    """The untrained cell classifier a config describes."""
+    return CellClassifier(in_channels=len(CHANNELS), widths=tuple(config["widths"]), dropout=float(config["dropout"]))
+
+
+def save_unet_checkpoint(
+    path: str | Path,
+    *,
+    state_dict: Mapping[str, torch.Tensor],
+    config: Mapping,
+    metrics: Mapping | None = None,
+    source: Mapping | None = None,
+    name: str | None = None,
+) -> None:
+    """Write a segmentation checkpoint; `source` records where the weights came from."""
+    path = Path(path)
+    checkpoint = {
+        "model": {key: tensor.detach().cpu().contiguous() for key, tensor in state_dict.items()},
+        "config": dict(config),
+        "version": CHECKPOINT_VERSION,
+        "name": name or path.stem,
+        "metrics": dict(metrics or {}),
+        "source": dict(source or {}),
+    }
+    save_atomically(checkpoint, path)
+
+
+def load_unet_checkpoint(path: str | Path | None, *, kind: str) -> tuple[DPNUnet, dict]:
+    """Load a segmentation checkpoint of `kind`; returns (model in eval mode on the CPU, its info)."""
+    if path is None:
+        raise CheckpointError(f"The unet segmentation backend needs {kind} network weights; {_UNET.how_to_get_one}.")
+    path = Path(path)
+    checkpoint = _read_checkpoint(path, _UNET, file_description=f"{kind} network weight file")
+    config = checkpoint["config"]
+    if not isinstance(config, Mapping) or config.get("architecture") != UNET_ARCHITECTURE:
+        found = config.get("architecture") if isinstance(config, Mapping) else None
+        raise CheckpointError(
+            f"{path.name} holds a {found!r} model, not a {UNET_ARCHITECTURE!r} segmentation network; "
+            f"{_UNET.how_to_get_one}."
+        )
+    if config.get("kind") != kind:
+        raise CheckpointError(
+            f"{path.name} holds the {config.get('kind')} network but was given as the {kind} network; "
+            "swap the nuclei and cell weight paths."
+        )
+    try:
+        model = build_unet(config)
+        model.load_state_dict(checkpoint["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(
+            f"The weights in {path.name} do not fit the network its config describes ({first_line(error)}); "
+            "the file is damaged; convert or train it again."
+        ) from None
+    model.eval()
+    info = {key: value for key, value in checkpoint.items() if key != "model"}
+    return model, info
+
+
 def save_atomically(checkpoint: dict, path: Path) -> None:
     """`torch.save` beside the target, then rename: an interrupted save never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,53 +199,36 @@ def save_atomically(checkpoint: dict, path: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
-    """Load a checkpoint; returns (model in eval mode on the CPU, the checkpoint without "model")."""
-    path = Path(path)
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none), for a sentence."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _read_checkpoint(path: Path, kind: _Kind, *, file_description: str) -> dict:
+    """The checkpoint dict at `path`, once it is certain to be a checkpoint of `kind` and of
+    this release's format version; a CheckpointError with a sentence otherwise."""
     if not path.is_file():
-        raise CheckpointError(f"There is no model file at {path}; {_HOW_TO_GET_ONE}.")
+        raise CheckpointError(f"There is no {file_description} at {path}; {kind.how_to_get_one}.")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # arbitrary bytes make torch.load fail in arbitrary ways
+    except Exception as error:  # noqa: BLE001 - a pickled module, or arbitrary bytes, fail in arbitrary ways
+        reason = f"({kind.unreadable_hint})" if kind.unreadable_hint else f"or is damaged ({first_line(error)})"
         raise CheckpointError(
-            f"{path.name} is not an hpaweb classifier checkpoint or is damaged ({_first_line(error)}); "
-            f"{_HOW_TO_GET_ONE}."
+            f"{path.name} is not an hpaweb {kind.name} checkpoint {reason}; {kind.how_to_get_one}."
         ) from None
-    if not isinstance(checkpoint, dict):
-        checkpoint = {}
-    missing = [key for key in ("model", "config", "class_names", "version") if key not in checkpoint]
+    missing = [key for key in kind.required_keys if not isinstance(checkpoint, dict) or key not in checkpoint]
     if missing:
         raise CheckpointError(
-            f"{path.name} is not an hpaweb classifier checkpoint (it has no {missing[0]!r} entry); {_HOW_TO_GET_ONE}."
+            f"{path.name} is not an hpaweb {kind.name} checkpoint (it has no {missing[0]!r} entry); "
+            f"{kind.how_to_get_one}."
         )
     if checkpoint["version"] != CHECKPOINT_VERSION:
         raise CheckpointError(
             f"{path.name} is checkpoint format version {checkpoint['version']}, but this hpaweb reads version "
-            f"{CHECKPOINT_VERSION}; retrain the model with this release or use the release that wrote it."
+            f"{CHECKPOINT_VERSION}; {kind.version_remedy}."
         )
-    config = checkpoint["config"]
-    _validate_config(config, source=path.name)
-    if list(checkpoint["class_names"]) != list(CLASS_NAMES):
-        raise CheckpointError(f"{path.name} predicts other classes than the 19 HPA classes; {_HOW_TO_GET_ONE}.")
-    model = build_model(config)
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"The weights in {path.name} do not fit a cell classifier with widths {list(config['widths'])} "
-            f"({_first_line(error)}); the file is damaged or its config does not match its weights."
-        ) from None
-    model.eval()
-    info = {key: value for key, value in checkpoint.items() if key != "model"}
-    info.setdefault("name", path.stem)
-    return model, info
-
-
-def build_model(config: Mapping) -> CellClassifier:
-    """The untrained network a config describes."""
-    return CellClassifier(
-        in_channels=len(CHANNELS), widths=tuple(config["widths"]), dropout=float(config["dropout"])
-    )
+    return checkpoint
 
 
 def _validate_config(config: Mapping, *, source: str) -> None:
@@ -125,7 +237,7 @@ def _validate_config(config: Mapping, *, source: str) -> None:
     except (TypeError, ValueError):
         problem = "a value has the wrong type"
     if problem:
-        raise CheckpointError(f"{source} has an unusable model config: {problem}; {_HOW_TO_GET_ONE}.")
+        raise CheckpointError(f"{source} has an unusable model config: {problem}; {_CLASSIFIER.how_to_get_one}.")
 
 
 def _config_problem(config: Mapping) -> str | None:
@@ -165,8 +277,3 @@ def _plain(value):
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"Checkpoint metadata must be plain data; {type(value).__name__} is not.")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -34,3 +34,6 @@ MAX_SIDE_PX = 4096
 
 # The classifier this package ships (trained on synthetic fields; see weights/MODEL_CARD.md).
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "weights" / "hpaweb-synth-v1.pt"
+
+# The segmentation backend used where none is chosen: it needs no weights.
+DEFAULT_SEGMENTATION_BACKEND = "classical"

@@ -14,15 +14,13 @@ Open Images instance-segmentation rules, as the HPA single-cell competition used
 - a class without any ground truth in the solution has no AP (Open Images gives NaN) and is
   left out of the mean; a class with ground truth but no prediction has AP 0.
 
-`python -m ml evaluate --solution S.csv --submission P.csv` prints per-class AP and, on its last
+`python -m ml evaluate` (`ml.cli.evaluate`) prints these scores per class and, on its last
 line, `mAP=0.xxxx`.
 """
 
-import argparse
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as coco_mask
@@ -177,18 +175,3 @@ def format_scores(scores: Scores) -> str:
         )
     lines.append(f"mAP={scores.mAP:.4f}")
     return "\n".join(lines)
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--solution", type=Path, required=True, help="ground truth in the submission format")
-    parser.add_argument("--submission", type=Path, required=True, help="predictions to score")
-    parser.add_argument("--iou-threshold", type=float, default=IOU_THRESHOLD)
-
-
-def run(args: argparse.Namespace) -> int:
-    for path in (args.solution, args.submission):
-        if not path.is_file():
-            raise SystemExit(f"{path} does not exist; pass the path of a CSV file.")
-    scores = score(read_submission(args.solution), read_submission(args.submission), iou_threshold=args.iou_threshold)
-    print(format_scores(scores))
-    return 0

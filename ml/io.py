@@ -25,9 +25,14 @@ from ml.constants import CHANNELS, MAX_SIDE_PX, REQUIRED_CHANNELS
 
 Source = str | Path | BinaryIO
 
+# A channel file of the Kaggle layout, `{ID}_{channel}.png|tif|tiff`: group 1 is the field ID, group 2
+# the channel. Matched case-insensitively (`re.IGNORECASE` here, the "i" flag in JavaScript); plain
+# groups only, so the upload page compiles the same string as a JavaScript RegExp.
+FIELD_FILE_PATTERN = rf"^(.+)_({'|'.join(CHANNELS)})\.(?:png|tiff?)$"
+_FIELD_FILE = re.compile(FIELD_FILE_PATTERN, re.IGNORECASE)
+
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
-_FIELD_FILE = re.compile(r"^(?P<image_id>.+)_(?P<channel>red|green|blue|yellow)\.(?:png|tiff?)$", re.IGNORECASE)
 _LUMINANCE_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, as Pillow's convert("L")
 # Damaged files surface as any of these, depending on where the decoder gives up.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, KeyError, IndexError, struct.error, zlib.error)
@@ -139,12 +144,12 @@ def find_fields(directory: Path) -> dict[str, dict[str, Path]]:
         match = _FIELD_FILE.match(path.name)
         if match is None or not path.is_file():
             continue
-        channels = fields.setdefault(match["image_id"], {})
-        channel = match["channel"].lower()
+        image_id, channel = match[1], match[2].lower()
+        channels = fields.setdefault(image_id, {})
         if channel in channels:
             raise InputError(
                 f"Both {channels[channel].name} and {path.name} hold the {channel} channel of field "
-                f"{match['image_id']}; keep one of them."
+                f"{image_id}; keep one of them."
             )
         channels[channel] = path
     return dict(sorted(fields.items()))

@@ -11,7 +11,8 @@ from ml.classifier.predictor import Predictor
 from ml.segmentation import Segmentation, Segmenter
 
 # Share of a field's work done when each stage starts; segmentation dominates on a CPU.
-STAGE_START: dict[str, float] = {"segmenting": 0.0, "encoding": 0.6, "classifying": 0.7}
+# `analyse_field` reports the first three; "saving" is for a caller that stores the result.
+STAGE_START: dict[str, float] = {"segmenting": 0.0, "encoding": 0.6, "classifying": 0.7, "saving": 0.9}
 
 Progress = Callable[[str, float], None]
 

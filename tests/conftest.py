@@ -51,15 +51,36 @@ def channel_uploads():
 
 
 @pytest.fixture
+def stored_field(owner, channel_uploads):
+    """Makes one field as an upload leaves it: stored by `intake.job_create` and queued (`channel_uploads` options)."""
+    from cells import intake
+    from cells.uploads import FieldUpload
+
+    def make(*, name: str = "f1", segmentation_backend: str | None = None, **upload_options):
+        uploads = [FieldUpload(name=name, channel_files=channel_uploads(field_id=name, **upload_options))]
+        return intake.job_create(owner=owner, uploads=uploads, segmentation_backend=segmentation_backend).fields.get()
+
+    return make
+
+
+@pytest.fixture
+def sent_to_worker(monkeypatch):
+    """The ids of the fields sent to the worker, in order; nothing is sent."""
+    sent = []
+    monkeypatch.setattr("cells.tasks.process_field.delay", sent.append)
+    return sent
+
+
+@pytest.fixture
 def ml_settings(settings):
     """Settings for processing fields in the test process; clears the per-process model cache."""
-    from cells import ml_runtime
+    from cells import ml_config
 
-    ml_runtime.get_segmenter.cache_clear()
-    ml_runtime.get_predictor.cache_clear()
+    ml_config.get_segmenter.cache_clear()
+    ml_config.get_predictor.cache_clear()
     yield settings
-    ml_runtime.get_segmenter.cache_clear()
-    ml_runtime.get_predictor.cache_clear()
+    ml_config.get_segmenter.cache_clear()
+    ml_config.get_predictor.cache_clear()
 
 
 @pytest.fixture(autouse=True)
@@ -67,6 +88,17 @@ def isolated_media(settings, tmp_path):
     """Each test stores files in its own folder, so tests can count what was stored."""
     settings.MEDIA_ROOT = tmp_path / "media"
     return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def media_files(isolated_media):
+    """Lists every file stored in this test's media folder, sorted."""
+
+    def list_files() -> list[Path]:
+        media = Path(isolated_media)
+        return sorted(path for path in media.rglob("*") if path.is_file()) if media.exists() else []
+
+    return list_files
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

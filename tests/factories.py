@@ -1,9 +1,15 @@
-"""Small synthetic fields for tests: round nuclei in blue, cytoplasm around them in red and yellow."""
+"""Small synthetic fields for tests (round nuclei in blue, cytoplasm around them in red and yellow),
+and rows of the cells app made directly."""
 
 import io
 
 import numpy as np
 from PIL import Image
+
+from cells.models import Cell, Field, Job
+from ml.constants import NUM_CLASSES
+from ml.encoding import empty_rle
+from ml.io import FieldImages, read_field
 
 # Cell centres on a 256 px grid, scaled to the field size: nuclei of radius 18, cells of radius 50.
 CENTRES_256 = ((64, 64), (64, 190), (190, 70), (185, 185))
@@ -37,3 +43,45 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 def field_pngs(**kwargs) -> dict[str, bytes]:
     return {name: png_bytes(image) for name, image in field_arrays(**kwargs).items()}
+
+
+def field_images(**kwargs) -> FieldImages:
+    """The field of `field_pngs`, read by `ml.io` as a worker reads it."""
+    return read_field({name: io.BytesIO(data) for name, data in field_pngs(**kwargs).items()})
+
+
+# Rows, for reads that need no processed images.
+
+
+def make_job(*, owner, name: str = "", segmentation_backend: str = "classical") -> Job:
+    return Job.objects.create(owner=owner, name=name, segmentation_backend=segmentation_backend)
+
+
+def make_field(*, job: Job, name: str = "f1", size_px: int = 64, status: str = Field.Status.QUEUED, progress: float = 0.0, **values) -> Field:
+    return Field.objects.create(job=job, name=name, width=size_px, height=size_px, bit_depth=8, status=status, progress=progress, **values)
+
+
+def make_cell(*, field: Field, label: int, probabilities: list[float] | None = None, bbox=(0, 0, 10, 10)) -> Cell:
+    """A cell row; its top class and confidence follow from `probabilities`, as processing stores them."""
+    top_class = int(np.argmax(probabilities)) if probabilities else None
+    return Cell.objects.create(
+        field=field,
+        label=label,
+        min_row=bbox[0],
+        min_col=bbox[1],
+        max_row=bbox[2],
+        max_col=bbox[3],
+        area_px=(bbox[2] - bbox[0]) * (bbox[3] - bbox[1]),
+        mask_rle=empty_rle(field.height, field.width),
+        nucleus_rle=empty_rle(field.height, field.width),
+        probabilities=probabilities,
+        top_class=top_class,
+        top_confidence=probabilities[top_class] if probabilities else None,
+    )
+
+
+def probabilities_peaking_at(class_index: int, *, peak: float = 0.9, rest: float = 0.01) -> list[float]:
+    """19 class confidences: `peak` for one class, `rest` for every other."""
+    values = [rest] * NUM_CLASSES
+    values[class_index] = peak
+    return values

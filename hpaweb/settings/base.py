@@ -5,6 +5,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from ml.constants import DEFAULT_MODEL_PATH, DEFAULT_SEGMENTATION_BACKEND, MAX_SIDE_PX
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(os.environ.get("HPAWEB_VAR_DIR", BASE_DIR / "var"))
 
@@ -112,11 +114,10 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
-# Uploads: four 16-bit 3072 px channels are about 75 MB; a batch zip can be far larger.
-HPAWEB_MAX_UPLOAD_BYTES = env_int("HPAWEB_MAX_UPLOAD_BYTES", 2 * 1024**3)
+# Uploads: files over FILE_UPLOAD_MAX_MEMORY_SIZE go to a temporary file, not memory.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
-HPAWEB_MAX_SIDE_PX = env_int("HPAWEB_MAX_SIDE_PX", 4096)
+HPAWEB_MAX_SIDE_PX = env_int("HPAWEB_MAX_SIDE_PX", MAX_SIDE_PX)
 HPAWEB_MAX_FIELDS_PER_JOB = env_int("HPAWEB_MAX_FIELDS_PER_JOB", 500)
 # A zip of fields is refused whole beyond these (zip bombs, archives of junk).
 HPAWEB_ZIP_MAX_ENTRIES = env_int("HPAWEB_ZIP_MAX_ENTRIES", 4 * HPAWEB_MAX_FIELDS_PER_JOB + 100)
@@ -171,10 +172,10 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 660)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 
-# Machine learning. `ml` never reads settings: cells/ml_runtime.py passes these along.
+# Machine learning. `ml` never reads settings: cells/ml_config.py passes these along.
 ML_DEVICE = os.environ.get("ML_DEVICE", "auto")
-ML_MODEL_PATH = os.environ.get("ML_MODEL_PATH", str(BASE_DIR / "ml" / "weights" / "hpaweb-synth-v1.pt"))
-ML_SEGMENTATION_BACKEND = os.environ.get("ML_SEGMENTATION_BACKEND", "classical")
+ML_MODEL_PATH = os.environ.get("ML_MODEL_PATH", str(DEFAULT_MODEL_PATH))
+ML_SEGMENTATION_BACKEND = os.environ.get("ML_SEGMENTATION_BACKEND", DEFAULT_SEGMENTATION_BACKEND)
 ML_NUCLEI_WEIGHTS = os.environ.get("ML_NUCLEI_WEIGHTS", "")
 ML_CELL_WEIGHTS = os.environ.get("ML_CELL_WEIGHTS", "")
 ML_TORCH_THREADS = env_int("ML_TORCH_THREADS", 0)

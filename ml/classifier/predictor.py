@@ -12,6 +12,11 @@ from ml.constants import CHANNELS, NUM_CLASSES
 from ml.crops import CellCrops, normalize_crops
 from ml.device import resolve_device
 
+# Written into every new checkpoint's config by training; serving reads them from the checkpoint.
+DEFAULT_BLEND_CELL_WEIGHT = 0.7
+DEFAULT_IMAGE_POOLING = "mean"
+
+
 class Predictor:
     """Per-cell and image-level class probabilities from one loaded classifier."""
 
@@ -58,12 +63,26 @@ class Predictor:
         cell the evidence of the whole field. A field without cells gets zero image probabilities.
         """
         cell_probabilities = self.predict_crops(crops.images)
-        if len(cell_probabilities) == 0:
-            image_probabilities = np.zeros(NUM_CLASSES, dtype=np.float32)
-        elif self.config["image_pooling"] == "max":
-            image_probabilities = cell_probabilities.max(axis=0)
-        else:
-            image_probabilities = cell_probabilities.mean(axis=0)
-        cell_weight = np.float32(self.config["blend_cell_weight"])
-        final_probabilities = cell_weight * cell_probabilities + (1 - cell_weight) * image_probabilities
+        image_probabilities = pool_cells(cell_probabilities, pooling=self.config["image_pooling"])
+        final_probabilities = blend(
+            cell_probabilities, image_probabilities, cell_weight=self.config["blend_cell_weight"]
+        )
         return cell_probabilities, image_probabilities, final_probabilities
+
+
+def pool_cells(cell_probabilities: np.ndarray, *, pooling: str) -> np.ndarray:
+    """float32 (19,) image-level probabilities of a field from its cells' (N, 19): "mean" or "max".
+
+    A field without cells gets zeros.
+    """
+    if len(cell_probabilities) == 0:
+        return np.zeros(NUM_CLASSES, dtype=np.float32)
+    if pooling == "max":
+        return cell_probabilities.max(axis=0)
+    return cell_probabilities.mean(axis=0)
+
+
+def blend(cell_probabilities: np.ndarray, image_probabilities: np.ndarray, *, cell_weight: float) -> np.ndarray:
+    """w * cell + (1 - w) * image, in float32: what a cell is finally given."""
+    weight = np.float32(cell_weight)
+    return weight * cell_probabilities + (1 - weight) * image_probabilities

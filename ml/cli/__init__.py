@@ -1,6 +1,7 @@
 """`python -m ml COMMAND ...`: one entry point, each command implemented by its own module.
 
-A command module exposes `configure_parser(parser)` and `run(args) -> int`; it is imported
+Each command is a module of this package exposing `configure_parser(parser)` and `run(args) -> int`,
+the only place argparse lives; the library takes typed arguments. A module is imported
 only when its command runs, so `python -m ml segment` never loads the training code.
 """
 
@@ -11,11 +12,11 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("ml.cli.predict", "Segment and classify every field of a folder; write a Kaggle submission CSV."),
     "segment": ("ml.cli.segment", "Write nucleus and cell label images for every field of a folder."),
-    "synth": ("ml.synth", "Generate synthetic HPA-like fields with per-cell truth."),
-    "evaluate": ("ml.evaluate", "Score a submission CSV against a solution CSV (competition mAP)."),
-    "train": ("ml.training.classifier", "Train the per-cell classifier from image-level labels."),
-    "convert-hpa-weights": ("ml.segmentation.convert", "Convert an official HPA segmentation weight file."),
-    "train-seg": ("ml.training.segmentation", "Train or fine-tune the segmentation U-Net on label images."),
+    "synth": ("ml.cli.synth", "Generate synthetic HPA-like fields with per-cell truth."),
+    "evaluate": ("ml.cli.evaluate", "Score a submission CSV against a solution CSV (competition mAP)."),
+    "train": ("ml.cli.train", "Train the per-cell classifier from image-level labels."),
+    "convert-hpa-weights": ("ml.cli.convert_hpa_weights", "Convert an official HPA segmentation weight file."),
+    "train-seg": ("ml.cli.train_seg", "Train or fine-tune the segmentation U-Net on label images."),
 }
 
 

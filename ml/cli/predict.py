@@ -15,7 +15,7 @@ from ml.encoding import SubmissionRow, prediction_string, rle_to_kaggle, write_s
 from ml.io import InputError, read_field
 from ml.pipeline import analyse_field
 from ml.classifier.predictor import Predictor
-from ml.cli.segment import add_segmentation_arguments, build_segmenter, find_input_fields
+from ml.cli.options import add_segmentation_arguments, build_segmenter, find_input_fields
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,8 @@ either (no signal, or a protein confined to nuclei or organelles), every nucleus
 fixed distance.
 """
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.filters import threshold_li, threshold_otsu
@@ -24,7 +26,7 @@ from skimage.morphology import reconstruction
 from skimage.segmentation import expand_labels, relabel_sequential, watershed
 
 from ml.io import FieldImages
-from ml.segmentation import Segmentation
+from ml.segmentation.base import Segmentation
 
 WORKING_SIDE_PX = 512
 CYTOPLASM_CHANNELS: tuple[str, ...] = ("red", "yellow")  # the HPA cell model's references
@@ -83,6 +85,9 @@ class ClassicalBackend:
             backend="classical",
             channels_used=("blue", *reference_channels),
         )
+
+    def segment_batch(self, fields: Sequence[FieldImages]) -> list[Segmentation]:
+        return [self.segment(field) for field in fields]
 
 
 def _cells_from_references(

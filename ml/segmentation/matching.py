@@ -35,14 +35,10 @@ class LabelMatch:
         return 2 * self.matched_count / total if total else 1.0
 
 
-def iou_table(
-    true_labels: np.ndarray, predicted_labels: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def iou_table(true_labels: np.ndarray, predicted_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """IoU of every (true, predicted) object pair: (true_ids (T,), predicted_ids (P,), iou (T, P))."""
     if true_labels.shape != predicted_labels.shape:
-        raise ValueError(
-            f"Label images differ in shape: true {true_labels.shape}, predicted {predicted_labels.shape}."
-        )
+        raise ValueError(f"Label images differ in shape: true {true_labels.shape}, predicted {predicted_labels.shape}.")
     true_ids, true_index = _compact(true_labels)
     predicted_ids, predicted_index = _compact(predicted_labels)
     pair_index = true_index * len(predicted_ids) + predicted_index

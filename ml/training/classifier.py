@@ -1,8 +1,7 @@
-"""`python -m ml train`: train the per-cell classifier from image-level labels.
+"""Training the per-cell classifier from image-level labels (`python -m ml train`, `ml.cli.train`).
 
-    python -m ml train --data DIR --out CKPT [--refine-rounds 1] [--epochs 6] [--size 96] ...
-
-DIR is a Kaggle-layout folder (`train.csv` with `ID,Label`, `{ID}_{red,green,blue,yellow}.png`),
+`train(config, segmenter=...)` follows the torchvision references' `main(args)`, with a frozen
+`TrainConfig` in place of the parsed arguments. DIR (`config.data_dir`) is a Kaggle-layout folder (`train.csv` with `ID,Label`, `{ID}_{red,green,blue,yellow}.png`),
 the real HPA training set or one written by `python -m ml synth`. Steps:
 1. segment every field and crop every cell (cached, see `ml.training.data`), split the fields into
    training and validation stratified by their rarest label;
@@ -12,16 +11,16 @@ the real HPA training set or one written by `python -m ml synth`. Steps:
    show it (`ml.training.data.refine_targets`; cells showing none become Negative), train again;
 4. save the final model with its config, validation metrics and a description of its data.
 
-`--cell-labels-from-truth` trains on the true cell labels of `DIR/solution.csv` instead (the
+`cell_labels_from_truth` trains on the true cell labels of `DIR/solution.csv` instead (the
 ceiling of weak-label training; synthetic data only). When `DIR/solution.csv` exists, the
-validation fields are also scored with the competition metric (`ml.evaluate`).
+validation fields are also scored with the competition metric (`ml.evaluate`), with the
+predictor's own pooling and blending (`ml.classifier.predictor.pool_cells` and `blend`).
 """
 
-import argparse
 import math
-import random
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,23 +31,48 @@ from tqdm import tqdm
 
 from ml.training import data as celldata
 from ml.checkpoints import ARCHITECTURE, save_checkpoint
+from ml.classifier.network import CellClassifier
+from ml.classifier.predictor import DEFAULT_BLEND_CELL_WEIGHT, DEFAULT_IMAGE_POOLING, blend, pool_cells
 from ml.constants import CLASS_NAMES, NUM_CLASSES
 from ml.crops import normalize_crops
 from ml.device import resolve_device
 from ml.encoding import SubmissionRow, labels_to_rles, prediction_string, read_submission, rle_to_kaggle
 from ml.evaluate import average_precision, score
 from ml.io import InputError
-from ml.classifier.network import CellClassifier
-from ml.cli.segment import add_segmentation_arguments, build_segmenter
-
-BLEND_CELL_WEIGHT = 0.7
-IMAGE_POOLING = "mean"
+from ml.segmentation import Segmenter
+from ml.training import data as celldata
+from ml.training.common import seed_everything
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs besides its segmenter; `python -m ml train` fills it in."""
+
+    data_dir: Path  # Kaggle-layout folder with train.csv
+    out: Path  # checkpoint to write
+    cache_dir: Path | None = None  # default: data_dir / ".hpaweb-cache"
+    size_px: int = 96  # crop side, the model's input size
+    epochs: int = 6  # on inherited (or true) labels
+    refine_rounds: int = 1
+    refine_epochs: int = 4
+    cell_labels_from_truth: bool = False
+    max_fields: int | None = None
+    val_fraction: float = 0.15
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    dropout: float = 0.2
+    seed: int = 0
+    threads: int = 2
+    workers: int = 0  # data loader worker processes
+    device: str = "auto"
+    command: str = field(default="", compare=False)  # recorded in the checkpoint's data
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir or self.data_dir / ".hpaweb-cache"
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -119,24 +143,30 @@ def predict_table(
     return probabilities
 
 
-def blend(table: celldata.CellTable, cell_probabilities: np.ndarray, *, cell_weight: float) -> np.ndarray:
-    """What the Predictor serves: w * cell + (1 - w) * mean over the field's cells."""
-    field_sum = np.zeros((len(table.image_ids), NUM_CLASSES), dtype=np.float64)
-    np.add.at(field_sum, table.field_index, cell_probabilities)
-    counts = np.bincount(table.field_index, minlength=len(table.image_ids))[:, None]
-    image_probabilities = field_sum / np.maximum(counts, 1)
-    return (cell_weight * cell_probabilities + (1 - cell_weight) * image_probabilities[table.field_index]).astype(np.float32)
+def field_rows(table: celldata.CellTable) -> list[np.ndarray]:
+    """The rows of each field's cells, in `table.image_ids` order."""
+    return [np.flatnonzero(table.field_index == row) for row in range(len(table.image_ids))]
 
 
-def image_level_map(table: celldata.CellTable, cell_probabilities: np.ndarray) -> tuple[float, list[float | None]]:
-    """Macro AP of field-level (mean over cells) probabilities against the image labels."""
-    field_sum = np.zeros((len(table.image_ids), NUM_CLASSES))
-    np.add.at(field_sum, table.field_index, cell_probabilities)
-    pooled = field_sum / np.maximum(np.bincount(table.field_index, minlength=len(table.image_ids))[:, None], 1)
+def served_probabilities(
+    table: celldata.CellTable, cell_probabilities: np.ndarray, *, pooling: str, cell_weight: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(image probabilities (F, 19), final cell probabilities (N, 19)) as the Predictor serves them."""
+    image_probabilities = np.zeros((len(table.image_ids), NUM_CLASSES), dtype=np.float32)
+    final = np.zeros_like(cell_probabilities)
+    for row, cells in enumerate(field_rows(table)):
+        image_probabilities[row] = pool_cells(cell_probabilities[cells], pooling=pooling)
+        final[cells] = blend(cell_probabilities[cells], image_probabilities[row], cell_weight=cell_weight)
+    return image_probabilities, final
+
+
+def image_level_map(image_labels: np.ndarray, image_probabilities: np.ndarray) -> tuple[float, list[float | None]]:
+    """Macro AP of field-level probabilities against the image labels."""
     per_class: list[float | None] = []
     for label in range(NUM_CLASSES):
-        positives = table.image_labels[:, label] > 0
-        per_class.append(average_precision(pooled[:, label], positives, int(positives.sum())) if positives.any() else None)
+        positives = image_labels[:, label] > 0
+        scored = image_probabilities[:, label]
+        per_class.append(average_precision(scored, positives, int(positives.sum())) if positives.any() else None)
     scored = [ap for ap in per_class if ap is not None]
     return (float(np.mean(scored)) if scored else 0.0), per_class
 
@@ -166,7 +196,7 @@ def fit(
     targets: np.ndarray,
     *,
     epochs: int,
-    args: argparse.Namespace,
+    config: TrainConfig,
     device: torch.device,
     mean: list[float],
     std: list[float],
@@ -179,14 +209,14 @@ def fit(
     sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(usable), generator=generator)
     loader = DataLoader(
         celldata.CellCropDataset(table, targets, usable),
-        batch_size=args.batch_size,
+        batch_size=config.batch_size,
         sampler=sampler,
-        num_workers=args.workers,
-        drop_last=len(usable) > args.batch_size,
+        num_workers=config.workers,
+        drop_last=len(usable) > config.batch_size,
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr, total_steps=max(1, epochs * len(loader)), pct_start=0.15
+        optimizer, max_lr=config.lr, total_steps=max(1, epochs * len(loader)), pct_start=0.15
     )
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
     losses = []
@@ -217,97 +247,69 @@ def channel_statistics(crops: np.ndarray, *, sample: int, rng: np.random.Generat
     return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, required=True, help="Kaggle-layout folder with train.csv")
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint to write (.pt)")
-    parser.add_argument("--cache-dir", type=Path, help="segmentation and crop cache (default: DATA/.hpaweb-cache)")
-    parser.add_argument("--size", type=int, default=96, help="crop side in px (the model input size)")
-    parser.add_argument("--epochs", type=int, default=6, help="epochs on inherited (or true) labels")
-    parser.add_argument("--refine-rounds", type=int, default=1, help="rounds of relabelling cells with the model")
-    parser.add_argument("--refine-epochs", type=int, default=4, help="epochs after each relabelling")
-    parser.add_argument(
-        "--cell-labels-from-truth",
-        action="store_true",
-        help="train on the true cell labels of DATA/solution.csv (synthetic data; the weak-label ceiling)",
-    )
-    parser.add_argument("--max-fields", type=int, help="use only the first N fields of train.csv")
-    parser.add_argument("--val-fraction", type=float, default=0.15)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--weight-decay", type=float, default=1e-4)
-    parser.add_argument("--widths", type=int, nargs=4, default=(32, 64, 128, 256))
-    parser.add_argument("--dropout", type=float, default=0.2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
-    parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
-    add_segmentation_arguments(parser)
+def train(config: TrainConfig, *, segmenter: Segmenter) -> dict:
+    """Train a classifier as `config` says and save it to `config.out`; returns its final validation metrics.
 
-
-def run(args: argparse.Namespace) -> int:
+    Raises `InputError` with a sentence when the data folder cannot be used.
+    """
     start_time = time.perf_counter()
-    seed_everything(args.seed)
-    torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    data_dir: Path = args.data
-    cache_dir: Path = args.cache_dir or data_dir / ".hpaweb-cache"
-    try:
-        image_labels = celldata.read_image_labels(data_dir / "train.csv")
-    except InputError as error:
-        print(error, file=sys.stderr)
-        return 2
-    image_ids = sorted(image_labels)[: args.max_fields] if args.max_fields else sorted(image_labels)
+    seed_everything(config.seed)
+    torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    data_dir = config.data_dir
+    cache_dir = config.resolved_cache_dir
+    image_labels = celldata.read_image_labels(data_dir / "train.csv")
+    image_ids = sorted(image_labels)[: config.max_fields] if config.max_fields else sorted(image_labels)
     image_labels = {i: image_labels[i] for i in image_ids}
     solution_path = data_dir / "solution.csv"
     solution = {row.image_id: row for row in read_submission(solution_path)} if solution_path.is_file() else None
-    if args.cell_labels_from_truth and solution is None:
-        print(f"--cell-labels-from-truth needs {solution_path} (true cell labels); it does not exist.", file=sys.stderr)
-        return 2
+    if config.cell_labels_from_truth and solution is None:
+        raise InputError(f"--cell-labels-from-truth needs {solution_path} (true cell labels); it does not exist.")
 
-    segmenter = build_segmenter(args)
     celldata.cache_fields(
         data_dir,
         image_ids,
         cache_dir=cache_dir,
         segmenter=segmenter,
-        size_px=args.size,
+        size_px=config.size_px,
         progress=lambda ids: tqdm(ids, desc="Segmenting and cropping", unit="field", file=sys.stderr),
     )
-    train_ids, val_ids = celldata.stratified_split(image_labels, validation_fraction=args.val_fraction, seed=args.seed)
-    train_table = celldata.load_cell_table(cache_dir, image_labels, train_ids, size_px=args.size)
-    val_table = celldata.load_cell_table(cache_dir, image_labels, val_ids, size_px=args.size)
+    train_ids, val_ids = celldata.stratified_split(image_labels, validation_fraction=config.val_fraction, seed=config.seed)
+    train_table = celldata.load_cell_table(cache_dir, image_labels, train_ids, size_px=config.size_px)
+    val_table = celldata.load_cell_table(cache_dir, image_labels, val_ids, size_px=config.size_px)
     print(
         f"{len(train_ids)} training fields ({len(train_table)} cells), {len(val_ids)} validation fields "
         f"({len(val_table)} cells)",
         file=sys.stderr,
     )
-    mean, std = channel_statistics(train_table.crops, sample=2000, rng=np.random.default_rng(args.seed))
+    mean, std = channel_statistics(train_table.crops, sample=2000, rng=np.random.default_rng(config.seed))
 
-    generator = torch.Generator().manual_seed(args.seed)
-    model = CellClassifier(widths=tuple(args.widths), dropout=args.dropout).to(device, memory_format=torch.channels_last)
-    if args.cell_labels_from_truth:
+    generator = torch.Generator().manual_seed(config.seed)
+    model = CellClassifier(widths=tuple(config.widths), dropout=config.dropout).to(device, memory_format=torch.channels_last)
+    if config.cell_labels_from_truth:
         targets = celldata.truth_targets(train_table, solution, cache_dir=cache_dir)
         label_source = "true cell labels (solution.csv), segmented cells matched at IoU >= 0.5"
         rounds = 0
     else:
         targets = train_table.inherited_targets()
-        label_source = f"image labels inherited by every cell, refined {args.refine_rounds} time(s) with the model's own predictions"
-        rounds = args.refine_rounds
+        label_source = f"image labels inherited by every cell, refined {config.refine_rounds} time(s) with the model's own predictions"
+        rounds = config.refine_rounds
     history = []
-    fit_args = dict(args=args, device=device, mean=mean, std=std, generator=generator)
-    losses = fit(model, train_table, targets, epochs=args.epochs, stage="round 0", **fit_args)
-    history.append({"round": 0, "losses": losses, **evaluate_validation(model, val_table, solution, cache_dir, device, mean, std)})
+    fit_args = dict(config=config, device=device, mean=mean, std=std, generator=generator)
+    losses = fit(model, train_table, targets, epochs=config.epochs, stage="round 0", **fit_args)
+    history.append({"round": 0, "losses": losses, **evaluate(model, val_table, solution, cache_dir, device, mean, std)})
     for round_index in range(1, rounds + 1):
         probabilities = predict_table(model, train_table.crops, device=device, mean=mean, std=std)
         targets = celldata.refine_targets(train_table, probabilities)
         changed = float((targets != train_table.inherited_targets()).any(axis=1).mean())
         print(f"round {round_index}: relabelled; {changed:.1%} of cells changed targets", file=sys.stderr)
-        losses = fit(model, train_table, targets, epochs=args.refine_epochs, stage=f"round {round_index}", **fit_args)
+        losses = fit(model, train_table, targets, epochs=config.refine_epochs, stage=f"round {round_index}", **fit_args)
         history.append(
             {
                 "round": round_index,
                 "losses": losses,
                 "changed_cell_fraction": changed,
-                **evaluate_validation(model, val_table, solution, cache_dir, device, mean, std),
+                **evaluate(model, val_table, solution, cache_dir, device, mean, std),
             }
         )
     for entry in history:
@@ -320,17 +322,17 @@ def run(args: argparse.Namespace) -> int:
     for labels in image_labels.values():
         counts[list(labels)] += 1
     save_checkpoint(
-        args.out,
+        config.out,
         model=model,
         config={
             "architecture": ARCHITECTURE,
-            "widths": list(args.widths),
-            "input_size_px": args.size,
+            "widths": list(config.widths),
+            "input_size_px": config.size_px,
             "mean": mean,
             "std": std,
-            "blend_cell_weight": BLEND_CELL_WEIGHT,
-            "image_pooling": IMAGE_POOLING,
-            "dropout": args.dropout,
+            "blend_cell_weight": DEFAULT_BLEND_CELL_WEIGHT,
+            "image_pooling": DEFAULT_IMAGE_POOLING,
+            "dropout": config.dropout,
         },
         metrics={**{k: v for k, v in final.items() if k.startswith("val_")}, "history": history},
         data={
@@ -343,22 +345,22 @@ def run(args: argparse.Namespace) -> int:
             "validation_cells": len(val_table),
             "image_label_counts": {CLASS_NAMES[i]: int(c) for i, c in enumerate(counts)},
             "cell_labels": label_source,
-            "segmentation": args.segmentation,
-            "crop_size_px": args.size,
-            "seed": args.seed,
-            "epochs": args.epochs,
+            "segmentation": segmenter.backend,
+            "crop_size_px": config.size_px,
+            "seed": config.seed,
+            "epochs": config.epochs,
             "refine_rounds": rounds,
-            "refine_epochs": args.refine_epochs if rounds else 0,
+            "refine_epochs": config.refine_epochs if rounds else 0,
             "device": str(device),
             "training_time_s": round(elapsed, 1),
-            "command": "python -m ml train " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:]),
+            "command": config.command,
         },
     )
-    print(f"Saved {args.out} after {elapsed / 60:.1f} min.", file=sys.stderr)
-    return 0
+    print(f"Saved {config.out} after {elapsed / 60:.1f} min.", file=sys.stderr)
+    return {key: value for key, value in final.items() if key.startswith("val_")}
 
 
-def evaluate_validation(
+def evaluate(
     model: nn.Module,
     table: celldata.CellTable,
     solution: dict[str, SubmissionRow] | None,
@@ -371,10 +373,12 @@ def evaluate_validation(
     if len(table) == 0:
         return {}
     probabilities = predict_table(model, table.crops, device=device, mean=mean, std=std)
-    image_map, image_per_class = image_level_map(table, probabilities)
+    image_probabilities, final = served_probabilities(
+        table, probabilities, pooling=DEFAULT_IMAGE_POOLING, cell_weight=DEFAULT_BLEND_CELL_WEIGHT
+    )
+    image_map, image_per_class = image_level_map(table.image_labels, image_probabilities)
     metrics: dict = {"val_image_map": image_map, "val_image_ap_per_class": image_per_class}
     if solution is not None:
-        final = blend(table, probabilities, cell_weight=BLEND_CELL_WEIGHT)
         cell_map, per_class = competition_map(table, final, solution, cache_dir=cache_dir)
         metrics.update({"val_map": cell_map, "val_ap_per_class": per_class})
     return {key: (value if not isinstance(value, float) or math.isfinite(value) else None) for key, value in metrics.items()}

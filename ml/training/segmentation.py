@@ -1,22 +1,19 @@
-"""`python -m ml train-seg`: train or fine-tune a segmentation U-Net on label images.
+"""Training or fine-tuning a segmentation U-Net on label images (`python -m ml train-seg`, `ml.cli.train_seg`).
 
-    python -m ml train-seg --images DIR --labels DIR --out CKPT [--kind cell] [--init CKPT]
-                           [--epochs 10] [--device auto]
+`train_segmentation(images=..., labels=..., out=..., kind=...)` reads a Kaggle-layout folder of
+fields (`{ID}_{red,green,blue,yellow}.png|tif`) and a folder of their 16-bit label images,
+`{ID}_nuclei.png` (nuclei network) or `{ID}_cells.png` (cell network), as `python -m ml segment`
+writes them. Inputs are prepared exactly as for serving (`ml.segmentation.hpa.preprocess`);
+targets, at the network's scale, are the three classes of the DPNUnet training: background,
+touching border (two objects within a 5 x 5 window for nuclei, 7 x 7 for cells) and foreground,
+learnt with cross-entropy (the padding is ignored).
 
-DIR (--images) is a Kaggle-layout folder of fields (`{ID}_{red,green,blue,yellow}.png|tif`);
---labels holds their 16-bit label images `{ID}_nuclei.png` (nuclei network) or `{ID}_cells.png`
-(cell network), as `python -m ml segment` writes them. Inputs are prepared exactly as for
-serving (`hpa_preprocess`); targets, at the network's scale, are the three classes of the
-DPNUnet training: background, touching border (two objects within a 5 x 5 window for nuclei,
-7 x 7 for cells) and foreground, learnt with cross-entropy (the padding is ignored).
-
-Training starts from scratch or from a converted checkpoint (--init); when fine-tuning, batch
+Training starts from scratch or from a converted checkpoint (`init`); when fine-tuning, batch
 norm statistics stay frozen, since the batches of whole fields are small. Flips and 90-degree
 rotations augment; CUDA runs in mixed precision. The seed fixes initialisation, the
 validation split and the augmentation.
 """
 
-import argparse
 import contextlib
 import sys
 from collections.abc import Mapping
@@ -29,12 +26,12 @@ from scipy import ndimage as ndi
 from torch import nn
 from tqdm import tqdm
 
-from ml.checkpoints import CheckpointError
+from ml.checkpoints import load_unet_checkpoint, save_unet_checkpoint
 from ml.device import resolve_device
 from ml.io import InputError, find_fields, read_field, read_labels_png
-from ml.segmentation.hpa_preprocess import KINDS, PAD_PX, input_channels, prepare_input
-from ml.segmentation.unet import build_unet, load_unet_checkpoint, save_unet_checkpoint, unet_config
-from ml.training.classifier import seed_everything
+from ml.segmentation.hpa.config import build_unet, unet_config
+from ml.segmentation.hpa.preprocess import PAD_PX, input_channels, prepare_input
+from ml.training.common import seed_everything
 
 BACKGROUND, BORDER, FOREGROUND = 0, 1, 2
 IGNORE = -100  # padding: no loss
@@ -62,10 +59,15 @@ def border_targets(labels: np.ndarray, *, window_px: int) -> np.ndarray:
 def make_sample(field, labels: np.ndarray, *, kind: str, config: Mapping) -> Sample:
     """A field and its label image -> network input and targets at the network's scale."""
     if labels.shape != field.shape:
-        raise InputError(f"The label image is {labels.shape[1]}x{labels.shape[0]} px but the field is {field.shape[1]}x{field.shape[0]} px.")
+        raise InputError(
+            f"The label image is {labels.shape[1]}x{labels.shape[0]} px but the field is {field.shape[1]}x{field.shape[0]} px."
+        )
     names, _ = input_channels(field, kind=kind)
     network_input = prepare_input(
-        [getattr(field, name) for name in names], scale_factor=config["scale_factor"], mean=config["mean"], std=config["std"]
+        [getattr(field, name) for name in names],
+        scale_factor=config["scale_factor"],
+        mean=config["mean"],
+        std=config["std"],
     )
     height, width = network_input.scaled_shape
     # Nearest label at the centre of each scaled pixel.
@@ -111,7 +113,11 @@ def batches(samples: list[Sample], *, batch_size: int, generator: torch.Generato
     order = torch.randperm(len(samples), generator=generator).tolist() if generator else range(len(samples))
     for index in order:
         by_shape.setdefault(tuple(samples[index].image.shape), []).append(index)
-    chunks = [indices[start : start + batch_size] for indices in by_shape.values() for start in range(0, len(indices), batch_size)]
+    chunks = [
+        indices[start : start + batch_size]
+        for indices in by_shape.values()
+        for start in range(0, len(indices), batch_size)
+    ]
     if generator is not None:
         chunks = [chunks[position] for position in torch.randperm(len(chunks), generator=generator).tolist()]
     return chunks
@@ -137,10 +143,18 @@ def train_one_epoch(
                 module.eval()
     criterion = nn.CrossEntropyLoss(ignore_index=IGNORE)
     total, seen = 0.0, 0
-    bar = tqdm(batches(samples, batch_size=batch_size, generator=generator), desc=description, unit="batch", file=sys.stderr, leave=False)
+    bar = tqdm(
+        batches(samples, batch_size=batch_size, generator=generator),
+        desc=description,
+        unit="batch",
+        file=sys.stderr,
+        leave=False,
+    )
     for indices in bar:
         augmented = [augment(samples[index], generator) for index in indices]
-        images = torch.stack([sample.image for sample in augmented]).to(device).contiguous(memory_format=torch.channels_last)
+        images = (
+            torch.stack([sample.image for sample in augmented]).to(device).contiguous(memory_format=torch.channels_last)
+        )
         targets = torch.stack([sample.target for sample in augmented]).to(device)
         with _autocast(device, autocast_dtype):
             logits = model(images)
@@ -156,7 +170,9 @@ def train_one_epoch(
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, samples: list[Sample], *, device: torch.device, autocast_dtype: torch.dtype | None) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, samples: list[Sample], *, device: torch.device, autocast_dtype: torch.dtype | None
+) -> dict[str, float]:
     """Mean cross-entropy and pixel accuracy over the unpadded pixels."""
     model.eval()
     criterion = nn.CrossEntropyLoss(ignore_index=IGNORE, reduction="sum")
@@ -193,7 +209,9 @@ def train_segmentation(
     `encoder` sets the widths of a network trained from scratch (DPN-92 when None).
     """
     if epochs < 1 or batch_size < 1:
-        raise ValueError(f"Train for at least 1 epoch in batches of at least 1 field (got {epochs} epochs, batch size {batch_size}).")
+        raise ValueError(
+            f"Train for at least 1 epoch in batches of at least 1 field (got {epochs} epochs, batch size {batch_size})."
+        )
     seed_everything(seed)
     target_device = resolve_device(device)
     if init is not None:
@@ -233,52 +251,24 @@ def train_segmentation(
         )
         if validation:
             metrics.update(evaluate(model, validation, device=target_device, autocast_dtype=autocast_dtype))
-        print(f"Epoch {epoch}/{epochs}: " + ", ".join(f"{key} {value:.4f}" for key, value in metrics.items()), file=sys.stderr)
+        print(
+            f"Epoch {epoch}/{epochs}: " + ", ".join(f"{key} {value:.4f}" for key, value in metrics.items()),
+            file=sys.stderr,
+        )
     save_unet_checkpoint(
         out,
         state_dict=model.state_dict(),
         config=config,
         metrics={**metrics, "epochs": epochs},
-        source={"init": Path(init).name if init else None, "training_fields": len(training), "validation_fields": len(validation), "seed": seed},
+        source={
+            "init": Path(init).name if init else None,
+            "training_fields": len(training),
+            "validation_fields": len(validation),
+            "seed": seed,
+        },
     )
     return metrics
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--images", type=Path, required=True, help="folder of {ID}_{channel}.png|tif fields")
-    parser.add_argument("--labels", type=Path, required=True, help="folder of {ID}_nuclei.png / {ID}_cells.png label images")
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint to write (.pt)")
-    parser.add_argument("--kind", choices=KINDS, default="cell", help="train the nuclei or the cell network")
-    parser.add_argument("--init", type=Path, help="start from this segmentation checkpoint (e.g. converted HPA weights)")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=1, help="fields per step")
-    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate (AdamW)")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="fields held out for validation")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        train_segmentation(
-            images=args.images,
-            labels=args.labels,
-            out=args.out,
-            kind=args.kind,
-            init=args.init,
-            epochs=args.epochs,
-            device=args.device,
-            learning_rate=args.lr,
-            batch_size=args.batch_size,
-            val_fraction=args.val_fraction,
-            seed=args.seed,
-        )
-    except (InputError, CheckpointError, ValueError) as error:
-        print(error, file=sys.stderr)
-        return 2
-    print(f"Wrote the {args.kind} network to {args.out}.", file=sys.stderr)
-    return 0

@@ -4,10 +4,14 @@
 (function () {
   "use strict";
   const form = document.querySelector("[data-upload-form]");
-  if (!form) return;
+  const dataNode = document.getElementById("upload-data");
+  if (!form || !dataNode) return;
 
-  const CHANNELS = ["red", "green", "blue", "yellow"];
-  const SUFFIX = /^(.+)_(red|green|blue|yellow)\.(png|tiff?)$/i;
+  // The server's own file-name pattern and channels (ml.io, ml.constants), so both group files alike.
+  const page = JSON.parse(dataNode.textContent);
+  const CHANNELS = page.channels;
+  const REQUIRED_CHANNELS = page.requiredChannels;
+  const FIELD_FILE = new RegExp(page.fieldFilePattern, "i"); // groups: 1 field ID, 2 channel
   const input = form.querySelector('input[type="file"][name="files"]');
   const zone = form.querySelector("[data-dropzone]");
   const table = form.querySelector("[data-file-table]");
@@ -30,7 +34,7 @@
 
   function describe(file) {
     if (/\.zip$/i.test(file.name)) return { file, kind: "zip", field: "", channel: "" };
-    const match = SUFFIX.exec(file.name);
+    const match = FIELD_FILE.exec(file.name);
     if (match) return { file, kind: "image", field: match[1], channel: match[2].toLowerCase() };
     if (/\.tiff?$/i.test(file.name)) return { file, kind: "image", field: stem(file.name), channel: "multichannel" };
     // No ID_channel name: the user picks the channel; the field defaults to the last one named.
@@ -118,7 +122,7 @@
     }
     const parts = [];
     for (const [name, channels] of fields) {
-      const missing = channels.has("multichannel") ? [] : ["green", "blue"].filter((c) => !channels.has(c));
+      const missing = channels.has("multichannel") ? [] : REQUIRED_CHANNELS.filter((c) => !channels.has(c));
       parts.push(missing.length ? `${name} (missing ${missing.join(" and ")})` : name);
     }
     let text = `${fields.size} field${fields.size === 1 ? "" : "s"}${parts.length ? ": " + parts.join(", ") : ""}`;

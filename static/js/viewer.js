@@ -1,4 +1,4 @@
-// The field viewer: the channels (grayscale PNGs at viewer resolution) combined on a canvas with
+// The field viewer: the channels (grayscale JPEGs at viewer resolution) combined on a canvas with
 // per-channel toggles and contrast, outline overlays, zoom and pan by CSS transform, and the cell
 // under the pointer looked up in an RGB-encoded cell-id image (id = R * 65536 + G * 256 + B).
 (function () {

@@ -15,8 +15,9 @@ from pycocotools.coco import COCO
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from cells import services
+from cells import intake, processing
 from cells.models import Cell, Job
+from cells.uploads import FieldUpload
 from tests.factories import field_arrays, field_pngs, png_bytes
 
 pytestmark = pytest.mark.django_db
@@ -50,7 +51,7 @@ def test_api_requires_authentication(channel_uploads):
 
 
 def test_token_authentication_reads_own_jobs(owner, channel_uploads):
-    services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads())])
+    intake.job_create(owner=owner, uploads=[FieldUpload(name="f1", channel_files=channel_uploads())])
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=owner).key}")
     response = client.get("/api/jobs/")
@@ -59,15 +60,15 @@ def test_token_authentication_reads_own_jobs(owner, channel_uploads):
 
 
 def test_outsider_cannot_read_or_download_another_users_job(owner, outsider_api, channel_uploads):
-    job = services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads())])
+    job = intake.job_create(owner=owner, uploads=[FieldUpload(name="f1", channel_files=channel_uploads())])
     assert outsider_api.get("/api/jobs/").json()["count"] == 0
     for url in (f"/api/jobs/{job.pk}/", f"/api/jobs/{job.pk}/cells/", f"/api/jobs/{job.pk}/submission.csv"):
         assert outsider_api.get(url).status_code == 404
 
 
 def test_cells_and_submission_csv_of_a_processed_job(owner, owner_api, channel_uploads, ml_settings):
-    job = services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads())])
-    services.field_process(field_id=job.fields.get().pk)
+    job = intake.job_create(owner=owner, uploads=[FieldUpload(name="f1", channel_files=channel_uploads())])
+    processing.field_process(field_id=job.fields.get().pk)
 
     detail = owner_api.get(f"/api/jobs/{job.pk}/").json()
     assert (detail["status"], detail["progress"]) == ("done", 1.0)
@@ -85,8 +86,8 @@ def test_cells_and_submission_csv_of_a_processed_job(owner, owner_api, channel_u
 def processed_job(owner, channel_uploads, ml_settings):
     """A processed job of one 256 px field with 4 cells; cell i is most confident in class i (0.9)."""
     ml_settings.ML_MODEL_PATH = ""
-    job = services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads(size_px=256))])
-    services.field_process(field_id=job.fields.get().pk)
+    job = intake.job_create(owner=owner, uploads=[FieldUpload(name="f1", channel_files=channel_uploads(size_px=256))])
+    processing.field_process(field_id=job.fields.get().pk)
     for cell in Cell.objects.filter(field__job=job):
         probabilities = [0.01] * 19
         probabilities[cell.label] = 0.9
@@ -130,7 +131,7 @@ def test_create_job_with_a_bad_field_in_a_batch_lists_it_and_stores_nothing(owne
 
 def test_job_list_is_paginated(owner, owner_api, channel_uploads):
     for index in range(3):
-        services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads(size_px=64))], name=f"job {index}")
+        intake.job_create(owner=owner, uploads=[FieldUpload(name="f1", channel_files=channel_uploads(size_px=64))], name=f"job {index}")
     body = owner_api.get("/api/jobs/?page_size=2").json()
     assert (body["count"], len(body["results"]), body["results"][0]["name"]) == (3, 2, "job 2")
     assert body["next"].endswith("page=2&page_size=2")
@@ -171,7 +172,7 @@ def test_every_export_downloads_through_the_api(owner_api, processed_job, tmp_pa
 
 
 def test_label_images_of_a_field_not_processed_yet_are_missing(owner, owner_api, client, channel_uploads):
-    job = services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads(size_px=64))])
+    job = intake.job_create(owner=owner, uploads=[FieldUpload(name="f1", channel_files=channel_uploads(size_px=64))])
     field = job.fields.get()
     client.force_login(owner)
     for kind in ("cells", "nuclei"):
@@ -182,7 +183,7 @@ def test_label_images_of_a_field_not_processed_yet_are_missing(owner, owner_api,
 def test_retry_runs_a_failed_field_again_and_refuses_one_that_has_not_failed(owner_api, processed_job):
     field = processed_job.fields.get()
     assert owner_api.post(f"/api/fields/{field.pk}/retry/").status_code == 409
-    services.field_fail(field_id=field.pk, reason="broken")
+    processing.field_fail(field_id=field.pk, reason="broken")
     response = owner_api.post(f"/api/fields/{field.pk}/retry/")
     assert response.status_code == 202 and response.json()["status"] == "queued"
 
@@ -213,7 +214,7 @@ def test_outsider_gets_404_from_every_endpoint_of_another_users_job(outsider_api
     for url in urls:
         assert outsider_api.get(url).status_code == 404, url
     assert outsider_api.get("/api/jobs/").json()["count"] == 0
-    services.field_fail(field_id=field.pk, reason="broken")
+    processing.field_fail(field_id=field.pk, reason="broken")
     assert outsider_api.post(f"/api/fields/{field.pk}/retry/").status_code == 404
     assert processed_job.fields.get().status == "failed"
     assert outsider_api.delete(f"/api/jobs/{processed_job.pk}/").status_code == 404
@@ -269,7 +270,7 @@ def test_the_readme_example_gets_a_token_submits_a_field_and_fetches_the_csv(own
     job = client.post("/api/jobs/", {"name": "plate 1", "files": files}, format="multipart").json()
     assert (job["name"], job["status"], [field["name"] for field in job["fields"]]) == ("plate 1", "queued", ["plate1-A3"])
 
-    services.field_process(field_id=job["fields"][0]["id"])  # what the worker does
+    processing.field_process(field_id=job["fields"][0]["id"])  # what the worker does
     job = client.get(f"/api/jobs/{job['id']}/").json()
     assert (job["status"], [(field["name"], field["cell_count"]) for field in job["fields"]]) == ("done", [("plate1-A3", 4)])
     submission = client.get(f"/api/jobs/{job['id']}/submission.csv")
@@ -293,7 +294,7 @@ def test_a_16_bit_multichannel_tiff_becomes_one_field_that_is_processed(owner_ap
     (field,) = response.json()["fields"]
     assert (field["name"], field["width"], field["height"], field["bit_depth"]) == ("plate7-A3", 256, 256, 16)
 
-    services.field_process(field_id=field["id"])
+    processing.field_process(field_id=field["id"])
     field = owner_api.get(f"/api/fields/{field['id']}/").json()
     assert (field["status"], field["cell_count"]) == ("done", 4)
 

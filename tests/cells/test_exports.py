@@ -8,8 +8,9 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from cells import exports, services
+from cells import exports, intake, processing
 from cells.models import Cell
+from cells.uploads import FieldUpload
 from ml.constants import CLASS_NAMES, NUM_CLASSES
 from ml.encoding import decode_kaggle_mask, parse_prediction_string
 
@@ -28,15 +29,15 @@ def _probabilities(label: int) -> list[float]:
 def classified_job(owner, channel_uploads, ml_settings):
     """A job of two processed 256 px fields (4 cells each) whose cells carry known probabilities."""
     ml_settings.ML_MODEL_PATH = ""
-    job = services.job_create(
+    job = intake.job_create(
         owner=owner,
         uploads=[
-            services.FieldUpload(name=name, channel_files=channel_uploads(field_id=name, size_px=256)) for name in ("f1", "f2")
+            FieldUpload(name=name, channel_files=channel_uploads(field_id=name, size_px=256)) for name in ("f1", "f2")
         ],
         name="exports",
     )
     for field in job.fields.all():
-        services.field_process(field_id=field.pk)
+        processing.field_process(field_id=field.pk)
     for cell in Cell.objects.filter(field__job=job):
         probabilities = _probabilities(cell.label)
         Cell.objects.filter(pk=cell.pk).update(probabilities=probabilities, top_class=cell.label, top_confidence=0.9)
@@ -118,7 +119,7 @@ def test_labels_zip_holds_the_16_bit_label_images_of_every_field(classified_job)
 
 
 def test_exports_of_a_job_not_processed_yet_are_empty_but_well_formed(owner, channel_uploads):
-    job = services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads(size_px=256))])
+    job = intake.job_create(owner=owner, uploads=[FieldUpload(name="f1", channel_files=channel_uploads(size_px=256))])
     assert _text(exports.submission_csv(job=job)) == "ID,ImageWidth,ImageHeight,PredictionString\nf1,256,256,\n"
     assert json.loads(_text(exports.coco_json(job=job)))["annotations"] == []
     assert _text(exports.cells_csv(job=job)).count("\n") == 1

@@ -2,9 +2,11 @@
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
+from django.db import OperationalError
 
-from cells import services, tasks
+from cells import intake, processing, tasks
 from cells.models import Field
+from cells.uploads import FieldUpload
 
 pytestmark = pytest.mark.django_db
 
@@ -12,7 +14,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def queued_field(owner, channel_uploads, ml_settings):
     ml_settings.ML_MODEL_PATH = ""
-    job = services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads(size_px=256))])
+    job = intake.job_create(owner=owner, uploads=[FieldUpload(name="f1", channel_files=channel_uploads(size_px=256))])
     return job.fields.get()
 
 
@@ -34,7 +36,7 @@ def _raise(error: BaseException):
 def test_a_field_failing_in_the_worker_keeps_its_inputs_and_runs_again_to_done(queued_field, monkeypatch, django_capture_on_commit_callbacks):
     inputs = _inputs(queued_field)
     assert sorted(inputs) == ["blue", "green", "red", "yellow"]
-    monkeypatch.setattr(services, "analyse_field", _raise(RuntimeError("out of memory")))
+    monkeypatch.setattr(processing, "analyse_field", _raise(RuntimeError("out of memory")))
     tasks.process_field.apply(args=[queued_field.pk])
     field = Field.objects.get(pk=queued_field.pk)
     assert (field.status, field.attempts, field.cells.count()) == ("failed", 1, 0)
@@ -44,7 +46,7 @@ def test_a_field_failing_in_the_worker_keeps_its_inputs_and_runs_again_to_done(q
     monkeypatch.undo()
     monkeypatch.setattr(tasks.process_field, "delay", lambda field_id: tasks.process_field.apply(args=[field_id]))
     with django_capture_on_commit_callbacks(execute=True):
-        services.field_retry(field=field)
+        intake.field_retry(field=field)
     field.refresh_from_db()
     assert (field.status, field.error, field.attempts, field.progress) == ("done", "", 2, 1.0)
     assert field.cells.count() == 4 and field.cell_labels and field.images.count() == 7
@@ -52,8 +54,22 @@ def test_a_field_failing_in_the_worker_keeps_its_inputs_and_runs_again_to_done(q
 
 
 def test_a_field_over_the_time_limit_fails_with_a_reason_that_says_what_to_do(queued_field, monkeypatch):
-    monkeypatch.setattr(services, "analyse_field", _raise(SoftTimeLimitExceeded()))
+    monkeypatch.setattr(processing, "analyse_field", _raise(SoftTimeLimitExceeded()))
     tasks.process_field.apply(args=[queued_field.pk])
     field = Field.objects.get(pk=queued_field.pk)
     assert field.status == "failed" and field.error.startswith("Processing took longer than the time limit; try a smaller field")
     assert field.finished_at is not None
+
+
+def test_a_database_outage_is_retried_twice_then_fails_the_field_with_what_to_do(queued_field, monkeypatch):
+    calls = []
+
+    def unreachable(*args, **kwargs):
+        calls.append(1)
+        raise OperationalError("server closed the connection")
+
+    monkeypatch.setattr(processing, "analyse_field", unreachable)
+    tasks.process_field.apply(args=[queued_field.pk])
+    field = Field.objects.get(pk=queued_field.pk)
+    assert (len(calls), field.attempts, field.status) == (1 + tasks.MAX_RETRIES, 1 + tasks.MAX_RETRIES, "failed")
+    assert field.error == "The database could not be reached to store the result (server closed the connection); run the field again."

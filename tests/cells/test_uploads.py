@@ -9,9 +9,18 @@ import tifffile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils.datastructures import MultiValueDict
 
-from cells import services
+from cells import intake
 from cells.models import Job
-from cells.uploads import parse_assignments, request_uploads
+from cells.uploads import (
+    JobInputError,
+    ZipLimits,
+    clean_field_name,
+    field_name_from_files,
+    parse_assignments,
+    request_uploads,
+    single_field_upload,
+)
+from ml.io import find_fields
 from tests.factories import field_arrays, field_pngs
 
 SIZE_PX = 64
@@ -49,9 +58,8 @@ def _fields(uploads) -> dict[str, list[str]]:
 
 
 def _refusal(files: MultiValueDict, **kwargs) -> dict[str, str]:
-    with pytest.raises(services.JobInputError) as excinfo:
-        with request_uploads(files, **kwargs):
-            pass
+    with pytest.raises(JobInputError) as excinfo, request_uploads(files, **kwargs):
+        pass
     return excinfo.value.field_errors
 
 
@@ -82,7 +90,7 @@ def test_two_files_for_one_channel_of_a_field_are_refused():
 
 
 def test_assignments_that_are_not_json_say_what_to_send():
-    with pytest.raises(services.JobInputError) as excinfo:
+    with pytest.raises(JobInputError) as excinfo:
         parse_assignments("{not json")
     assert "not valid JSON" in excinfo.value.field_errors["assignments"]
 
@@ -165,7 +173,7 @@ def test_a_file_that_is_not_a_zip_is_refused_by_name():
 def test_a_zip_batch_becomes_one_job_with_a_field_each(owner):
     entries = {**_kaggle_entries("f1"), **_kaggle_entries("f2", folder="x/")}
     with request_uploads(_files(_zip(entries))) as uploads:
-        job = services.job_create(owner=owner, uploads=uploads, name="batch")
+        job = intake.job_create(owner=owner, uploads=uploads, name="batch")
     assert list(job.fields.values_list("name", "width", "status")) == [("f1", 64, "queued"), ("f2", 64, "queued")]
     with job.fields.get(name="f2").green.open("rb") as handle:
         assert handle.read() == entries["x/f2_green.png"]
@@ -176,9 +184,8 @@ def test_a_zip_with_one_bad_field_stores_nothing_and_names_every_bad_file(owner,
     entries = {**_kaggle_entries("f1"), **_kaggle_entries("f2")}
     entries["f2_green.png"] = b"not an image"
     entries["f2_red.png"] = b"\x89PNG\r\n\x1a\n broken"
-    with pytest.raises(services.JobInputError) as excinfo:
-        with request_uploads(_files(_zip(entries))) as uploads:
-            services.job_create(owner=owner, uploads=uploads)
+    with pytest.raises(JobInputError) as excinfo, request_uploads(_files(_zip(entries))) as uploads:
+        intake.job_create(owner=owner, uploads=uploads)
     assert list(excinfo.value.field_errors) == ["f2"]
     reason = excinfo.value.field_errors["f2"]
     assert "red channel (f2_red.png)" in reason and "green channel (f2_green.png)" in reason
@@ -199,3 +206,50 @@ def test_a_zip_entry_holding_more_than_it_declares_is_refused(settings):
     # Unpacking stops at the declared size, where the checksum no longer matches.
     assert errors["batch.zip"].startswith("batch.zip was refused: the entry 'f1_green.png' cannot be unpacked (Bad CRC-32")
     assert errors["batch.zip"].endswith("create the archive again.")
+
+
+def test_files_are_grouped_by_the_same_file_name_pattern_as_ml_io_reads_folders(tmp_path):
+    names = ["A1_green.png", "A1_BLUE.TIF", "plate-2_red.tiff", "plate-2_green.png", "plate-2_blue.png", "x_y_yellow.png"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    folder = {field_id: sorted(channels) for field_id, channels in find_fields(tmp_path).items()}
+    # Grouping reads names only; the pixels are checked when the job is created.
+    with request_uploads(_files(*(SimpleUploadedFile(name, b"") for name in names))) as uploads:
+        assert _fields(uploads) == folder == {"A1": ["blue", "green"], "plate-2": ["blue", "green", "red"], "x_y": ["yellow"]}
+
+
+def test_field_name_from_files_is_the_id_they_share_or_none():
+    assert field_name_from_files([SimpleUploadedFile(n, b"") for n in ("p1-A3_green.png", "p1-A3_blue.tif")]) == "p1-A3"
+    assert field_name_from_files([SimpleUploadedFile(n, b"") for n in ("a_green.png", "b_blue.png")]) is None
+    assert field_name_from_files([SimpleUploadedFile("a_purple.png", b"")]) is None
+
+
+def test_job_input_error_keeps_every_reason_by_field_and_says_each_as_a_message():
+    error = JobInputError({"a1": "The blue channel is missing.", "a2": "Two fields share this name."})
+    assert error.field_errors == {"a1": "The blue channel is missing.", "a2": "Two fields share this name."}
+    assert error.messages == ["a1: The blue channel is missing.", "a2: Two fields share this name."]
+
+
+def test_a_single_field_from_the_channel_slots_is_named_after_its_files():
+    pngs = field_pngs(size_px=SIZE_PX)
+    files = {"green": SimpleUploadedFile("B7_green.png", pngs["green"]), "blue": SimpleUploadedFile("B7_blue.png", pngs["blue"])}
+    upload = single_field_upload(files)
+    assert (upload.name, sorted(upload.channel_files), upload.multichannel_file) == ("B7", ["blue", "green"], None)
+    assert single_field_upload(files, name="chosen").name == "chosen"
+
+
+def test_a_field_id_with_a_character_outside_the_allowed_set_is_refused():
+    with pytest.raises(JobInputError) as excinfo:
+        clean_field_name("../etc")
+    assert excinfo.value.field_errors == {
+        "name": "The field ID '../etc' is not allowed: a field ID may hold letters, digits, '.', '_' and '-' only "
+        "(at most 200), and must start with a letter or digit."
+    }
+
+
+def test_zip_limits_follow_the_settings_and_the_largest_accepted_image(settings):
+    settings.HPAWEB_MAX_SIDE_PX = 64
+    settings.HPAWEB_ZIP_MAX_ENTRIES = 7
+    settings.HPAWEB_ZIP_MAX_BYTES = 1000
+    # A 4-plane 16-bit TIFF of 64 x 64 px, and 1 MiB for its headers.
+    assert ZipLimits.from_settings() == ZipLimits(max_entries=7, max_total_bytes=1000, max_entry_bytes=4 * 2 * 64 * 64 + 1024**2)

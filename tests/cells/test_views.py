@@ -8,8 +8,10 @@ from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.authtoken.models import Token
 
-from cells import services
+from cells import intake, processing
 from cells.models import Cell, Field, Job
+from cells.uploads import FieldUpload
+from ml.io import FIELD_FILE_PATTERN
 
 pytestmark = pytest.mark.django_db
 
@@ -33,6 +35,25 @@ def test_upload_page_creates_a_job_and_redirects_to_it(owner_client, channel_upl
     assert "f1" in page and 'hx-trigger="every 1s"' in page
 
 
+def test_upload_page_hands_the_script_the_servers_file_name_pattern_and_channels(owner_client):
+    page = owner_client.get("/jobs/new/").content.decode()
+    data = json.loads(page.split('<script id="upload-data" type="application/json">')[1].split("</script>")[0])
+    assert data == {
+        "fieldFilePattern": FIELD_FILE_PATTERN,
+        "channels": ["red", "green", "blue", "yellow"],
+        "requiredChannels": ["green", "blue"],
+    }
+    assert "(?P<" not in data["fieldFilePattern"]  # the script compiles it as a JavaScript RegExp
+    assert page.index('id="upload-data"') < page.index("js/upload.js")
+
+
+def test_upload_page_preselects_the_configured_segmentation_backend(owner_client, settings):
+    assert '<option value="classical" selected>' in owner_client.get("/jobs/new/").content.decode()
+    settings.ML_SEGMENTATION_BACKEND = "unet"
+    page = owner_client.get("/jobs/new/").content.decode()
+    assert '<option value="unet" selected>' in page and '<option value="classical">' in page
+
+
 def test_upload_page_names_the_bad_file_and_stores_nothing(owner_client, channel_uploads):
     files = channel_uploads()
     files["green"] = SimpleUploadedFile("f1_green.png", b"not an image")
@@ -45,17 +66,17 @@ def test_upload_page_names_the_bad_file_and_stores_nothing(owner_client, channel
 
 def test_field_page_says_plainly_when_no_trained_model_is_installed(owner, owner_client, channel_uploads, ml_settings):
     ml_settings.ML_MODEL_PATH = ""
-    job = services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads())])
+    job = intake.job_create(owner=owner, uploads=[FieldUpload(name="f1", channel_files=channel_uploads())])
     field = job.fields.get()
-    services.field_process(field_id=field.pk)
+    processing.field_process(field_id=field.pk)
     page = owner_client.get(f"/fields/{field.pk}/").content.decode()
     assert "No trained model is installed" in page
     assert owner_client.get(f"/fields/{field.pk}/preview.jpg")["Content-Type"] == "image/jpeg"
 
 
 def test_progress_partial_stops_polling_when_the_job_is_finished(owner, owner_client, channel_uploads):
-    job = services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads())])
-    services.field_fail(field_id=job.fields.get().pk, reason="The green channel is unreadable.")
+    job = intake.job_create(owner=owner, uploads=[FieldUpload(name="f1", channel_files=channel_uploads())])
+    processing.field_fail(field_id=job.fields.get().pk, reason="The green channel is unreadable.")
     response = owner_client.get(f"/jobs/{job.pk}/progress/", HTTP_HX_REQUEST="true")
     page = response.content.decode()
     assert response["HX-Refresh"] == "true"
@@ -63,7 +84,7 @@ def test_progress_partial_stops_polling_when_the_job_is_finished(owner, owner_cl
 
 
 def test_outsider_gets_404_for_another_users_pages(owner, outsider, client, channel_uploads):
-    job = services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads())])
+    job = intake.job_create(owner=owner, uploads=[FieldUpload(name="f1", channel_files=channel_uploads())])
     client.force_login(outsider)
     field = job.fields.get()
     for url in (f"/jobs/{job.pk}/", f"/jobs/{job.pk}/progress/", f"/fields/{field.pk}/", f"/jobs/{job.pk}/submission.csv"):
@@ -76,9 +97,9 @@ def test_outsider_gets_404_for_another_users_pages(owner, outsider, client, chan
 def processed_field(owner, channel_uploads, ml_settings):
     """A processed 256 px field of 4 cells; cell i is most confident in class i (0.9)."""
     ml_settings.ML_MODEL_PATH = ""
-    job = services.job_create(owner=owner, uploads=[services.FieldUpload(name="f1", channel_files=channel_uploads(size_px=256))])
+    job = intake.job_create(owner=owner, uploads=[FieldUpload(name="f1", channel_files=channel_uploads(size_px=256))])
     field = job.fields.get()
-    services.field_process(field_id=field.pk)
+    processing.field_process(field_id=field.pk)
     for cell in field.cells.all():
         probabilities = [0.01] * 19
         probabilities[cell.label] = 0.9
@@ -176,7 +197,7 @@ def test_outsider_gets_404_for_every_file_and_page_of_another_user(outsider, cli
     urls += [f"/jobs/{processed_field.job_id}/progress/", f"/fields/{processed_field.pk}/labels/nuclei.png"]
     for url in urls:
         assert client.get(url).status_code == 404, url
-    services.field_fail(field_id=processed_field.pk, reason="broken")
+    processing.field_fail(field_id=processed_field.pk, reason="broken")
     assert client.post(f"/fields/{processed_field.pk}/retry/").status_code == 404
     assert client.post(f"/jobs/{processed_field.job_id}/delete/").status_code == 404
     assert Job.objects.count() == 1 and Field.objects.get().status == "failed"
@@ -189,7 +210,7 @@ def test_pages_do_not_expose_media_urls(owner_client, processed_field, settings)
 
 
 def test_run_again_queues_a_failed_field_and_a_second_click_only_explains(owner_client, processed_field):
-    services.field_fail(field_id=processed_field.pk, reason="The green channel is unreadable.")
+    processing.field_fail(field_id=processed_field.pk, reason="The green channel is unreadable.")
     page = owner_client.get(f"/fields/{processed_field.pk}/").content.decode()
     assert "The green channel is unreadable." in page and f'action="/fields/{processed_field.pk}/retry/"' in page
 
@@ -264,9 +285,9 @@ def _is_local(address: str) -> bool:
 
 
 def test_every_page_fits_a_phone_names_every_control_and_loads_only_local_files(client, owner, owner_client, processed_field, channel_uploads):
-    failed_job = services.job_create(owner=owner, uploads=[services.FieldUpload(name="f2", channel_files=channel_uploads(size_px=64))])
+    failed_job = intake.job_create(owner=owner, uploads=[FieldUpload(name="f2", channel_files=channel_uploads(size_px=64))])
     failed_field = failed_job.fields.get()
-    services.field_fail(field_id=failed_field.pk, reason="broken")
+    processing.field_fail(field_id=failed_field.pk, reason="broken")
     owner_client.post("/accounts/token/")
     bad_upload = {"segmentation_backend": "classical", "green": SimpleUploadedFile("f1_green.png", b"not an image")}
     job_id = processed_field.job_id

@@ -7,12 +7,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ml.checkpoints import ARCHITECTURE, save_checkpoint
+from ml.checkpoints import ARCHITECTURE, save_checkpoint, save_unet_checkpoint
 from ml.constants import CHANNELS
 from ml.io import FieldImages
 from ml.classifier.network import CellClassifier
 from ml.segmentation import Segmentation
-from ml.segmentation.unet import build_unet, save_unet_checkpoint, unet_config
+from ml.segmentation.hpa.config import build_unet, unet_config
 
 TINY_CONFIG = {
     "architecture": ARCHITECTURE,

@@ -1,9 +1,6 @@
-import argparse
-
 import numpy as np
 import pytest
 
-from ml import evaluate
 from ml.encoding import SubmissionRow, encode_kaggle_mask, write_submission
 from ml.evaluate import average_precision, score
 
@@ -115,15 +112,3 @@ def test_score_rejects_submission_with_wrong_image_size():
 
 def test_average_precision_without_detections_is_zero():
     assert average_precision([], [], 3) == 0.0
-
-
-def test_evaluate_command_prints_map_on_its_last_line(tmp_path, capsys):
-    write_submission(tmp_path / "solution.csv", [row("a", (0, 1, CELL_A), (0, 1, CELL_B))])
-    write_submission(tmp_path / "submission.csv", [row("a", (0, 0.9, CELL_B), (0, 0.8, CELL_C))])
-    args = argparse.Namespace(
-        solution=tmp_path / "solution.csv", submission=tmp_path / "submission.csv", iou_threshold=0.6
-    )
-    assert evaluate.run(args) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-1] == "mAP=0.5000"  # TP then FP over 2 truths: recall 1/2 at precision 1
-    assert lines[1].split()[:3] == ["0", "Nucleoplasm", "0.5000"]

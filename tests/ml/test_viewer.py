@@ -3,7 +3,6 @@ import pytest
 
 from ml.io import FieldImages
 from ml.segmentation import Segmentation
-from ml.render import inner_boundaries
 from ml.viewer import (
     THUMBNAIL_CONTEXT_BRIGHTNESS,
     cell_thumbnails,
@@ -69,16 +68,6 @@ def test_outline_overlay_is_opaque_on_inner_boundaries_only():
     assert overlay[1, 1].tolist() == [255, 255, 255, 255] and overlay[0, 0].tolist() == [0, 0, 0, 0]
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_inner_boundaries_equal_skimage_find_boundaries_inner(seed):
-    from skimage.segmentation import find_boundaries
-
-    rng = np.random.default_rng(seed)
-    # Blocky random labels with background, touching objects and objects cut by the border.
-    labels = np.kron(rng.integers(0, 6, (12, 15)), np.ones((3, 2), dtype=np.int64)).astype(np.uint16)
-    assert np.array_equal(inner_boundaries(labels), find_boundaries(labels, mode="inner"))
-
-
 def test_viewer_images_keep_a_small_field_at_full_resolution():
     field, segmentation = _two_cell_field(64)
     images = viewer_images(field, segmentation)
@@ -122,13 +111,3 @@ def test_hpa_composite_adds_half_the_yellow_to_red_and_green_and_saturates():
     )
     assert np.array_equal(hpa_composite(channels), np.clip(expected, 0, 255).astype(np.uint8))
     assert np.array_equal(hpa_composite({"green": channels["green"]})[..., 1], channels["green"])
-
-
-def test_contrast_stretch_uint8_maps_the_percentiles_to_0_and_255():
-    from ml.render import contrast_stretch, contrast_stretch_uint8
-
-    image = np.random.default_rng(1).gamma(2.0, 100.0, (300, 200)).astype(np.float32)
-    stretched = contrast_stretch_uint8(image)
-    assert stretched.dtype == np.uint8 and stretched.min() == 0 and stretched.max() == 255
-    assert np.abs(stretched.astype(int) - np.round(contrast_stretch(image) * 255).astype(int)).max() <= 1
-    assert not contrast_stretch_uint8(np.full((4, 4), 7.0, np.float32)).any()

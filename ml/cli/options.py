@@ -1,0 +1,41 @@
+"""Options shared by several commands: choosing the segmentation backend, finding the input fields.
+
+`python -m ml segment`, `predict` and `train` all take `--segmentation`, `--nuclei-weights`,
+`--cell-weights` and `--device` (`add_segmentation_arguments`) and turn them into one
+`Segmenter` (`build_segmenter`).
+"""
+
+import argparse
+from pathlib import Path
+
+from ml.device import resolve_device
+from ml.io import InputError, find_fields
+from ml.segmentation import BACKENDS, Segmenter
+
+
+def add_segmentation_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--segmentation", choices=BACKENDS, default="classical", help="segmentation backend")
+    parser.add_argument("--nuclei-weights", type=Path, help="nucleus U-Net weights (unet backend)")
+    parser.add_argument("--cell-weights", type=Path, help="cell U-Net weights (unet backend)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def build_segmenter(args: argparse.Namespace) -> Segmenter:
+    """The segmenter the command-line options describe."""
+    return Segmenter(
+        args.segmentation,
+        nuclei_weights=args.nuclei_weights,
+        cell_weights=args.cell_weights,
+        device=str(resolve_device(args.device)),
+    )
+
+
+def find_input_fields(images: Path) -> dict[str, dict[str, Path]]:
+    """The fields of a Kaggle-layout folder; an empty folder is an error the user must fix."""
+    fields = find_fields(images)
+    if not fields:
+        raise InputError(
+            f"No fields found in {images}; expected files named {{ID}}_green.png and {{ID}}_blue.png "
+            "(optionally {ID}_red.png and {ID}_yellow.png, or .tif)."
+        )
+    return fields

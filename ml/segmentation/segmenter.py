@@ -1,0 +1,47 @@
+"""`Segmenter`: the segmentation backend chosen by name, loaded once.
+
+The backends are imported only when chosen, so choosing `classical` never loads PyTorch.
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ml.io import FieldImages
+from ml.segmentation.base import Segmentation, SegmentationBackend
+
+BACKENDS: tuple[str, ...] = ("classical", "unet")
+
+
+class Segmenter:
+    """Segments fields with one backend; construct once per process and reuse.
+
+    `classical` needs no weights; `unet` needs the HPA-compatible nuclei and cell networks
+    (`nuclei_weights`, `cell_weights`) and runs on `device`.
+    """
+
+    def __init__(
+        self,
+        backend: str = "classical",
+        *,
+        nuclei_weights: str | Path | None = None,
+        cell_weights: str | Path | None = None,
+        device: str = "cpu",
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"Unknown segmentation backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
+        self.backend = backend
+        self._backend: SegmentationBackend
+        if backend == "unet":
+            from ml.segmentation.hpa.backend import UnetBackend
+
+            self._backend = UnetBackend(nuclei_weights=nuclei_weights, cell_weights=cell_weights, device=device)
+        else:
+            from ml.segmentation.classical import ClassicalBackend
+
+            self._backend = ClassicalBackend()
+
+    def __call__(self, field: FieldImages) -> Segmentation:
+        return self._backend.segment(field)
+
+    def segment_batch(self, fields: Sequence[FieldImages]) -> list[Segmentation]:
+        return self._backend.segment_batch(fields)

@@ -1,0 +1,79 @@
+"""The one seam between settings and `ml`: what it answers, what it loads once, where its defaults come from."""
+
+import re
+import runpy
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+
+from cells import ml_config
+from ml.constants import DEFAULT_MODEL_PATH, DEFAULT_SEGMENTATION_BACKEND, MAX_SIDE_PX
+
+
+def test_max_side_and_default_backend_follow_the_settings(settings):
+    settings.HPAWEB_MAX_SIDE_PX = 1234
+    settings.ML_SEGMENTATION_BACKEND = "unet"
+    assert (ml_config.max_side_px(), ml_config.default_segmentation_backend()) == (1234, "unet")
+
+
+def test_unet_is_available_only_with_both_weight_files_present(settings, tmp_path):
+    settings.ML_NUCLEI_WEIGHTS = settings.ML_CELL_WEIGHTS = ""
+    assert ml_config.segmentation_backends() == {"classical": True, "unet": False}
+    (tmp_path / "nuclei.pt").write_bytes(b"weights")
+    settings.ML_NUCLEI_WEIGHTS = str(tmp_path / "nuclei.pt")
+    settings.ML_CELL_WEIGHTS = str(tmp_path / "missing.pt")
+    assert ml_config.segmentation_backends() == {"classical": True, "unet": False}
+    (tmp_path / "cell.pt").write_bytes(b"weights")
+    settings.ML_CELL_WEIGHTS = str(tmp_path / "cell.pt")
+    assert ml_config.segmentation_backends() == {"classical": True, "unet": True}
+
+
+def test_classifier_path_is_the_configured_file_or_none(settings, tmp_path):
+    settings.ML_MODEL_PATH = ""
+    assert ml_config.classifier_path() is None
+    settings.ML_MODEL_PATH = str(tmp_path / "hpa-v2.pt")
+    assert ml_config.classifier_path() is None
+    (tmp_path / "hpa-v2.pt").write_bytes(b"weights")
+    assert ml_config.classifier_path() == tmp_path / "hpa-v2.pt"
+
+
+def test_without_a_trained_model_there_is_no_predictor(ml_settings):
+    ml_settings.ML_MODEL_PATH = ""
+    assert ml_config.get_predictor() is None
+
+
+def test_the_shipped_classifier_is_loaded_once_per_process(ml_settings):
+    ml_settings.ML_MODEL_PATH = str(DEFAULT_MODEL_PATH)
+    predictor = ml_config.get_predictor()
+    assert predictor.name == "hpaweb-synth-v1"
+    assert ml_config.get_predictor() is predictor
+
+
+def test_a_segmenter_is_loaded_once_per_backend(ml_settings):
+    segmenter = ml_config.get_segmenter("classical")
+    assert segmenter.backend == "classical"
+    assert ml_config.get_segmenter("classical") is segmenter
+
+
+def test_settings_defaults_are_the_ml_library_defaults(monkeypatch):
+    for name in ("HPAWEB_MAX_SIDE_PX", "ML_MODEL_PATH", "ML_SEGMENTATION_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    base = runpy.run_path(str(Path(django_settings.BASE_DIR) / "hpaweb" / "settings" / "base.py"))
+    assert (base["HPAWEB_MAX_SIDE_PX"], base["ML_MODEL_PATH"], base["ML_SEGMENTATION_BACKEND"]) == (
+        MAX_SIDE_PX,
+        str(DEFAULT_MODEL_PATH),
+        DEFAULT_SEGMENTATION_BACKEND,
+    )
+    assert "HPAWEB_MAX_UPLOAD_BYTES" not in base  # never read, so not offered
+
+
+@pytest.mark.parametrize("setting", ["ML_[A-Z_]+", "HPAWEB_MAX_SIDE_PX"])
+def test_no_other_module_of_the_app_reads_the_ml_settings(setting):
+    cells = Path(django_settings.BASE_DIR) / "cells"
+    readers = [
+        path.name
+        for path in sorted(cells.rglob("*.py"))
+        if re.search(rf"settings\.{setting}", path.read_text()) and path.name != "ml_config.py"
+    ]
+    assert readers == []

@@ -1,0 +1,32 @@
+import pytest
+import torch
+
+from ml.checkpoints import load_checkpoint
+from ml.cli import main
+from ml.constants import NUM_CLASSES
+from ml.synth import write_dataset
+
+
+@pytest.mark.slow
+def test_train_command_writes_a_checkpoint_the_predictor_can_load(tmp_path):
+    data = tmp_path / "data"
+    write_dataset(data, n_images=4, seed=5, size_px=512, bit_depth=8)
+    out = tmp_path / "model.pt"
+    argv = ["train", "--data", str(data), "--out", str(out), "--size", "32", "--epochs", "1", "--refine-rounds", "1",
+            "--refine-epochs", "1", "--widths", "8", "8", "16", "16", "--val-fraction", "0.5", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    model, checkpoint = load_checkpoint(out)
+    assert checkpoint["config"]["input_size_px"] == 32
+    assert checkpoint["config"]["blend_cell_weight"] == 0.7
+    assert checkpoint["data"]["fields"] == 4
+    assert checkpoint["data"]["refine_rounds"] == 1
+    assert len(checkpoint["metrics"]["history"]) == 2
+    assert model(torch.zeros(1, 4, 32, 32)).shape == (1, NUM_CLASSES)
+
+
+def test_train_command_says_what_is_missing_in_the_data_folder(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m.pt"), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"{tmp_path / 'train.csv'} does not exist; a training folder needs a train.csv with columns ID,Label."
+    )
+    assert not (tmp_path / "m.pt").exists()

@@ -1,0 +1,201 @@
+import numpy as np
+import pytest
+import torch
+
+from ml.checkpoints import (
+    CHECKPOINT_VERSION,
+    CheckpointError,
+    first_line,
+    load_checkpoint,
+    load_unet_checkpoint,
+    save_checkpoint,
+    save_unet_checkpoint,
+)
+from ml.classifier.network import CellClassifier
+from ml.constants import CLASS_NAMES
+from ml.segmentation.hpa.config import build_unet, unet_config
+from tests.ml.support import TINY_CONFIG, TINY_ENCODER
+
+
+def test_checkpoint_round_trip_restores_weights_and_metadata(tmp_path):
+    model = CellClassifier(widths=TINY_CONFIG["widths"], dropout=0.0).eval()
+    save_checkpoint(tmp_path / "model-a.pt", model=model, config=TINY_CONFIG, metrics={"map": 0.5}, data={"images": 7})
+    loaded, checkpoint = load_checkpoint(tmp_path / "model-a.pt")
+    assert not loaded.training
+    crops = torch.rand(2, 4, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(crops), model(crops), rtol=0, atol=0)
+    assert "model" not in checkpoint
+    assert checkpoint["name"] == "model-a"
+    assert checkpoint["version"] == CHECKPOINT_VERSION
+    assert checkpoint["config"] == TINY_CONFIG
+    assert checkpoint["class_names"] == list(CLASS_NAMES)
+    assert checkpoint["mean"] == TINY_CONFIG["mean"] and checkpoint["std"] == TINY_CONFIG["std"]
+    assert checkpoint["metrics"] == {"map": 0.5} and checkpoint["data"] == {"images": 7}
+
+
+def test_checkpoint_stores_numpy_metadata_as_plain_data(tmp_path):
+    config = {**TINY_CONFIG, "widths": (8, 16), "mean": np.array([0.1, 0.2, 0.3, 0.4])}
+    save_checkpoint(
+        tmp_path / "m.pt",
+        model=CellClassifier(widths=(8, 16)),
+        config=config,
+        metrics={"per_class_ap": np.arange(3, dtype=np.float32) / 4, "map": np.float64(0.25)},
+        data={"source": tmp_path},
+        name="readable name",
+    )
+    raw = torch.load(tmp_path / "m.pt", map_location="cpu", weights_only=True)
+    assert raw["name"] == "readable name"
+    assert raw["config"]["widths"] == [8, 16]
+    assert raw["metrics"] == {"per_class_ap": [0.0, 0.25, 0.5], "map": 0.25}
+    assert raw["data"] == {"source": str(tmp_path)}
+
+
+def test_load_checkpoint_rejects_a_file_that_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "notes.pt").write_text("these are not weights")
+    message = r"^notes.pt is not an hpaweb classifier checkpoint or is damaged \(.*\); pass a checkpoint written by"
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path / "notes.pt")
+
+
+def test_load_checkpoint_rejects_a_whole_pickled_module(tmp_path):
+    torch.save(CellClassifier(widths=(8, 16)), tmp_path / "module.pt")
+    with pytest.raises(CheckpointError, match="module.pt is not an hpaweb classifier checkpoint"):
+        load_checkpoint(tmp_path / "module.pt")
+
+
+def test_load_checkpoint_rejects_a_bare_state_dict(tmp_path):
+    torch.save(CellClassifier(widths=(8, 16)).state_dict(), tmp_path / "weights.pt")
+    message = r"^weights.pt is not an hpaweb classifier checkpoint \(it has no 'model' entry\)"
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path / "weights.pt")
+
+
+def test_load_checkpoint_rejects_weights_of_the_wrong_shape(tiny_checkpoint):
+    checkpoint = torch.load(tiny_checkpoint, weights_only=True)
+    checkpoint["config"]["widths"] = [8, 32]
+    torch.save(checkpoint, tiny_checkpoint)
+    message = r"^The weights in tiny-model.pt do not fit a cell classifier with widths \[8, 32\]"
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tiny_checkpoint)
+
+
+def test_load_checkpoint_rejects_another_format_version(tiny_checkpoint):
+    checkpoint = torch.load(tiny_checkpoint, weights_only=True)
+    checkpoint["version"] = CHECKPOINT_VERSION + 1
+    torch.save(checkpoint, tiny_checkpoint)
+    newer = CHECKPOINT_VERSION + 1
+    message = f"^tiny-model.pt is checkpoint format version {newer}, but this hpaweb reads version {CHECKPOINT_VERSION}"
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tiny_checkpoint)
+
+
+def test_load_checkpoint_rejects_other_class_names(tiny_checkpoint):
+    checkpoint = torch.load(tiny_checkpoint, weights_only=True)
+    checkpoint["class_names"] = checkpoint["class_names"][:-1]
+    torch.save(checkpoint, tiny_checkpoint)
+    with pytest.raises(CheckpointError, match="predicts other classes than the 19 HPA classes"):
+        load_checkpoint(tiny_checkpoint)
+
+
+def test_load_checkpoint_names_a_nameless_checkpoint_after_its_file(tiny_checkpoint):
+    checkpoint = torch.load(tiny_checkpoint, weights_only=True)
+    del checkpoint["name"]
+    renamed = tiny_checkpoint.with_name("renamed.pt")
+    torch.save(checkpoint, renamed)
+    assert load_checkpoint(renamed)[1]["name"] == "renamed"
+
+
+def test_load_checkpoint_names_a_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="There is no model file at .*absent.pt"):
+        load_checkpoint(tmp_path / "absent.pt")
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"image_pooling": "median"}, "image_pooling 'median' is not one of mean, max"),
+        ({"mean": [0.5, 0.5, 0.5]}, "mean has 3 values instead of one per channel"),
+        ({"architecture": "resnet"}, "architecture 'resnet' is not 'cell-classifier'"),
+        ({"blend_cell_weight": 1.5}, "blend_cell_weight 1.5 is outside 0..1"),
+    ],
+)
+def test_save_checkpoint_refuses_an_unusable_config(tmp_path, change, problem):
+    with pytest.raises(CheckpointError, match=problem):
+        save_checkpoint(
+            tmp_path / "m.pt",
+            model=CellClassifier(widths=(8, 16)),
+            config={**TINY_CONFIG, **change},
+            metrics={},
+            data={},
+        )
+    assert not (tmp_path / "m.pt").exists()
+
+
+# Segmentation U-Net checkpoints: the same read step, their own sentences.
+
+
+@pytest.fixture
+def unet_checkpoint(tmp_path):
+    """A tiny nuclei network and the checkpoint it was saved to."""
+    torch.manual_seed(0)
+    config = unet_config("nuclei", encoder=TINY_ENCODER)
+    model = build_unet(config).eval()
+    path = tmp_path / "nuclei-net.pt"
+    save_unet_checkpoint(
+        path, state_dict=model.state_dict(), config=config, metrics={"val_loss": 0.5}, source={"seed": 0}
+    )
+    return model, path
+
+
+def test_unet_checkpoint_round_trip_restores_weights_and_metadata(unet_checkpoint):
+    model, path = unet_checkpoint
+    loaded, info = load_unet_checkpoint(path, kind="nuclei")
+    assert not loaded.training
+    image = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(image), model(image), rtol=0, atol=0)
+    assert "model" not in info
+    assert info == {
+        "config": unet_config("nuclei", encoder=TINY_ENCODER),
+        "version": CHECKPOINT_VERSION,
+        "name": "nuclei-net",
+        "metrics": {"val_loss": 0.5},
+        "source": {"seed": 0},
+    }
+
+
+def test_unet_checkpoint_loads_with_weights_only(unet_checkpoint):
+    _, path = unet_checkpoint
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(raw) == {"model", "config", "version", "name", "metrics", "source"}
+
+
+def test_load_unet_checkpoint_rejects_another_format_version(unet_checkpoint):
+    _, path = unet_checkpoint
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["version"] = CHECKPOINT_VERSION + 1
+    torch.save(checkpoint, path)
+    message = (
+        f"^nuclei-net.pt is checkpoint format version {CHECKPOINT_VERSION + 1}, but this hpaweb reads version "
+        f"{CHECKPOINT_VERSION}; convert or train it again with this release.$"
+    )
+    with pytest.raises(CheckpointError, match=message):
+        load_unet_checkpoint(path, kind="nuclei")
+
+
+def test_load_unet_checkpoint_names_the_missing_entry_and_how_to_get_a_checkpoint(tmp_path):
+    torch.save({"model": {}, "version": CHECKPOINT_VERSION}, tmp_path / "partial.pt")
+    message = r"^partial.pt is not an hpaweb segmentation checkpoint \(it has no 'config' entry\); convert the official"
+    with pytest.raises(CheckpointError, match=message):
+        load_unet_checkpoint(tmp_path / "partial.pt", kind="cell")
+
+
+def test_load_unet_checkpoint_names_a_missing_file_and_its_network(tmp_path):
+    with pytest.raises(CheckpointError, match=r"^There is no cell network weight file at .*absent\.pt; convert the"):
+        load_unet_checkpoint(tmp_path / "absent.pt", kind="cell")
+
+
+def test_first_line_keeps_the_first_line_or_names_the_error_type():
+    assert first_line(RuntimeError("size mismatch\n\tdetails")) == "size mismatch"
+    assert first_line(KeyError()) == "KeyError"
