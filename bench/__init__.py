@@ -6,7 +6,9 @@
   resident memory over consecutive 3072 px fields (`bench.memory`);
 - `bench.postprocess`: the `unet` backend's post-processing against the HPA reference's time;
 - `bench.classifier`: the classifier's cells per second by batch size;
-- `bench.seg_quality`: the classical segmentation against the reference masks of the real fields.
+- `bench.seg_quality`: the classical segmentation against the reference masks of the real fields;
+- `bench.fingerprint`: SHA-256 of every result on the real and synthetic fields, to show that a change
+  leaves them bit-identical.
 
 Shared helpers live in `bench.common`.
 """

@@ -7,18 +7,21 @@ import platform
 import socket
 import statistics
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The project's read-only reference data (real fields, the HPA segmenter's fixtures), beside the repository.
+SHARED_DIR = REPO_ROOT.parent / "shared"
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 # Synthetic fields take seconds each to draw, so they are kept between runs (var/ is not tracked).
 DEFAULT_DATA_DIR = REPO_ROOT / "var" / "bench"
 DEFAULT_SEED = 2048
 
 
-def synthetic_fields(*, count: int, size_px: int, seed: int = DEFAULT_SEED, data_dir: Path = DEFAULT_DATA_DIR) -> list[dict[str, Path]]:
+def synthetic_fields(
+    *, count: int, size_px: int, seed: int = DEFAULT_SEED, data_dir: Path = DEFAULT_DATA_DIR
+) -> list[dict[str, Path]]:
     """Channel files ({channel: path}) of `count` synthetic fields, drawn once and then reused.
 
     Field i depends only on (seed, i) and the size, so a folder drawn for more fields serves any
@@ -30,7 +33,9 @@ def synthetic_fields(*, count: int, size_px: int, seed: int = DEFAULT_SEED, data
     folder = Path(data_dir) / f"synth-{size_px}px-s{seed}"
     fields = find_fields(folder) if folder.is_dir() else {}
     if len(fields) < count:
-        print(f"Drawing {count} synthetic {size_px} px fields into {folder} (once; later runs reuse them) ...", flush=True)
+        print(
+            f"Drawing {count} synthetic {size_px} px fields into {folder} (once; later runs reuse them) ...", flush=True
+        )
         write_dataset(folder, n_images=count, seed=seed, size_px=size_px, bit_depth=8)
         fields = find_fields(folder)
     return [fields[field_id] for field_id in list(fields)[:count]]
@@ -146,5 +151,3 @@ def _git(*args: str) -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
-
-

@@ -43,7 +43,9 @@ def run(field_files: Sequence[dict[str, Path]], *, count: int, var_dir: Path, co
     command_line = [sys.executable, "-m", "celery", "-A", "hpaweb", "worker", "--loglevel=INFO", "--concurrency=1",
                     "-Q", settings.CELERY_TASK_DEFAULT_QUEUE, "--hostname", f"bench-memory-{os.getpid()}@%h"]  # fmt: skip
     with log_path.open("w") as log:
-        worker = subprocess.Popen(command_line, cwd=REPO_ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            command_line, cwd=REPO_ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT
+        )
     try:
         pool_pid = _wait_for_pool_process(worker.pid, log_path)
         idle_rss_mib = _status_mib(pool_pid, "VmRSS")
@@ -69,7 +71,9 @@ def run(field_files: Sequence[dict[str, Path]], *, count: int, var_dir: Path, co
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
-    failed = list(Field.objects.filter(pk__in=field_ids).exclude(status=Field.Status.DONE).values_list("error", flat=True))
+    failed = list(
+        Field.objects.filter(pk__in=field_ids).exclude(status=Field.Status.DONE).values_list("error", flat=True)
+    )
     if failed:
         raise RuntimeError(f"{len(failed)} fields failed, first: {failed[0]}")
     steady = rss_after_mib[min(WARM_UP_FIELDS, count - 1) :]
@@ -114,7 +118,6 @@ def report(section: dict) -> str:
 def _create_fields(field_files: Sequence[dict[str, Path]], *, count: int, media_root: Path) -> list[int]:
     """`count` queued fields whose channel files are copies of `field_files`, cycled."""
     from django.contrib.auth import get_user_model
-
     from PIL import Image
 
     from cells.models import Field, Job

@@ -39,7 +39,7 @@ NO_GPU = "not measured: no GPU"
 def build_parser() -> argparse.ArgumentParser:
     from ml.constants import DEFAULT_MODEL_PATH
 
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--fields", type=int, default=8, help="synthetic fields timed stage by stage")
     parser.add_argument("--size", type=int, default=2048, help="side of each synthetic field in px")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the synthetic fields")
@@ -49,9 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--processes", type=int, default=None,
         help="processes of the parallel analysis (default: usable CPUs; 0 skips it)",
     )  # fmt: skip
-    parser.add_argument("--batch-cells", type=int, default=256, help="crops per classifier batch in the parallel analysis")
+    parser.add_argument(
+        "--batch-cells", type=int, default=256, help="crops per classifier batch in the parallel analysis"
+    )
     parser.add_argument("--no-stages", action="store_true", help="skip the stage table (with --system or --memory)")
-    parser.add_argument("--system", action="store_true", help="also measure fields per minute through the API, 1 and 2 workers")
+    parser.add_argument(
+        "--system", action="store_true", help="also measure fields per minute through the API, 1 and 2 workers"
+    )
     parser.add_argument("--system-fields", type=int, default=8, help="fields submitted per worker count")
     parser.add_argument("--broker-url", default="redis://127.0.0.1:6379/0", help="Redis broker for --system")
     parser.add_argument(
@@ -97,12 +101,16 @@ def main(argv: list[str] | None = None) -> int:
             from bench import memory
 
             fields = synthetic_fields(count=2, size_px=args.memory_size, seed=args.seed, data_dir=args.data)
-            sections["memory"] = memory.run(fields, count=args.memory_fields, var_dir=Path(var_dir) / "memory", command=command)
+            sections["memory"] = memory.run(
+                fields, count=args.memory_fields, var_dir=Path(var_dir) / "memory", command=command
+            )
             print(memory.report(sections["memory"]))
 
     machine["load_average_at_end_1_5_15"] = [round(load, 2) for load in __import__("os").getloadavg()]
-    path = results_path(machine, datetime.date.today().isoformat()) if args.results == RESULTS_DIR else (
-        args.results / results_path(machine, datetime.date.today().isoformat()).name
+    path = (
+        results_path(machine, datetime.date.today().isoformat())
+        if args.results == RESULTS_DIR
+        else (args.results / results_path(machine, datetime.date.today().isoformat()).name)
     )
     write_results(path, machine=machine, sections=sections)
     print(f"\nResults written to {path}")
@@ -127,8 +135,14 @@ def _run_stages(args: argparse.Namespace, *, var_dir: Path, command: str) -> dic
     section = {
         "measured_at": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": command,
-        "settings": {"fields": args.fields, "size_px": args.size, "seed": args.seed, "model": str(args.model),
-                     "segmentation": segmenter.backend, "device": "cpu"},  # fmt: skip
+        "settings": {
+            "fields": args.fields,
+            "size_px": args.size,
+            "seed": args.seed,
+            "model": str(args.model),
+            "segmentation": segmenter.backend,
+            "device": "cpu",
+        },  # fmt: skip
         "fields": [{"field_id": t.field_id, "cells": t.cells, "seconds": t.seconds} for t in timings],
         "summary_s": summaries,
     }
@@ -160,7 +174,12 @@ def _run_gpu(args: argparse.Namespace, field_files, crops) -> dict:
     parallel = stages.parallel_fields_per_s(
         field_files, predictor=predictor, processes=processes, batch_cells=stages.GPU_BATCH_SIZE
     )
-    return {"device": torch.cuda.get_device_name(0), "autocast": "bfloat16", "classifier": classifier, "parallel": parallel}
+    return {
+        "device": torch.cuda.get_device_name(0),
+        "autocast": "bfloat16",
+        "classifier": classifier,
+        "parallel": parallel,
+    }
 
 
 def _targets(section: dict) -> dict:
@@ -179,7 +198,9 @@ def _targets(section: dict) -> dict:
 
     return {
         "cpu_end_to_end_floor_ratio": target(ratio, TARGET_FLOOR_RATIO, at_most=True),
-        "cpu_classifier_cells_per_s": target(cells_per_s, TARGET_CPU_CELLS_PER_S, missing=section["classifier"].get("skipped", "")),
+        "cpu_classifier_cells_per_s": target(
+            cells_per_s, TARGET_CPU_CELLS_PER_S, missing=section["classifier"].get("skipped", "")
+        ),
         "gpu_end_to_end_fields_per_s": target(gpu_fields, TARGET_GPU_FIELDS_PER_S, missing=gpu.get("skipped", "")),
         "gpu_classifier_cells_per_s": target(gpu_cells, TARGET_GPU_CELLS_PER_S, missing=gpu.get("skipped", "")),
     }

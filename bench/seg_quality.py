@@ -22,13 +22,14 @@ from PIL import Image
 from skimage.segmentation import find_boundaries
 from skimage.transform import resize
 
+from bench.common import SHARED_DIR
 from ml.constants import CHANNELS
 from ml.io import read_field, read_labels_png
 from ml.render import render_preview
 from ml.segmentation import Segmenter
 from ml.segmentation.matching import match_labels
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+DEFAULT_DATA_DIR = SHARED_DIR / "data" / "real"
 IOU_THRESHOLD = 0.5
 MIN_REFERENCE_AREA_PX = 1000
 REFERENCE_OUTLINE_RGB = (255, 0, 255)
@@ -36,7 +37,7 @@ OVERLAY_SIDE_PX = 1024
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.seg_quality", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="folder of field-* folders")
     parser.add_argument("--backend", default="classical", help="segmentation backend")
     parser.add_argument("--overlay", type=Path, help="write an outline overlay PNG here")

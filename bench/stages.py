@@ -65,15 +65,18 @@ def decode_floor_s(channel_files: dict[str, Path]) -> float:
     return time.perf_counter() - started
 
 
-def time_fields(field_files: Sequence[dict[str, Path]], *, segmenter, predictor) -> tuple[list[FieldTimings], np.ndarray]:
+def time_fields(
+    field_files: Sequence[dict[str, Path]], *, segmenter, predictor
+) -> tuple[list[FieldTimings], np.ndarray]:
     """Process each field as a worker does, timing every stage; also returns the crops made on the way.
 
     Django must be set up (`bench.configure_django`). The first field is processed once untimed
     first, so that lazy imports, thread pools and the database connection are not charged to it.
     """
+    from django.contrib.auth import get_user_model
+
     from cells.models import Field, Job
     from cells.processing import field_set_progress, field_store_result
-    from django.contrib.auth import get_user_model
     from ml.crops import crop_cells
     from ml.io import read_field
     from ml.pipeline import analyse_field
@@ -113,9 +116,13 @@ def time_fields(field_files: Sequence[dict[str, Path]], *, segmenter, predictor)
             path.read_bytes()  # from the page cache for both the floor and the decode stage
         floor_s = decode_floor_s(channel_files)
         seconds, images, result = process(channel_files, f"{index}-{field_id}")
-        timings.append(FieldTimings(field_id=field_id, cells=len(result.cells), seconds={"decode_floor": floor_s, **seconds}))
+        timings.append(
+            FieldTimings(field_id=field_id, cells=len(result.cells), seconds={"decode_floor": floor_s, **seconds})
+        )
         if predictor is not None:
-            crops.append(crop_cells(images.stack(), result.segmentation.cell_labels, size_px=predictor.input_size_px).images)
+            crops.append(
+                crop_cells(images.stack(), result.segmentation.cell_labels, size_px=predictor.input_size_px).images
+            )
         del images, result  # one field's channels at a time, as in a worker
     size_px = predictor.input_size_px if predictor is not None else 0
     return timings, np.concatenate(crops) if crops else np.zeros((0, 4, size_px, size_px), np.float32)

@@ -59,13 +59,22 @@ def run(field_files: Sequence[dict[str, Path]], *, broker_url: str, postgres_url
             "HPAWEB_ADMIN_PASSWORD": password,
         }
         for step in (["migrate", "--noinput"], ["ensure_admin"]):
-            subprocess.run([sys.executable, "manage.py", *step], cwd=REPO_ROOT, env=env, check=True, capture_output=True)
+            subprocess.run(
+                [sys.executable, "manage.py", *step], cwd=REPO_ROOT, env=env, check=True, capture_output=True
+            )
         try:
             with _web_server(env, Path(var_dir) / "web.log") as address:
                 client = _ApiClient(address, token=_api_token(address, password))
                 warm_up_files = _warm_up_field_files(Path(var_dir) / "warm-up")
                 runs = [
-                    _measure(client, env, field_files, warm_up_files, workers=workers, log_path=Path(var_dir) / f"worker-{workers}.log")
+                    _measure(
+                        client,
+                        env,
+                        field_files,
+                        warm_up_files,
+                        workers=workers,
+                        log_path=Path(var_dir) / f"worker-{workers}.log",
+                    )
                     for workers in WORKER_COUNTS
                 ]
         finally:
@@ -144,7 +153,9 @@ class _ApiClient:
             for channel, path in channel_files.items():
                 files.append(("files", f"f{index:03d}_{channel}.png", Path(path).read_bytes()))
         body, content_type = _multipart({"name": name}, files)
-        status, payload = _request(self.address, "POST", "/api/jobs/", body=body, headers={**self.headers, "Content-Type": content_type})
+        status, payload = _request(
+            self.address, "POST", "/api/jobs/", body=body, headers={**self.headers, "Content-Type": content_type}
+        )
         if status != 201:
             raise RuntimeError(f"The upload was refused ({status}): {payload}")
         return payload
@@ -167,7 +178,9 @@ def _api_token(address: tuple[str, int], password: str) -> str:
     return payload["token"]
 
 
-def _request(address: tuple[str, int], method: str, path: str, *, body: bytes | None = None, headers: dict | None = None):
+def _request(
+    address: tuple[str, int], method: str, path: str, *, body: bytes | None = None, headers: dict | None = None
+):
     connection = http.client.HTTPConnection(*address, timeout=600)
     try:
         connection.request(method, path, body=body, headers=headers or {})

@@ -32,7 +32,10 @@ class Pagination(PageNumberPagination):
 
 def _raise_input_error(exc: JobInputError):
     raise ApiValidationError(
-        {"detail": " ".join(f"{name}: {reason}" for name, reason in exc.field_errors.items()), "fields": exc.field_errors}
+        {
+            "detail": " ".join(f"{name}: {reason}" for name, reason in exc.field_errors.items()),
+            "fields": exc.field_errors,
+        }
     )
 
 
@@ -50,9 +53,25 @@ class FieldOutputSerializer(serializers.ModelSerializer):
         model = Field
         ref_name = "Field"
         fields = [
-            "id", "job", "name", "width", "height", "bit_depth", "status", "progress", "error", "attempts",
-            "segmentation_backend", "channels_used", "model_name", "image_probabilities", "timings_s",
-            "cell_count", "created_at", "started_at", "finished_at",
+            "id",
+            "job",
+            "name",
+            "width",
+            "height",
+            "bit_depth",
+            "status",
+            "progress",
+            "error",
+            "attempts",
+            "segmentation_backend",
+            "channels_used",
+            "model_name",
+            "image_probabilities",
+            "timings_s",
+            "cell_count",
+            "created_at",
+            "started_at",
+            "finished_at",
         ]
 
     def get_cell_count(self, field: Field) -> int:
@@ -60,7 +79,9 @@ class FieldOutputSerializer(serializers.ModelSerializer):
 
 
 class JobOutputSerializer(serializers.ModelSerializer):
-    status = serializers.SerializerMethodField(help_text="queued, running, done, failed (every field) or partial (some failed).")
+    status = serializers.SerializerMethodField(
+        help_text="queued, running, done, failed (every field) or partial (some failed)."
+    )
     progress = serializers.SerializerMethodField(help_text="Fraction of the job's work done, 0 to 1.")
     fields = FieldOutputSerializer(many=True, read_only=True)
 
@@ -85,13 +106,29 @@ class PredictionSerializer(serializers.Serializer):
 class CellOutputSerializer(serializers.ModelSerializer):
     field = serializers.CharField(source="field.name", help_text="The field's image ID.")
     field_id = serializers.IntegerField()
-    bbox = serializers.ListField(child=serializers.IntegerField(), help_text="[min_row, min_col, max_row, max_col), pixels.")
-    predictions = serializers.SerializerMethodField(help_text="The cell's likeliest classes (confidence >= 0.3, at least one), most confident first.")
+    bbox = serializers.ListField(
+        child=serializers.IntegerField(), help_text="[min_row, min_col, max_row, max_col), pixels."
+    )
+    predictions = serializers.SerializerMethodField(
+        help_text="The cell's likeliest classes (confidence >= 0.3, at least one), most confident first."
+    )
 
     class Meta:
         model = Cell
         ref_name = "Cell"
-        fields = ["id", "field", "field_id", "label", "bbox", "area_px", "mask_rle", "nucleus_rle", "probabilities", "predictions", "model_name"]
+        fields = [
+            "id",
+            "field",
+            "field_id",
+            "label",
+            "bbox",
+            "area_px",
+            "mask_rle",
+            "nucleus_rle",
+            "probabilities",
+            "predictions",
+            "model_name",
+        ]
 
     @extend_schema_field(PredictionSerializer(many=True))
     def get_predictions(self, cell: Cell) -> list[dict]:
@@ -120,17 +157,22 @@ class JobListCreateApi(APIView):
         assignments = serializers.CharField(
             required=False,
             allow_blank=True,
-            help_text='JSON mapping a file name in `files` to its field and channel, for files not named by the '
+            help_text="JSON mapping a file name in `files` to its field and channel, for files not named by the "
             'convention: {"scan 1.png": {"field": "A1", "channel": "green"}}; channel "multichannel" for a 4-plane TIFF.',
         )
         field_name = serializers.CharField(
-            required=False, allow_blank=True, max_length=200, help_text="The ID of the one field sent in the channel slots below."
+            required=False,
+            allow_blank=True,
+            max_length=200,
+            help_text="The ID of the one field sent in the channel slots below.",
         )
         red = serializers.FileField(required=False)
         green = serializers.FileField(required=False)
         blue = serializers.FileField(required=False)
         yellow = serializers.FileField(required=False)
-        multichannel = serializers.FileField(required=False, help_text="One TIFF with the 4 channels as (4, H, W) or (H, W, 4).")
+        multichannel = serializers.FileField(
+            required=False, help_text="One TIFF with the 4 channels as (4, H, W) or (H, W, 4)."
+        )
 
     @extend_schema(summary="List your jobs", responses=JobOutputSerializer(many=True))
     def get(self, request):
@@ -141,7 +183,10 @@ class JobListCreateApi(APIView):
         description="Every field is validated on its own; when any is unusable nothing is stored and the 400 "
         "response's `fields` maps each field (or file) to the reason. Processing starts once the job is stored.",
         request={"multipart/form-data": InputSerializer},
-        responses={201: JobOutputSerializer, 400: OpenApiResponse(description="Unusable input; `detail` says what and why.")},
+        responses={
+            201: JobOutputSerializer,
+            400: OpenApiResponse(description="Unusable input; `detail` says what and why."),
+        },
     )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
@@ -159,7 +204,10 @@ class JobListCreateApi(APIView):
                 )
         except JobInputError as exc:
             _raise_input_error(exc)
-        return Response(JobOutputSerializer(selectors.job_get(user=request.user, job_id=job.pk)).data, status=status.HTTP_201_CREATED)
+        return Response(
+            JobOutputSerializer(selectors.job_get(user=request.user, job_id=job.pk)).data,
+            status=status.HTTP_201_CREATED,
+        )
 
 
 class JobDetailApi(APIView):
@@ -200,7 +248,10 @@ class FieldRetryApi(APIView):
             intake.field_retry(field=field)
         except DjangoValidationError as exc:
             return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
-        return Response(FieldOutputSerializer(selectors.field_get(user=request.user, field_id=field_id)).data, status=status.HTTP_202_ACCEPTED)
+        return Response(
+            FieldOutputSerializer(selectors.field_get(user=request.user, field_id=field_id)).data,
+            status=status.HTTP_202_ACCEPTED,
+        )
 
 
 class FieldLabelsApi(APIView):
@@ -211,38 +262,58 @@ class FieldLabelsApi(APIView):
     )
     def get(self, request, field_id: int, kind: str):
         field, stored = selectors.field_labels_get(user=request.user, field_id=field_id, kind=kind)
-        return FileResponse(stored.open("rb"), content_type="image/png", as_attachment=True, filename=f"{field.name}_{kind}.png")
+        return FileResponse(
+            stored.open("rb"), content_type="image/png", as_attachment=True, filename=f"{field.name}_{kind}.png"
+        )
 
 
 class CellFilterSerializer(serializers.Serializer):
     class_index = serializers.IntegerField(
-        required=False, min_value=0, max_value=len(CLASS_NAMES) - 1,
+        required=False,
+        min_value=0,
+        max_value=len(CLASS_NAMES) - 1,
         help_text="Rank and filter by this class's confidence (0 = Nucleoplasm ... 18 = Negative) instead of the top class's.",
     )
-    min_confidence = serializers.FloatField(required=False, min_value=0.0, max_value=1.0, help_text="Keep cells whose confidence reaches this.")
+    min_confidence = serializers.FloatField(
+        required=False, min_value=0.0, max_value=1.0, help_text="Keep cells whose confidence reaches this."
+    )
     order = serializers.ChoiceField(choices=list(selectors.CELL_ORDERS), required=False, default="field")
 
 
 class JobCellListApi(APIView):
     pagination_class = Pagination
 
-    @extend_schema(summary="List a job's cells", parameters=[CellFilterSerializer], responses=CellOutputSerializer(many=True))
+    @extend_schema(
+        summary="List a job's cells", parameters=[CellFilterSerializer], responses=CellOutputSerializer(many=True)
+    )
     def get(self, request, job_id: int):
         filters = CellFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         job = selectors.job_get(user=request.user, job_id=job_id)
-        return _paginated(self, request, selectors.cell_list(user=request.user, job=job, **filters.validated_data), CellOutputSerializer)
+        return _paginated(
+            self,
+            request,
+            selectors.cell_list(user=request.user, job=job, **filters.validated_data),
+            CellOutputSerializer,
+        )
 
 
 class FieldCellListApi(APIView):
     pagination_class = Pagination
 
-    @extend_schema(summary="List a field's cells", parameters=[CellFilterSerializer], responses=CellOutputSerializer(many=True))
+    @extend_schema(
+        summary="List a field's cells", parameters=[CellFilterSerializer], responses=CellOutputSerializer(many=True)
+    )
     def get(self, request, field_id: int):
         filters = CellFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         field = selectors.field_get(user=request.user, field_id=field_id)
-        return _paginated(self, request, selectors.cell_list(user=request.user, field=field, **filters.validated_data), CellOutputSerializer)
+        return _paginated(
+            self,
+            request,
+            selectors.cell_list(user=request.user, field=field, **filters.validated_data),
+            CellOutputSerializer,
+        )
 
 
 class CellDetailApi(APIView):
@@ -263,12 +334,16 @@ class JobClassCountApi(APIView):
         name = serializers.CharField()
         cells = serializers.IntegerField(help_text="Cells whose confidence for this class reaches min_confidence.")
 
-    @extend_schema(summary="Count a job's cells per class", parameters=[FilterSerializer], responses=OutputSerializer(many=True))
+    @extend_schema(
+        summary="Count a job's cells per class", parameters=[FilterSerializer], responses=OutputSerializer(many=True)
+    )
     def get(self, request, job_id: int):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         job = selectors.job_get(user=request.user, job_id=job_id)
-        return Response(self.OutputSerializer(selectors.class_counts(job=job, **filters.validated_data), many=True).data)
+        return Response(
+            self.OutputSerializer(selectors.class_counts(job=job, **filters.validated_data), many=True).data
+        )
 
 
 class _AnyMediaRenderer(BaseRenderer):

@@ -41,8 +41,11 @@ def _fields(job: Job) -> Iterator[Field]:
 
 
 def _cells(job: Job) -> Iterator[Cell]:
-    return Cell.objects.filter(field__job=job).select_related("field").order_by("field_id", "label").iterator(
-        chunk_size=_ROWS_PER_QUERY
+    return (
+        Cell.objects.filter(field__job=job)
+        .select_related("field")
+        .order_by("field_id", "label")
+        .iterator(chunk_size=_ROWS_PER_QUERY)
     )
 
 
@@ -54,7 +57,9 @@ def submission_rows(*, job: Job) -> Iterator[SubmissionRow]:
             for mask_rle, probabilities in field.cells.order_by("label").values_list("mask_rle", "probabilities")
             if probabilities is not None
         ]
-        yield SubmissionRow(image_id=field.name, width=field.width, height=field.height, prediction_string=prediction_string(cells))
+        yield SubmissionRow(
+            image_id=field.name, width=field.width, height=field.height, prediction_string=prediction_string(cells)
+        )
 
 
 def submission_csv(*, job: Job) -> Iterator[str]:
@@ -72,7 +77,9 @@ def cells_csv(*, job: Job) -> Iterator[str]:
     def rows():
         yield CELLS_CSV_HEADER
         for cell in _cells(job):
-            probabilities = [f"{p:.6f}" for p in cell.probabilities] if cell.probabilities is not None else [""] * len(CLASS_NAMES)
+            probabilities = (
+                [f"{p:.6f}" for p in cell.probabilities] if cell.probabilities is not None else [""] * len(CLASS_NAMES)
+            )
             yield (cell.field.name, cell.label, *cell.bbox, cell.area_px, *probabilities)
 
     return _csv_chunks(rows())

@@ -54,7 +54,11 @@ class JobUploadForm(forms.Form):
 
 
 class GalleryFilterForm(forms.Form):
-    ORDERS = [("confidence", "Confidence, highest first"), ("-confidence", "Confidence, lowest first"), ("field", "Field and cell id")]
+    ORDERS = [
+        ("confidence", "Confidence, highest first"),
+        ("-confidence", "Confidence, lowest first"),
+        ("field", "Field and cell id"),
+    ]
 
     class_index = forms.TypedChoiceField(
         label="Class",
@@ -66,7 +70,11 @@ class GalleryFilterForm(forms.Form):
     DEFAULT_MIN_CONFIDENCE = 0.5
 
     min_confidence = forms.FloatField(
-        label="Minimum confidence", min_value=0.0, max_value=1.0, required=False, initial=DEFAULT_MIN_CONFIDENCE,
+        label="Minimum confidence",
+        min_value=0.0,
+        max_value=1.0,
+        required=False,
+        initial=DEFAULT_MIN_CONFIDENCE,
         widget=forms.NumberInput(attrs={"step": "0.05"}),
     )
     order = forms.ChoiceField(label="Sort by", choices=ORDERS, required=False, initial="confidence")

@@ -139,7 +139,9 @@ class Cell(models.Model):
     top_class = models.PositiveSmallIntegerField(null=True, blank=True)
     top_confidence = models.FloatField(null=True, blank=True)
     model_name = models.CharField(max_length=200, blank=True)
-    thumbnail = models.FileField(upload_to=_cell_thumbnail_path, blank=True, help_text="The cell centred on its neighbours, dimmed.")
+    thumbnail = models.FileField(
+        upload_to=_cell_thumbnail_path, blank=True, help_text="The cell centred on its neighbours, dimmed."
+    )
 
     class Meta:
         ordering = ["field_id", "label"]

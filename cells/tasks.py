@@ -29,7 +29,13 @@ def process_field(self, field_id: int) -> None:
         # The database was busy or briefly unreachable: try again, then give up clearly.
         if self.request.retries < MAX_RETRIES:
             raise self.retry(exc=exc, countdown=2 ** (self.request.retries + 1)) from exc
-        processing.field_fail(field_id=field_id, reason=f"The database could not be reached to store the result ({exc}); run the field again.")
+        processing.field_fail(
+            field_id=field_id,
+            reason=f"The database could not be reached to store the result ({exc}); run the field again.",
+        )
     except Exception as exc:
         logger.exception("Field %s failed", field_id)
-        processing.field_fail(field_id=field_id, reason=f"Processing failed unexpectedly: {exc}. The inputs were kept; run the field again or report this message.")
+        processing.field_fail(
+            field_id=field_id,
+            reason=f"Processing failed unexpectedly: {exc}. The inputs were kept; run the field again or report this message.",
+        )

@@ -95,8 +95,10 @@ def clean_field_name(name: str) -> str:
     name = name.strip()
     if not _NAME.match(name):
         raise JobInputError(
-            {"name": f"The field ID {name!r} is not allowed: a field ID may hold letters, digits, '.', '_' and '-' only "
-                     "(at most 200), and must start with a letter or digit."}
+            {
+                "name": f"The field ID {name!r} is not allowed: a field ID may hold letters, digits, '.', '_' and '-' only "
+                "(at most 200), and must start with a letter or digit."
+            }
         )
     return name
 
@@ -112,7 +114,9 @@ def single_field_upload(files: Mapping[str, UploadedFile], *, name: str = "") ->
     guessed = field_name_from_files(channel_files.values())
     if not name and multichannel is not None:
         guessed = _stem(multichannel.name or "")
-    return FieldUpload(name=clean_field_name(name or guessed or "field"), channel_files=channel_files, multichannel_file=multichannel)
+    return FieldUpload(
+        name=clean_field_name(name or guessed or "field"), channel_files=channel_files, multichannel_file=multichannel
+    )
 
 
 def parse_assignments(text: str) -> dict[str, Assignment]:
@@ -122,26 +126,46 @@ def parse_assignments(text: str) -> dict[str, Assignment]:
     try:
         raw = json.loads(text)
     except json.JSONDecodeError:
-        raise JobInputError({"assignments": "The channel assignments are not valid JSON; send an object that maps "
-                                            'each file name to {"field": ID, "channel": "green"}.'}) from None
+        raise JobInputError(
+            {
+                "assignments": "The channel assignments are not valid JSON; send an object that maps "
+                'each file name to {"field": ID, "channel": "green"}.'
+            }
+        ) from None
     if not isinstance(raw, dict):
-        raise JobInputError({"assignments": 'The channel assignments must map each file name to {"field": ID, "channel": "green"}.'})
+        raise JobInputError(
+            {"assignments": 'The channel assignments must map each file name to {"field": ID, "channel": "green"}.'}
+        )
     assignments = {}
     for file_name, choice in raw.items():
-        if not isinstance(choice, dict) or not isinstance(choice.get("field"), str) or choice.get("channel") not in (*CHANNELS, "multichannel"):
-            raise JobInputError({file_name: f"The assignment of {file_name} needs a field ID and a channel "
-                                            f"({', '.join(CHANNELS)} or multichannel)."})
+        if (
+            not isinstance(choice, dict)
+            or not isinstance(choice.get("field"), str)
+            or choice.get("channel") not in (*CHANNELS, "multichannel")
+        ):
+            raise JobInputError(
+                {
+                    file_name: f"The assignment of {file_name} needs a field ID and a channel "
+                    f"({', '.join(CHANNELS)} or multichannel)."
+                }
+            )
         assignments[file_name] = Assignment(field=choice["field"], channel=choice["channel"])
     return assignments
 
 
 @contextlib.contextmanager
-def request_uploads(files: MultiValueDict, *, field_name: str = "", assignments: str = "") -> Iterator[list[FieldUpload]]:
+def request_uploads(
+    files: MultiValueDict, *, field_name: str = "", assignments: str = ""
+) -> Iterator[list[FieldUpload]]:
     """Every field of a request; files unpacked from archives live in a folder removed on exit."""
     workdir = Path(tempfile.mkdtemp(prefix="hpaweb-upload-"))
     try:
         yield fields_from_files(
-            files, field_name=field_name, assignments=parse_assignments(assignments), workdir=workdir, limits=ZipLimits.from_settings()
+            files,
+            field_name=field_name,
+            assignments=parse_assignments(assignments),
+            workdir=workdir,
+            limits=ZipLimits.from_settings(),
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -176,7 +200,9 @@ def fields_from_files(
         else:
             groups.add_by_name(name, upload_file)
     if not uploads and not loose:
-        errors["upload"] = "No files were uploaded; add the green and blue channels (at least) of a field, a multi-channel TIFF or a zip of fields."
+        errors["upload"] = (
+            "No files were uploaded; add the green and blue channels (at least) of a field, a multi-channel TIFF or a zip of fields."
+        )
     errors.update(groups.errors)
     if errors:
         raise JobInputError(errors)
@@ -211,20 +237,30 @@ class _FieldGroups:
             return
         if assignment.channel == "multichannel":
             if field_id in self.multichannel or field_id in self.channels:
-                self.errors[field_id] = f"{name} and other files all claim field {field_id}; give each field its own ID."
+                self.errors[field_id] = (
+                    f"{name} and other files all claim field {field_id}; give each field its own ID."
+                )
             self.multichannel[field_id] = upload_file
             return
         if field_id in self.multichannel:
-            self.errors[field_id] = f"Field {field_id} has both a multi-channel TIFF and channel files; keep one of them."
+            self.errors[field_id] = (
+                f"Field {field_id} has both a multi-channel TIFF and channel files; keep one of them."
+            )
         channels = self.channels.setdefault(field_id, {})
         if assignment.channel in channels:
             other = _base_name(channels[assignment.channel].name or "")
-            self.errors[field_id] = f"Both {other} and {name} hold the {assignment.channel} channel of field {field_id}; keep one of them."
+            self.errors[field_id] = (
+                f"Both {other} and {name} hold the {assignment.channel} channel of field {field_id}; keep one of them."
+            )
         channels[assignment.channel] = upload_file
 
     def uploads(self) -> list[FieldUpload]:
         fields = [FieldUpload(name=name, channel_files=files) for name, files in self.channels.items()]
-        fields += [FieldUpload(name=name, multichannel_file=f) for name, f in self.multichannel.items() if name not in self.channels]
+        fields += [
+            FieldUpload(name=name, multichannel_file=f)
+            for name, f in self.multichannel.items()
+            if name not in self.channels
+        ]
         return sorted(fields, key=lambda upload: upload.name)
 
 
@@ -243,7 +279,9 @@ def _unpack_zip(upload_file: UploadedFile, *, workdir: Path, limits: ZipLimits) 
     with archive:
         entries = archive.infolist()
         if len(entries) > limits.max_entries:
-            raise refuse(f"it holds {len(entries)} entries, more than the {limits.max_entries} allowed; split it into smaller archives.")
+            raise refuse(
+                f"it holds {len(entries)} entries, more than the {limits.max_entries} allowed; split it into smaller archives."
+            )
         images = []
         for entry in entries:
             problem = _entry_problem(entry, limits)
@@ -258,7 +296,9 @@ def _unpack_zip(upload_file: UploadedFile, *, workdir: Path, limits: ZipLimits) 
                 "split it into smaller archives."
             )
         if not images:
-            raise refuse("it holds no PNG or TIFF images named {ID}_{channel}.png; put the fields' channel files in it.")
+            raise refuse(
+                "it holds no PNG or TIFF images named {ID}_{channel}.png; put the fields' channel files in it."
+            )
         return [_extract(archive, entry, workdir / str(index), refuse) for index, entry in enumerate(images)]
 
 

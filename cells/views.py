@@ -23,7 +23,11 @@ from ml.io import FIELD_FILE_PATTERN
 
 GALLERY_PAGE_SIZE = 48
 # What upload.js needs to assign dropped files to fields as the server will.
-UPLOAD_PAGE_DATA = {"fieldFilePattern": FIELD_FILE_PATTERN, "channels": list(CHANNELS), "requiredChannels": list(REQUIRED_CHANNELS)}
+UPLOAD_PAGE_DATA = {
+    "fieldFilePattern": FIELD_FILE_PATTERN,
+    "channels": list(CHANNELS),
+    "requiredChannels": list(REQUIRED_CHANNELS),
+}
 
 
 @login_required
@@ -222,7 +226,10 @@ def account_token(request):
 
 def _private_file(stored, *, content_type: str, download_name: str | None = None) -> FileResponse:
     response = FileResponse(
-        stored.open("rb"), content_type=content_type, as_attachment=download_name is not None, filename=download_name or ""
+        stored.open("rb"),
+        content_type=content_type,
+        as_attachment=download_name is not None,
+        filename=download_name or "",
     )
     # Owner-only content: browsers may keep it, shared caches may not.
     response["Cache-Control"] = "private, max-age=3600"

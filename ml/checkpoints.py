@@ -7,7 +7,7 @@ reads) and says in a sentence what was wrong. Both kinds hold everything needed 
 feed their model, so serving derives its preprocessing from the file and cannot drift from
 training:
 
-- the cell classifier (`save_checkpoint`, `load_checkpoint`, `build_model`):
+- the cell classifier (`save_classifier_checkpoint`, `load_classifier_checkpoint`, `build_classifier`):
   {"model": state_dict, "config": {"architecture": "cell-classifier", "widths", "input_size_px",
   "mean", "std", "blend_cell_weight", "image_pooling", "dropout"}, "class_names", "mean", "std",
   "version", "metrics", "data", "name"}, written by `python -m ml train`;
@@ -35,7 +35,7 @@ from ml.segmentation.hpa.config import UNET_ARCHITECTURE, build_unet
 from ml.segmentation.hpa.network import DPNUnet
 
 CHECKPOINT_VERSION = 1  # the format version this release writes and reads, of both kinds
-ARCHITECTURE = "cell-classifier"
+CLASSIFIER_ARCHITECTURE = "cell-classifier"
 CONFIG_KEYS: tuple[str, ...] = (
     "architecture",
     "widths",
@@ -85,7 +85,7 @@ _UNET = _Kind(
 )
 
 
-def save_checkpoint(
+def save_classifier_checkpoint(
     path: str | Path, *, model: nn.Module, config: dict, metrics: dict, data: dict, name: str | None = None
 ) -> None:
     """Write a classifier checkpoint; `name` (shown to users) defaults to the file name without suffix."""
@@ -105,7 +105,7 @@ def save_checkpoint(
     save_atomically(checkpoint, path)
 
 
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
+def load_classifier_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     """Load a classifier checkpoint; returns (model in eval mode on the CPU, the checkpoint without "model")."""
     path = Path(path)
     checkpoint = _read_checkpoint(path, _CLASSIFIER, file_description="model file")
@@ -115,7 +115,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
         raise CheckpointError(
             f"{path.name} predicts other classes than the 19 HPA classes; {_CLASSIFIER.how_to_get_one}."
         )
-    model = build_model(config)
+    model = build_classifier(config)
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as error:
@@ -129,7 +129,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     return model, info
 
 
-def build_model(config: Mapping) -> CellClassifier:
+def build_classifier(config: Mapping) -> CellClassifier:
     """The untrained cell classifier a config describes."""
     return CellClassifier(in_channels=len(CHANNELS), widths=tuple(config["widths"]), dropout=float(config["dropout"]))
 
@@ -246,8 +246,8 @@ def _config_problem(config: Mapping) -> str | None:
     missing = [key for key in CONFIG_KEYS if key not in config]
     if missing:
         return f"{', '.join(missing)} missing"
-    if config["architecture"] != ARCHITECTURE:
-        return f"architecture {config['architecture']!r} is not {ARCHITECTURE!r}"
+    if config["architecture"] != CLASSIFIER_ARCHITECTURE:
+        return f"architecture {config['architecture']!r} is not {CLASSIFIER_ARCHITECTURE!r}"
     if config["image_pooling"] not in IMAGE_POOLINGS:
         return f"image_pooling {config['image_pooling']!r} is not one of {', '.join(IMAGE_POOLINGS)}"
     if not 0.0 <= float(config["blend_cell_weight"]) <= 1.0:

@@ -6,7 +6,7 @@ DEVICE_NAMES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" -> the GPU when CUDA is available, else the CPU; "cpu"; "cuda" or "cuda:N"."""
+    """ "auto" -> the GPU when CUDA is available, else the CPU; "cpu"; "cuda" or "cuda:N"."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":

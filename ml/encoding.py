@@ -137,16 +137,12 @@ def prediction_string(cells: Iterable[tuple[str, Sequence[float]]], *, min_confi
 
 
 def parse_prediction_string(text: str) -> list[tuple[int, float, str]]:
-    """"label confidence mask ..." -> [(label, confidence, mask string), ...]."""
+    """ "label confidence mask ..." -> [(label, confidence, mask string), ...]."""
     tokens = text.split()
     if len(tokens) % 3:
-        raise ValueError(
-            f"A PredictionString holds 'label confidence mask' triples, but it has {len(tokens)} items."
-        )
+        raise ValueError(f"A PredictionString holds 'label confidence mask' triples, but it has {len(tokens)} items.")
     try:
-        return [
-            (int(tokens[index]), float(tokens[index + 1]), tokens[index + 2]) for index in range(0, len(tokens), 3)
-        ]
+        return [(int(tokens[index]), float(tokens[index + 1]), tokens[index + 2]) for index in range(0, len(tokens), 3)]
     except ValueError:
         raise ValueError(
             "A PredictionString triple must start with an integer label and a numeric confidence."

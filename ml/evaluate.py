@@ -26,7 +26,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from ml.constants import CLASS_NAMES, NUM_CLASSES
-from ml.encoding import SubmissionRow, kaggle_to_rle, parse_prediction_string, read_submission
+from ml.encoding import SubmissionRow, kaggle_to_rle, parse_prediction_string
 
 IOU_THRESHOLD = 0.6
 
@@ -144,7 +144,7 @@ def _match_image(
 
     results = []
     for label in sorted({p[0] for p in predictions}):
-        candidates = np.array([truth_index[mask] for l, _c, mask in truth if l == label])
+        candidates = np.array([truth_index[mask] for truth_label, _c, mask in truth if truth_label == label])
         matched = np.zeros(len(candidates), dtype=bool)
         ranked = sorted((p for p in predictions if p[0] == label), key=lambda p: -p[1])  # stable on ties
         for _label, confidence, mask in ranked:

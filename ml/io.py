@@ -106,7 +106,9 @@ def read_field(sources: Mapping[str, Source | None], *, max_side_px: int = MAX_S
     # Pillow and tifffile release the GIL while they decode, so the channels are read side by
     # side; the first bad channel in CHANNELS order is the one reported.
     with ThreadPoolExecutor(max_workers=len(present)) as pool:
-        decoded = list(pool.map(lambda name: read_channel(sources[name], channel=name, max_side_px=max_side_px), present))
+        decoded = list(
+            pool.map(lambda name: read_channel(sources[name], channel=name, max_side_px=max_side_px), present)
+        )
     images = {name: image for name, (image, _bit_depth) in zip(present, decoded, strict=True)}
     return FieldImages(**images, bit_depth=max(bit_depth for _image, bit_depth in decoded))
 

@@ -4,10 +4,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ml.classifier.predictor import Predictor
 from ml.crops import cell_boxes, crop_cells
 from ml.encoding import empty_rle, labels_to_rles
 from ml.io import FieldImages
-from ml.classifier.predictor import Predictor
 from ml.segmentation import Segmentation, Segmenter
 
 # Share of a field's work done when each stage starts; segmentation dominates on a CPU.

@@ -29,7 +29,9 @@ def contrast_stretch(image: np.ndarray, *, low_percentile: float = 1.0, high_per
     return np.clip((image - low) / (high - low), 0.0, 1.0).astype(np.float32)
 
 
-def contrast_stretch_uint8(image: np.ndarray, *, low_percentile: float = 1.0, high_percentile: float = 99.8) -> np.ndarray:
+def contrast_stretch_uint8(
+    image: np.ndarray, *, low_percentile: float = 1.0, high_percentile: float = 99.8
+) -> np.ndarray:
     """`contrast_stretch` scaled to 0..255 and rounded to uint8, computed in place on one copy."""
     low, high = _stretch_limits(image, low_percentile, high_percentile)
     if high <= low:
@@ -78,7 +80,10 @@ def render_preview(field: FieldImages, segmentation: Segmentation, *, max_side_p
     """The composite with every cell outlined (white) and every nucleus outlined (cyan), uint8 (h, w, 3)."""
     rgb = composite_rgb(field, max_side_px=max_side_px)
     out_shape = rgb.shape[:2]
-    for labels, colour in ((segmentation.cell_labels, CELL_OUTLINE_RGB), (segmentation.nuclei_labels, NUCLEUS_OUTLINE_RGB)):
+    for labels, colour in (
+        (segmentation.cell_labels, CELL_OUTLINE_RGB),
+        (segmentation.nuclei_labels, NUCLEUS_OUTLINE_RGB),
+    ):
         small = resize(labels, out_shape, order=0, preserve_range=True, anti_aliasing=False).astype(labels.dtype)
         rgb[inner_boundaries(small)] = colour
     return rgb

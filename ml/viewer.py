@@ -58,8 +58,12 @@ def downscale_labels(labels: np.ndarray, out_shape: tuple[int, int]) -> np.ndarr
     """Nearest-neighbour copy of an (H, W) label image: every value is a label that exists in the input."""
     if labels.shape == out_shape:
         return labels.copy()
-    rows = np.minimum(((np.arange(out_shape[0]) + 0.5) * labels.shape[0] / out_shape[0]).astype(np.intp), labels.shape[0] - 1)
-    cols = np.minimum(((np.arange(out_shape[1]) + 0.5) * labels.shape[1] / out_shape[1]).astype(np.intp), labels.shape[1] - 1)
+    rows = np.minimum(
+        ((np.arange(out_shape[0]) + 0.5) * labels.shape[0] / out_shape[0]).astype(np.intp), labels.shape[0] - 1
+    )
+    cols = np.minimum(
+        ((np.arange(out_shape[1]) + 0.5) * labels.shape[1] / out_shape[1]).astype(np.intp), labels.shape[1] - 1
+    )
     return labels[np.ix_(rows, cols)]
 
 
@@ -88,7 +92,9 @@ def hpa_composite(channels: dict[str, np.ndarray]) -> np.ndarray:
     """HPA colouring of uint8 channels: red = microtubules, green = protein, blue = nucleus, yellow adds to red and green."""
     shape = next(iter(channels.values())).shape
     zeros = np.zeros(shape, dtype=np.uint16)
-    red, green, blue, yellow = (channels[name].astype(np.uint16) if name in channels else zeros for name in ("red", "green", "blue", "yellow"))
+    red, green, blue, yellow = (
+        channels[name].astype(np.uint16) if name in channels else zeros for name in ("red", "green", "blue", "yellow")
+    )
     half_yellow = yellow >> 1  # integer halving: floor(x + 0.5 y) for integer x, as the float formula truncated
     rgb = np.empty((*shape, 3), dtype=np.uint8)
     rgb[..., 0] = np.minimum(red + half_yellow, 255)
@@ -97,13 +103,16 @@ def hpa_composite(channels: dict[str, np.ndarray]) -> np.ndarray:
     return rgb
 
 
-def viewer_images(field: FieldImages, segmentation: Segmentation, *, max_side_px: int = VIEWER_MAX_SIDE_PX) -> ViewerImages:
+def viewer_images(
+    field: FieldImages, segmentation: Segmentation, *, max_side_px: int = VIEWER_MAX_SIDE_PX
+) -> ViewerImages:
     """Every viewer picture of a field and its segmentation."""
     out_shape, scale = viewer_shape(field.shape, max_side_px=max_side_px)
     # Pillow's resampling and NumPy's array arithmetic release the GIL: one thread per channel.
     with ThreadPoolExecutor(max_workers=len(field.channels_present)) as pool:
         stretched = pool.map(
-            lambda name: contrast_stretch_uint8(downscale_channel(getattr(field, name), out_shape)), field.channels_present
+            lambda name: contrast_stretch_uint8(downscale_channel(getattr(field, name), out_shape)),
+            field.channels_present,
         )
         channels = dict(zip(field.channels_present, stretched, strict=True))
     cell_labels = downscale_labels(segmentation.cell_labels, out_shape)
@@ -145,7 +154,9 @@ def cell_thumbnails(
         rows = slice(max(row0, 0), min(row0 + side, height))
         cols = slice(max(col0, 0), min(col0 + side, width))
         is_cell = images.cell_labels[rows, cols] == cell_id
-        window = colours[rows, cols].astype(np.float32) * np.where(is_cell, 1.0, THUMBNAIL_CONTEXT_BRIGHTNESS)[..., None]
+        window = (
+            colours[rows, cols].astype(np.float32) * np.where(is_cell, 1.0, THUMBNAIL_CONTEXT_BRIGHTNESS)[..., None]
+        )
         square[rows.start - row0 : rows.stop - row0, cols.start - col0 : cols.stop - col0] = window
         resized = Image.fromarray(square.round().astype(np.uint8)).resize((size_px, size_px), Image.Resampling.BILINEAR)
         thumbnails[index] = np.asarray(resized)

@@ -44,7 +44,8 @@ def channel_uploads():
     def make(*, field_id: str = "f1", channels=("red", "green", "blue", "yellow"), **kwargs):
         pngs = field_pngs(**kwargs)
         return {
-            name: SimpleUploadedFile(f"{field_id}_{name}.png", pngs[name], content_type="image/png") for name in channels
+            name: SimpleUploadedFile(f"{field_id}_{name}.png", pngs[name], content_type="image/png")
+            for name in channels
         }
 
     return make
@@ -125,9 +126,24 @@ def worker_process(tmp_path, isolated_media):
     log_path = tmp_path / "worker.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "hpaweb", "worker", "--loglevel=INFO", "--concurrency=1",
-             "-Q", settings.CELERY_TASK_DEFAULT_QUEUE, "--hostname", f"e2e-{os.getpid()}@%h"],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "hpaweb",
+                "worker",
+                "--loglevel=INFO",
+                "--concurrency=1",
+                "-Q",
+                settings.CELERY_TASK_DEFAULT_QUEUE,
+                "--hostname",
+                f"e2e-{os.getpid()}@%h",
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     yield process, log_path
     process.terminate()

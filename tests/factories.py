@@ -29,7 +29,12 @@ def field_arrays(*, size_px: int = 512, bit_depth: int = 8, seed: int = 0) -> di
         cytoplasm[distance < 50 * scale] = np.maximum(cytoplasm[distance < 50 * scale], 0.5)
         green[distance < 18 * scale] = 0.6
     noise = rng.normal(0, 0.02, blue.shape).astype(np.float32)
-    channels = {"red": cytoplasm + noise, "green": green + noise, "blue": blue + noise, "yellow": cytoplasm * 0.8 + noise}
+    channels = {
+        "red": cytoplasm + noise,
+        "green": green + noise,
+        "blue": blue + noise,
+        "yellow": cytoplasm * 0.8 + noise,
+    }
     top = 255 if bit_depth == 8 else 65535
     dtype = np.uint8 if bit_depth == 8 else np.uint16
     return {name: (np.clip(image, 0, 1) * top).astype(dtype) for name, image in channels.items()}
@@ -57,8 +62,12 @@ def make_job(*, owner, name: str = "", segmentation_backend: str = "classical") 
     return Job.objects.create(owner=owner, name=name, segmentation_backend=segmentation_backend)
 
 
-def make_field(*, job: Job, name: str = "f1", size_px: int = 64, status: str = Field.Status.QUEUED, progress: float = 0.0, **values) -> Field:
-    return Field.objects.create(job=job, name=name, width=size_px, height=size_px, bit_depth=8, status=status, progress=progress, **values)
+def make_field(
+    *, job: Job, name: str = "f1", size_px: int = 64, status: str = Field.Status.QUEUED, progress: float = 0.0, **values
+) -> Field:
+    return Field.objects.create(
+        job=job, name=name, width=size_px, height=size_px, bit_depth=8, status=status, progress=progress, **values
+    )
 
 
 def make_cell(*, field: Field, label: int, probabilities: list[float] | None = None, bbox=(0, 0, 10, 10)) -> Cell:

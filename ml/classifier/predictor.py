@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ml.checkpoints import load_checkpoint
+from ml.checkpoints import load_classifier_checkpoint
 from ml.constants import CHANNELS, NUM_CLASSES
 from ml.crops import CellCrops, normalize_crops
 from ml.device import resolve_device
@@ -33,7 +33,7 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str = "auto", batch_size: int = 256) -> "Predictor":
-        model, checkpoint = load_checkpoint(path)
+        model, checkpoint = load_classifier_checkpoint(path)
         return cls(model, checkpoint, device=resolve_device(device), batch_size=batch_size)
 
     def predict_crops(self, images: np.ndarray) -> np.ndarray:

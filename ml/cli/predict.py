@@ -11,18 +11,20 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ml import constants
+from ml.classifier.predictor import Predictor
+from ml.cli.options import add_segmentation_arguments, build_segmenter, find_input_fields
 from ml.encoding import SubmissionRow, prediction_string, rle_to_kaggle, write_submission
 from ml.io import InputError, read_field
 from ml.pipeline import analyse_field
-from ml.classifier.predictor import Predictor
-from ml.cli.options import add_segmentation_arguments, build_segmenter, find_input_fields
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=Path, required=True, help="folder of {ID}_{channel}.png|tif files")
     parser.add_argument("--out", type=Path, required=True, help="submission CSV to write")
     parser.add_argument(
-        "--model", type=Path, help=f"classifier checkpoint (default: {constants.DEFAULT_MODEL_PATH.name} when installed)"
+        "--model",
+        type=Path,
+        help=f"classifier checkpoint (default: {constants.DEFAULT_MODEL_PATH.name} when installed)",
     )
     add_segmentation_arguments(parser)
 

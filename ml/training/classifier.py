@@ -29,8 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
-from ml.training import data as celldata
-from ml.checkpoints import ARCHITECTURE, save_checkpoint
+from ml.checkpoints import CLASSIFIER_ARCHITECTURE, save_classifier_checkpoint
 from ml.classifier.network import CellClassifier
 from ml.classifier.predictor import DEFAULT_BLEND_CELL_WEIGHT, DEFAULT_IMAGE_POOLING, blend, pool_cells
 from ml.constants import CLASS_NAMES, NUM_CLASSES
@@ -42,7 +41,6 @@ from ml.io import InputError
 from ml.segmentation import Segmenter
 from ml.training import data as celldata
 from ml.training.common import seed_everything
-
 
 
 @dataclass(frozen=True)
@@ -130,7 +128,13 @@ def train_one_epoch(
 
 @torch.inference_mode()
 def predict_table(
-    model: nn.Module, crops: np.ndarray, *, device: torch.device, mean: list[float], std: list[float], batch_size: int = 512
+    model: nn.Module,
+    crops: np.ndarray,
+    *,
+    device: torch.device,
+    mean: list[float],
+    std: list[float],
+    batch_size: int = 512,
 ) -> np.ndarray:
     """float32 (N, 19) sigmoid probabilities of uint8 crops."""
     model.eval()
@@ -274,7 +278,9 @@ def train(config: TrainConfig, *, segmenter: Segmenter) -> dict:
         size_px=config.size_px,
         progress=lambda ids: tqdm(ids, desc="Segmenting and cropping", unit="field", file=sys.stderr),
     )
-    train_ids, val_ids = celldata.stratified_split(image_labels, validation_fraction=config.val_fraction, seed=config.seed)
+    train_ids, val_ids = celldata.stratified_split(
+        image_labels, validation_fraction=config.val_fraction, seed=config.seed
+    )
     train_table = celldata.load_cell_table(cache_dir, image_labels, train_ids, size_px=config.size_px)
     val_table = celldata.load_cell_table(cache_dir, image_labels, val_ids, size_px=config.size_px)
     print(
@@ -285,7 +291,9 @@ def train(config: TrainConfig, *, segmenter: Segmenter) -> dict:
     mean, std = channel_statistics(train_table.crops, sample=2000, rng=np.random.default_rng(config.seed))
 
     generator = torch.Generator().manual_seed(config.seed)
-    model = CellClassifier(widths=tuple(config.widths), dropout=config.dropout).to(device, memory_format=torch.channels_last)
+    model = CellClassifier(widths=tuple(config.widths), dropout=config.dropout).to(
+        device, memory_format=torch.channels_last
+    )
     if config.cell_labels_from_truth:
         targets = celldata.truth_targets(train_table, solution, cache_dir=cache_dir)
         label_source = "true cell labels (solution.csv), segmented cells matched at IoU >= 0.5"
@@ -295,7 +303,7 @@ def train(config: TrainConfig, *, segmenter: Segmenter) -> dict:
         label_source = f"image labels inherited by every cell, refined {config.refine_rounds} time(s) with the model's own predictions"
         rounds = config.refine_rounds
     history = []
-    fit_args = dict(config=config, device=device, mean=mean, std=std, generator=generator)
+    fit_args = {"config": config, "device": device, "mean": mean, "std": std, "generator": generator}
     losses = fit(model, train_table, targets, epochs=config.epochs, stage="round 0", **fit_args)
     history.append({"round": 0, "losses": losses, **evaluate(model, val_table, solution, cache_dir, device, mean, std)})
     for round_index in range(1, rounds + 1):
@@ -321,11 +329,11 @@ def train(config: TrainConfig, *, segmenter: Segmenter) -> dict:
     counts = np.zeros(NUM_CLASSES, dtype=np.int64)
     for labels in image_labels.values():
         counts[list(labels)] += 1
-    save_checkpoint(
+    save_classifier_checkpoint(
         config.out,
         model=model,
         config={
-            "architecture": ARCHITECTURE,
+            "architecture": CLASSIFIER_ARCHITECTURE,
             "widths": list(config.widths),
             "input_size_px": config.size_px,
             "mean": mean,
@@ -381,4 +389,6 @@ def evaluate(
     if solution is not None:
         cell_map, per_class = competition_map(table, final, solution, cache_dir=cache_dir)
         metrics.update({"val_map": cell_map, "val_ap_per_class": per_class})
-    return {key: (value if not isinstance(value, float) or math.isfinite(value) else None) for key, value in metrics.items()}
+    return {
+        key: (value if not isinstance(value, float) or math.isfinite(value) else None) for key, value in metrics.items()
+    }

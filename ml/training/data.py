@@ -158,7 +158,9 @@ def load_cell_table(
     empty = np.zeros((0, 4, size_px, size_px), dtype=np.uint8)
     return CellTable(
         image_ids=tuple(image_ids),
-        image_labels=np.stack([multi_hot(image_labels[i]) for i in image_ids]) if image_ids else np.zeros((0, NUM_CLASSES), np.float32),
+        image_labels=np.stack([multi_hot(image_labels[i]) for i in image_ids])
+        if image_ids
+        else np.zeros((0, NUM_CLASSES), np.float32),
         crops=np.concatenate(crops) if crops else empty,
         field_index=np.concatenate(field_index) if field_index else np.zeros(0, np.int64),
         cell_ids=np.concatenate(cell_ids) if cell_ids else np.zeros(0, np.int64),
@@ -210,7 +212,7 @@ def truth_targets(
         cell_rles = [_bytes_rle(segmented[int(cell_id)]) for cell_id in table.cell_ids[cells]]
         iou = np.asarray(coco_mask.iou(cell_rles, true_rles, [0] * len(true_rles))).reshape(len(cells), len(true_rles))
         best = iou.argmax(axis=1)
-        for cell, column, overlap in zip(cells, best, iou[np.arange(len(cells)), best]):
+        for cell, column, overlap in zip(cells, best, iou[np.arange(len(cells)), best], strict=True):
             if overlap >= min_iou:
                 targets[cell] = multi_hot(sorted(classes[true_masks[column]]))
     return targets

@@ -21,7 +21,9 @@ os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(os.environ.get("HPAWEB_SCREENSHOTS_DIR") or Path(__file__).resolve().parents[2] / "var" / "screenshots")
+SCREENSHOTS = Path(
+    os.environ.get("HPAWEB_SCREENSHOTS_DIR") or Path(__file__).resolve().parents[2] / "var" / "screenshots"
+)
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 FIELD_SIZE_PX = 768
@@ -31,15 +33,23 @@ PASSWORD = "a-long-test-password"
 @pytest.fixture
 def browser():
     if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium); browser tests need it.")
+        pytest.skip(
+            "Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium); browser tests need it."
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM),
             headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         yield browser
         browser.close()
@@ -78,10 +88,14 @@ def _cell_inside_its_box_centre(field: Field) -> tuple[int, int, int]:
 
 def _click_field_pixel(page, row: int, col: int) -> None:
     box = page.locator("[data-layers]").bounding_box()
-    page.mouse.click(box["x"] + (col + 0.5) * box["width"] / FIELD_SIZE_PX, box["y"] + (row + 0.5) * box["height"] / FIELD_SIZE_PX)
+    page.mouse.click(
+        box["x"] + (col + 0.5) * box["width"] / FIELD_SIZE_PX, box["y"] + (row + 0.5) * box["height"] / FIELD_SIZE_PX
+    )
 
 
-def test_sign_in_upload_wait_open_a_cell_and_download_the_csv(browser, live_server, django_user_model, channel_files, worker_process):
+def test_sign_in_upload_wait_open_a_cell_and_download_the_csv(
+    browser, live_server, django_user_model, channel_files, worker_process
+):
     django_user_model.objects.create_user(username="biologist", password=PASSWORD)
     context = browser.new_context(viewport=DESKTOP, accept_downloads=True)
     page = context.new_page()
@@ -107,7 +121,7 @@ def test_sign_in_upload_wait_open_a_cell_and_download_the_csv(browser, live_serv
     # Progress updates in place (htmx); the page reloads itself once when the job is finished.
     status = page.get_by_test_id("job-status")
     status.filter(has_text=re.compile("^(done|failed|partial)$")).wait_for(timeout=240_000)
-    assert status.inner_text() == "done", (worker_process[1].read_text()[-3000:])
+    assert status.inner_text() == "done", worker_process[1].read_text()[-3000:]
     _shot(page, "job-desktop")
 
     with page.expect_download() as download_info:
@@ -155,8 +169,12 @@ def test_sign_in_upload_wait_open_a_cell_and_download_the_csv(browser, live_serv
     phone = browser.new_context(viewport=PHONE, storage_state=context.storage_state(), is_mobile=True, has_touch=True)
     phone_page = phone.new_page()
     phone_pages = (
-        ("jobs", "/"), ("upload", "/jobs/new/"), ("job", job_url), ("field-viewer", f"/fields/{field.pk}/#cell-{label}"),
-        ("gallery", job_url + "gallery/"), ("account", "/accounts/"),
+        ("jobs", "/"),
+        ("upload", "/jobs/new/"),
+        ("job", job_url),
+        ("field-viewer", f"/fields/{field.pk}/#cell-{label}"),
+        ("gallery", job_url + "gallery/"),
+        ("account", "/accounts/"),
     )
     for name, url in phone_pages:
         phone_page.goto(url if url.startswith("http") else f"{live_server.url}{url}")

@@ -9,11 +9,17 @@ pytestmark = pytest.mark.django_db
 
 def test_admin_lists_and_opens_jobs_fields_and_cells(admin_client, owner, channel_uploads, ml_settings):
     ml_settings.ML_MODEL_PATH = ""
-    job = intake.job_create(owner=owner, uploads=[FieldUpload(name="f1", channel_files=channel_uploads(size_px=256))], name="plate 7")
+    job = intake.job_create(
+        owner=owner, uploads=[FieldUpload(name="f1", channel_files=channel_uploads(size_px=256))], name="plate 7"
+    )
     field = job.fields.get()
     processing.field_process(field_id=field.pk)
     cell = Cell.objects.filter(field=field).first()
-    for model, pk, text in (("job", job.pk, "plate 7"), ("field", field.pk, "f1"), ("cell", cell.pk, str(cell.area_px))):
+    for model, pk, text in (
+        ("job", job.pk, "plate 7"),
+        ("field", field.pk, "f1"),
+        ("cell", cell.pk, str(cell.area_px)),
+    ):
         listing = admin_client.get(f"/admin/cells/{model}/")
         assert listing.status_code == 200 and text in listing.content.decode(), model
         assert admin_client.get(f"/admin/cells/{model}/{pk}/change/").status_code == 200, model

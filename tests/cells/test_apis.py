@@ -107,13 +107,18 @@ def _zip_of_fields(*field_ids: str) -> SimpleUploadedFile:
 def test_create_job_from_a_zip_batch_gives_one_job_with_every_field(owner_api):
     response = owner_api.post("/api/jobs/", {"name": "batch", "files": [_zip_of_fields("b", "a")]}, format="multipart")
     assert response.status_code == 201, response.content
-    assert [(f["name"], f["status"], f["cell_count"]) for f in response.json()["fields"]] == [("a", "queued", 0), ("b", "queued", 0)]
+    assert [(f["name"], f["status"], f["cell_count"]) for f in response.json()["fields"]] == [
+        ("a", "queued", 0),
+        ("b", "queued", 0),
+    ]
 
 
 def test_create_job_with_assignments_for_files_named_freely(owner_api):
     pngs = field_pngs(size_px=64)
     files = [SimpleUploadedFile("one.png", pngs["green"]), SimpleUploadedFile("two.png", pngs["blue"])]
-    assignments = json.dumps({"one.png": {"field": "A1", "channel": "green"}, "two.png": {"field": "A1", "channel": "blue"}})
+    assignments = json.dumps(
+        {"one.png": {"field": "A1", "channel": "green"}, "two.png": {"field": "A1", "channel": "blue"}}
+    )
     response = owner_api.post("/api/jobs/", {"files": files, "assignments": assignments}, format="multipart")
     assert response.status_code == 201, response.content
     assert [f["name"] for f in response.json()["fields"]] == ["A1"]
@@ -121,8 +126,11 @@ def test_create_job_with_assignments_for_files_named_freely(owner_api):
 
 def test_create_job_with_a_bad_field_in_a_batch_lists_it_and_stores_nothing(owner_api):
     pngs = field_pngs(size_px=64)
-    files = [SimpleUploadedFile("a_green.png", pngs["green"]), SimpleUploadedFile("a_blue.png", pngs["blue"]),
-             SimpleUploadedFile("b_green.png", pngs["green"])]
+    files = [
+        SimpleUploadedFile("a_green.png", pngs["green"]),
+        SimpleUploadedFile("a_blue.png", pngs["blue"]),
+        SimpleUploadedFile("b_green.png", pngs["green"]),
+    ]
     response = owner_api.post("/api/jobs/", {"files": files}, format="multipart")
     assert response.status_code == 400
     assert list(response.json()["fields"]) == ["b"] and "blue channel is missing" in response.json()["fields"]["b"]
@@ -131,7 +139,11 @@ def test_create_job_with_a_bad_field_in_a_batch_lists_it_and_stores_nothing(owne
 
 def test_job_list_is_paginated(owner, owner_api, channel_uploads):
     for index in range(3):
-        intake.job_create(owner=owner, uploads=[FieldUpload(name="f1", channel_files=channel_uploads(size_px=64))], name=f"job {index}")
+        intake.job_create(
+            owner=owner,
+            uploads=[FieldUpload(name="f1", channel_files=channel_uploads(size_px=64))],
+            name=f"job {index}",
+        )
     body = owner_api.get("/api/jobs/?page_size=2").json()
     assert (body["count"], len(body["results"]), body["results"][0]["name"]) == (3, 2, "job 2")
     assert body["next"].endswith("page=2&page_size=2")
@@ -197,7 +209,9 @@ def test_models_list_says_whether_a_classifier_is_installed(owner_api, settings,
     settings.ML_MODEL_PATH = ""
     models = owner_api.get("/api/models/").json()["results"]
     assert [(m["kind"], m["name"], m["available"]) for m in models] == [
-        ("classifier", "", False), ("segmentation", "classical", True), ("segmentation", "unet", False)
+        ("classifier", "", False),
+        ("segmentation", "classical", True),
+        ("segmentation", "unet", False),
     ]
     (tmp_path / "hpa-v2.pt").write_bytes(b"weights")
     settings.ML_MODEL_PATH = str(tmp_path / "hpa-v2.pt")
@@ -224,7 +238,9 @@ def test_outsider_gets_404_from_every_endpoint_of_another_users_job(outsider_api
 def test_openapi_schema_documents_every_endpoint_and_the_docs_page_is_served_locally(client):
     schema = client.get("/api/schema/?format=json").json()
     assert schema["openapi"].startswith("3.")
-    assert {"/api/jobs/", "/api/jobs/{job_id}/coco.json", "/api/cells/{cell_id}/", "/api/models/"} <= set(schema["paths"])
+    assert {"/api/jobs/", "/api/jobs/{job_id}/coco.json", "/api/cells/{cell_id}/", "/api/models/"} <= set(
+        schema["paths"]
+    )
     assert "tokenAuth" in schema["components"]["securitySchemes"]
     docs = client.get("/api/docs/").content.decode()
     assert "swagger-ui" in docs and "cdn." not in docs and "https://" not in docs
@@ -268,11 +284,18 @@ def test_the_readme_example_gets_a_token_submits_a_field_and_fetches_the_csv(own
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     files = list(channel_uploads(field_id="plate1-A3", size_px=256).values())
     job = client.post("/api/jobs/", {"name": "plate 1", "files": files}, format="multipart").json()
-    assert (job["name"], job["status"], [field["name"] for field in job["fields"]]) == ("plate 1", "queued", ["plate1-A3"])
+    assert (job["name"], job["status"], [field["name"] for field in job["fields"]]) == (
+        "plate 1",
+        "queued",
+        ["plate1-A3"],
+    )
 
     processing.field_process(field_id=job["fields"][0]["id"])  # what the worker does
     job = client.get(f"/api/jobs/{job['id']}/").json()
-    assert (job["status"], [(field["name"], field["cell_count"]) for field in job["fields"]]) == ("done", [("plate1-A3", 4)])
+    assert (job["status"], [(field["name"], field["cell_count"]) for field in job["fields"]]) == (
+        "done",
+        [("plate1-A3", 4)],
+    )
     submission = client.get(f"/api/jobs/{job['id']}/submission.csv")
     assert submission.status_code == 200
     assert submission.getvalue().decode() == "ID,ImageWidth,ImageHeight,PredictionString\nplate1-A3,256,256,\n"

@@ -33,14 +33,19 @@ def _raise(error: BaseException):
     return analyse_field
 
 
-def test_a_field_failing_in_the_worker_keeps_its_inputs_and_runs_again_to_done(queued_field, monkeypatch, django_capture_on_commit_callbacks):
+def test_a_field_failing_in_the_worker_keeps_its_inputs_and_runs_again_to_done(
+    queued_field, monkeypatch, django_capture_on_commit_callbacks
+):
     inputs = _inputs(queued_field)
     assert sorted(inputs) == ["blue", "green", "red", "yellow"]
     monkeypatch.setattr(processing, "analyse_field", _raise(RuntimeError("out of memory")))
     tasks.process_field.apply(args=[queued_field.pk])
     field = Field.objects.get(pk=queued_field.pk)
     assert (field.status, field.attempts, field.cells.count()) == ("failed", 1, 0)
-    assert field.error == "Processing failed unexpectedly: out of memory. The inputs were kept; run the field again or report this message."
+    assert (
+        field.error
+        == "Processing failed unexpectedly: out of memory. The inputs were kept; run the field again or report this message."
+    )
     assert _inputs(field) == inputs
 
     monkeypatch.undo()
@@ -57,7 +62,9 @@ def test_a_field_over_the_time_limit_fails_with_a_reason_that_says_what_to_do(qu
     monkeypatch.setattr(processing, "analyse_field", _raise(SoftTimeLimitExceeded()))
     tasks.process_field.apply(args=[queued_field.pk])
     field = Field.objects.get(pk=queued_field.pk)
-    assert field.status == "failed" and field.error.startswith("Processing took longer than the time limit; try a smaller field")
+    assert field.status == "failed" and field.error.startswith(
+        "Processing took longer than the time limit; try a smaller field"
+    )
     assert field.finished_at is not None
 
 
@@ -72,4 +79,7 @@ def test_a_database_outage_is_retried_twice_then_fails_the_field_with_what_to_do
     tasks.process_field.apply(args=[queued_field.pk])
     field = Field.objects.get(pk=queued_field.pk)
     assert (len(calls), field.attempts, field.status) == (1 + tasks.MAX_RETRIES, 1 + tasks.MAX_RETRIES, "failed")
-    assert field.error == "The database could not be reached to store the result (server closed the connection); run the field again."
+    assert (
+        field.error
+        == "The database could not be reached to store the result (server closed the connection); run the field again."
+    )

@@ -36,7 +36,9 @@ def _zip(entries: dict[str, bytes], *, infos: tuple[zipfile.ZipInfo, ...] = ()) 
     return SimpleUploadedFile("batch.zip", buffer.getvalue(), content_type="application/zip")
 
 
-def _kaggle_entries(field_id: str, *, folder: str = "", channels=("red", "green", "blue", "yellow")) -> dict[str, bytes]:
+def _kaggle_entries(
+    field_id: str, *, folder: str = "", channels=("red", "green", "blue", "yellow")
+) -> dict[str, bytes]:
     pngs = field_pngs(size_px=SIZE_PX)
     return {f"{folder}{field_id}_{channel}.png": pngs[channel] for channel in channels}
 
@@ -71,7 +73,9 @@ def test_loose_files_are_grouped_into_fields_by_their_suffix():
 def test_assignments_name_the_field_and_channel_of_files_named_otherwise():
     pngs = field_pngs(size_px=SIZE_PX)
     files = _files(SimpleUploadedFile("scan 1.png", pngs["green"]), SimpleUploadedFile("scan 2.png", pngs["blue"]))
-    assignments = '{"scan 1.png": {"field": "A1", "channel": "green"}, "scan 2.png": {"field": "A1", "channel": "blue"}}'
+    assignments = (
+        '{"scan 1.png": {"field": "A1", "channel": "green"}, "scan 2.png": {"field": "A1", "channel": "blue"}}'
+    )
     with request_uploads(files, assignments=assignments) as uploads:
         assert _fields(uploads) == {"A1": ["blue", "green"]}
         assert uploads[0].channel_files["green"].name == "scan 1.png"
@@ -86,7 +90,9 @@ def test_a_file_without_channel_suffix_or_assignment_is_named_in_the_error():
 def test_two_files_for_one_channel_of_a_field_are_refused():
     pngs = field_pngs(size_px=SIZE_PX)
     files = _files(SimpleUploadedFile("a1_green.png", pngs["green"]), SimpleUploadedFile("a1_GREEN.tif", pngs["green"]))
-    assert _refusal(files) == {"a1": "Both a1_green.png and a1_GREEN.tif hold the green channel of field a1; keep one of them."}
+    assert _refusal(files) == {
+        "a1": "Both a1_green.png and a1_GREEN.tif hold the green channel of field a1; keep one of them."
+    }
 
 
 def test_assignments_that_are_not_json_say_what_to_send():
@@ -147,7 +153,9 @@ def test_a_symlink_in_a_zip_refuses_it():
 def test_a_zip_with_too_many_entries_is_refused(settings):
     settings.HPAWEB_ZIP_MAX_ENTRIES = 3
     errors = _refusal(_files(_zip(_kaggle_entries("f1"))))
-    assert errors == {"batch.zip": "batch.zip was refused: it holds 4 entries, more than the 3 allowed; split it into smaller archives."}
+    assert errors == {
+        "batch.zip": "batch.zip was refused: it holds 4 entries, more than the 3 allowed; split it into smaller archives."
+    }
 
 
 def test_a_zip_unpacking_beyond_the_total_limit_is_refused_before_unpacking(settings, tmp_path):
@@ -166,7 +174,9 @@ def test_a_zip_bomb_entry_larger_than_any_image_is_refused(settings):
 
 def test_a_file_that_is_not_a_zip_is_refused_by_name():
     errors = _refusal(_files(SimpleUploadedFile("batch.zip", b"PK not really")))
-    assert errors == {"batch.zip": "batch.zip was refused: it is not a readable zip archive; create it again with a zip tool."}
+    assert errors == {
+        "batch.zip": "batch.zip was refused: it is not a readable zip archive; create it again with a zip tool."
+    }
 
 
 @pytest.mark.django_db
@@ -204,18 +214,31 @@ def test_a_zip_entry_holding_more_than_it_declares_is_refused(settings):
     errors = _refusal(_files(SimpleUploadedFile("batch.zip", bytes(data))))
     assert list(errors) == ["batch.zip"]
     # Unpacking stops at the declared size, where the checksum no longer matches.
-    assert errors["batch.zip"].startswith("batch.zip was refused: the entry 'f1_green.png' cannot be unpacked (Bad CRC-32")
+    assert errors["batch.zip"].startswith(
+        "batch.zip was refused: the entry 'f1_green.png' cannot be unpacked (Bad CRC-32"
+    )
     assert errors["batch.zip"].endswith("create the archive again.")
 
 
 def test_files_are_grouped_by_the_same_file_name_pattern_as_ml_io_reads_folders(tmp_path):
-    names = ["A1_green.png", "A1_BLUE.TIF", "plate-2_red.tiff", "plate-2_green.png", "plate-2_blue.png", "x_y_yellow.png"]
+    names = [
+        "A1_green.png",
+        "A1_BLUE.TIF",
+        "plate-2_red.tiff",
+        "plate-2_green.png",
+        "plate-2_blue.png",
+        "x_y_yellow.png",
+    ]
     for name in names:
         (tmp_path / name).write_bytes(b"")
     folder = {field_id: sorted(channels) for field_id, channels in find_fields(tmp_path).items()}
     # Grouping reads names only; the pixels are checked when the job is created.
     with request_uploads(_files(*(SimpleUploadedFile(name, b"") for name in names))) as uploads:
-        assert _fields(uploads) == folder == {"A1": ["blue", "green"], "plate-2": ["blue", "green", "red"], "x_y": ["yellow"]}
+        assert (
+            _fields(uploads)
+            == folder
+            == {"A1": ["blue", "green"], "plate-2": ["blue", "green", "red"], "x_y": ["yellow"]}
+        )
 
 
 def test_field_name_from_files_is_the_id_they_share_or_none():
@@ -232,7 +255,10 @@ def test_job_input_error_keeps_every_reason_by_field_and_says_each_as_a_message(
 
 def test_a_single_field_from_the_channel_slots_is_named_after_its_files():
     pngs = field_pngs(size_px=SIZE_PX)
-    files = {"green": SimpleUploadedFile("B7_green.png", pngs["green"]), "blue": SimpleUploadedFile("B7_blue.png", pngs["blue"])}
+    files = {
+        "green": SimpleUploadedFile("B7_green.png", pngs["green"]),
+        "blue": SimpleUploadedFile("B7_blue.png", pngs["blue"]),
+    }
     upload = single_field_upload(files)
     assert (upload.name, sorted(upload.channel_files), upload.multichannel_file) == ("B7", ["blue", "green"], None)
     assert single_field_upload(files, name="chosen").name == "chosen"
@@ -252,4 +278,6 @@ def test_zip_limits_follow_the_settings_and_the_largest_accepted_image(settings)
     settings.HPAWEB_ZIP_MAX_ENTRIES = 7
     settings.HPAWEB_ZIP_MAX_BYTES = 1000
     # A 4-plane 16-bit TIFF of 64 x 64 px, and 1 MiB for its headers.
-    assert ZipLimits.from_settings() == ZipLimits(max_entries=7, max_total_bytes=1000, max_entry_bytes=4 * 2 * 64 * 64 + 1024**2)
+    assert ZipLimits.from_settings() == ZipLimits(
+        max_entries=7, max_total_bytes=1000, max_entry_bytes=4 * 2 * 64 * 64 + 1024**2
+    )

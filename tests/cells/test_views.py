@@ -87,7 +87,12 @@ def test_outsider_gets_404_for_another_users_pages(owner, outsider, client, chan
     job = intake.job_create(owner=owner, uploads=[FieldUpload(name="f1", channel_files=channel_uploads())])
     client.force_login(outsider)
     field = job.fields.get()
-    for url in (f"/jobs/{job.pk}/", f"/jobs/{job.pk}/progress/", f"/fields/{field.pk}/", f"/jobs/{job.pk}/submission.csv"):
+    for url in (
+        f"/jobs/{job.pk}/",
+        f"/jobs/{job.pk}/progress/",
+        f"/fields/{field.pk}/",
+        f"/jobs/{job.pk}/submission.csv",
+    ):
         assert client.get(url).status_code == 404
     jobs_page = client.get("/").content.decode()
     assert "No jobs yet" in jobs_page and f"/jobs/{job.pk}/" not in jobs_page
@@ -120,7 +125,10 @@ def _file_urls(field) -> list[str]:
 
 
 def test_upload_page_accepts_a_batch_of_dropped_files_as_one_job(owner_client, channel_uploads):
-    files = [*channel_uploads(field_id="a1", size_px=64).values(), *channel_uploads(field_id="a2", size_px=64, channels=("green", "blue")).values()]
+    files = [
+        *channel_uploads(field_id="a1", size_px=64).values(),
+        *channel_uploads(field_id="a2", size_px=64, channels=("green", "blue")).values(),
+    ]
     response = owner_client.post("/jobs/new/", {"segmentation_backend": "classical", "name": "batch", "files": files})
     job = Job.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/jobs/{job.pk}/"
@@ -129,11 +137,15 @@ def test_upload_page_accepts_a_batch_of_dropped_files_as_one_job(owner_client, c
 
 def test_upload_by_script_gets_a_client_redirect_or_the_errors_alone(owner_client, channel_uploads):
     files = channel_uploads(size_px=64)
-    response = owner_client.post("/jobs/new/", {"segmentation_backend": "classical", "files": list(files.values())}, HTTP_HX_REQUEST="true")
+    response = owner_client.post(
+        "/jobs/new/", {"segmentation_backend": "classical", "files": list(files.values())}, HTTP_HX_REQUEST="true"
+    )
     assert response.status_code == 200 and response["HX-Redirect"] == f"/jobs/{Job.objects.get().pk}/"
     bad = SimpleUploadedFile("x1_green.png", b"not an image")
     blue = channel_uploads(field_id="x1", size_px=64)["blue"]
-    response = owner_client.post("/jobs/new/", {"segmentation_backend": "classical", "files": [bad, blue]}, HTTP_HX_REQUEST="true")
+    response = owner_client.post(
+        "/jobs/new/", {"segmentation_backend": "classical", "files": [bad, blue]}, HTTP_HX_REQUEST="true"
+    )
     page = response.content.decode()
     assert response.status_code == 400 and "<html" not in page
     assert "nothing was stored" in page and "<strong>x1</strong>" in page and "green channel (x1_green.png)" in page
@@ -204,7 +216,12 @@ def test_outsider_gets_404_for_every_file_and_page_of_another_user(outsider, cli
 
 
 def test_pages_do_not_expose_media_urls(owner_client, processed_field, settings):
-    for url in ("/", f"/jobs/{processed_field.job_id}/", f"/fields/{processed_field.pk}/", f"/jobs/{processed_field.job_id}/gallery/"):
+    for url in (
+        "/",
+        f"/jobs/{processed_field.job_id}/",
+        f"/fields/{processed_field.pk}/",
+        f"/jobs/{processed_field.job_id}/gallery/",
+    ):
         page = owner_client.get(url).content.decode()
         assert f"/{settings.MEDIA_URL}" not in page and str(processed_field.uid) not in page
 
@@ -269,7 +286,11 @@ class _PageAudit(HTMLParser):
             named = inside_label or attributes.get("aria-label") or attributes.get("aria-labelledby")
             if not named and attributes.get("id") not in self.label_for:
                 missing.append(f"<{tag} {attributes}>")
-        missing += [f"<button {attributes}>" for attributes, text in self.buttons if not (text.strip() or attributes.get("aria-label"))]
+        missing += [
+            f"<button {attributes}>"
+            for attributes, text in self.buttons
+            if not (text.strip() or attributes.get("aria-label"))
+        ]
         return missing
 
 
@@ -284,8 +305,12 @@ def _is_local(address: str) -> bool:
     return not re.match(r"^\s*(?:[a-z][a-z0-9+.-]*:|//)", address, re.IGNORECASE)
 
 
-def test_every_page_fits_a_phone_names_every_control_and_loads_only_local_files(client, owner, owner_client, processed_field, channel_uploads):
-    failed_job = intake.job_create(owner=owner, uploads=[FieldUpload(name="f2", channel_files=channel_uploads(size_px=64))])
+def test_every_page_fits_a_phone_names_every_control_and_loads_only_local_files(
+    client, owner, owner_client, processed_field, channel_uploads
+):
+    failed_job = intake.job_create(
+        owner=owner, uploads=[FieldUpload(name="f2", channel_files=channel_uploads(size_px=64))]
+    )
     failed_field = failed_job.fields.get()
     processing.field_fail(field_id=failed_field.pk, reason="broken")
     owner_client.post("/accounts/token/")
@@ -294,9 +319,18 @@ def test_every_page_fits_a_phone_names_every_control_and_loads_only_local_files(
     responses = {
         url: owner_client.get(url)
         for url in (
-            "/", "/jobs/new/", f"/jobs/{job_id}/", f"/jobs/{job_id}/gallery/", f"/jobs/{job_id}/gallery/?class_index=2",
-            f"/fields/{processed_field.pk}/", f"/jobs/{failed_job.pk}/", f"/jobs/{failed_job.pk}/gallery/",
-            f"/fields/{failed_field.pk}/", "/accounts/", "/accounts/password/", "/accounts/password/done/",
+            "/",
+            "/jobs/new/",
+            f"/jobs/{job_id}/",
+            f"/jobs/{job_id}/gallery/",
+            f"/jobs/{job_id}/gallery/?class_index=2",
+            f"/fields/{processed_field.pk}/",
+            f"/jobs/{failed_job.pk}/",
+            f"/jobs/{failed_job.pk}/gallery/",
+            f"/fields/{failed_field.pk}/",
+            "/accounts/",
+            "/accounts/password/",
+            "/accounts/password/done/",
         )
     }
     responses["upload with errors"] = owner_client.post("/jobs/new/", bad_upload)
@@ -313,7 +347,10 @@ def test_every_page_fits_a_phone_names_every_control_and_loads_only_local_files(
 
 
 def test_templates_and_static_files_name_no_other_site():
-    roots = [Path(django_settings.BASE_DIR) / "templates", *(Path(folder) for folder in django_settings.STATICFILES_DIRS)]
+    roots = [
+        Path(django_settings.BASE_DIR) / "templates",
+        *(Path(folder) for folder in django_settings.STATICFILES_DIRS),
+    ]
     files = [path for root in roots for path in root.rglob("*") if path.suffix in (".html", ".css", ".js", ".svg")]
     assert len(files) >= 10
     for path in files:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ml.checkpoints import save_checkpoint
+from ml.checkpoints import save_classifier_checkpoint
 from ml.classifier.network import CellClassifier
 from tests.ml.support import TINY_CONFIG, DrawnField, draw_field
 
@@ -18,7 +18,7 @@ def drawn_field() -> DrawnField:
 def tiny_checkpoint(tmp_path) -> Path:
     """An untrained classifier small enough to run in milliseconds, saved as a checkpoint."""
     path = tmp_path / "tiny-model.pt"
-    save_checkpoint(
+    save_classifier_checkpoint(
         path,
         model=CellClassifier(widths=TINY_CONFIG["widths"], dropout=TINY_CONFIG["dropout"]),
         config=TINY_CONFIG,

@@ -7,15 +7,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ml.checkpoints import ARCHITECTURE, save_checkpoint, save_unet_checkpoint
+from ml.checkpoints import CLASSIFIER_ARCHITECTURE, save_unet_checkpoint
 from ml.constants import CHANNELS
 from ml.io import FieldImages
-from ml.classifier.network import CellClassifier
 from ml.segmentation import Segmentation
 from ml.segmentation.hpa.config import build_unet, unet_config
 
 TINY_CONFIG = {
-    "architecture": ARCHITECTURE,
+    "architecture": CLASSIFIER_ARCHITECTURE,
     "widths": [8, 16],
     "input_size_px": 32,
     "mean": [0.1, 0.2, 0.3, 0.4],

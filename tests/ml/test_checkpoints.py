@@ -6,9 +6,9 @@ from ml.checkpoints import (
     CHECKPOINT_VERSION,
     CheckpointError,
     first_line,
-    load_checkpoint,
+    load_classifier_checkpoint,
     load_unet_checkpoint,
-    save_checkpoint,
+    save_classifier_checkpoint,
     save_unet_checkpoint,
 )
 from ml.classifier.network import CellClassifier
@@ -19,8 +19,10 @@ from tests.ml.support import TINY_CONFIG, TINY_ENCODER
 
 def test_checkpoint_round_trip_restores_weights_and_metadata(tmp_path):
     model = CellClassifier(widths=TINY_CONFIG["widths"], dropout=0.0).eval()
-    save_checkpoint(tmp_path / "model-a.pt", model=model, config=TINY_CONFIG, metrics={"map": 0.5}, data={"images": 7})
-    loaded, checkpoint = load_checkpoint(tmp_path / "model-a.pt")
+    save_classifier_checkpoint(
+        tmp_path / "model-a.pt", model=model, config=TINY_CONFIG, metrics={"map": 0.5}, data={"images": 7}
+    )
+    loaded, checkpoint = load_classifier_checkpoint(tmp_path / "model-a.pt")
     assert not loaded.training
     crops = torch.rand(2, 4, 32, 32)
     with torch.inference_mode():
@@ -36,7 +38,7 @@ def test_checkpoint_round_trip_restores_weights_and_metadata(tmp_path):
 
 def test_checkpoint_stores_numpy_metadata_as_plain_data(tmp_path):
     config = {**TINY_CONFIG, "widths": (8, 16), "mean": np.array([0.1, 0.2, 0.3, 0.4])}
-    save_checkpoint(
+    save_classifier_checkpoint(
         tmp_path / "m.pt",
         model=CellClassifier(widths=(8, 16)),
         config=config,
@@ -55,20 +57,20 @@ def test_load_checkpoint_rejects_a_file_that_is_not_a_checkpoint(tmp_path):
     (tmp_path / "notes.pt").write_text("these are not weights")
     message = r"^notes.pt is not an hpaweb classifier checkpoint or is damaged \(.*\); pass a checkpoint written by"
     with pytest.raises(CheckpointError, match=message):
-        load_checkpoint(tmp_path / "notes.pt")
+        load_classifier_checkpoint(tmp_path / "notes.pt")
 
 
 def test_load_checkpoint_rejects_a_whole_pickled_module(tmp_path):
     torch.save(CellClassifier(widths=(8, 16)), tmp_path / "module.pt")
     with pytest.raises(CheckpointError, match="module.pt is not an hpaweb classifier checkpoint"):
-        load_checkpoint(tmp_path / "module.pt")
+        load_classifier_checkpoint(tmp_path / "module.pt")
 
 
 def test_load_checkpoint_rejects_a_bare_state_dict(tmp_path):
     torch.save(CellClassifier(widths=(8, 16)).state_dict(), tmp_path / "weights.pt")
     message = r"^weights.pt is not an hpaweb classifier checkpoint \(it has no 'model' entry\)"
     with pytest.raises(CheckpointError, match=message):
-        load_checkpoint(tmp_path / "weights.pt")
+        load_classifier_checkpoint(tmp_path / "weights.pt")
 
 
 def test_load_checkpoint_rejects_weights_of_the_wrong_shape(tiny_checkpoint):
@@ -77,7 +79,7 @@ def test_load_checkpoint_rejects_weights_of_the_wrong_shape(tiny_checkpoint):
     torch.save(checkpoint, tiny_checkpoint)
     message = r"^The weights in tiny-model.pt do not fit a cell classifier with widths \[8, 32\]"
     with pytest.raises(CheckpointError, match=message):
-        load_checkpoint(tiny_checkpoint)
+        load_classifier_checkpoint(tiny_checkpoint)
 
 
 def test_load_checkpoint_rejects_another_format_version(tiny_checkpoint):
@@ -87,7 +89,7 @@ def test_load_checkpoint_rejects_another_format_version(tiny_checkpoint):
     newer = CHECKPOINT_VERSION + 1
     message = f"^tiny-model.pt is checkpoint format version {newer}, but this hpaweb reads version {CHECKPOINT_VERSION}"
     with pytest.raises(CheckpointError, match=message):
-        load_checkpoint(tiny_checkpoint)
+        load_classifier_checkpoint(tiny_checkpoint)
 
 
 def test_load_checkpoint_rejects_other_class_names(tiny_checkpoint):
@@ -95,7 +97,7 @@ def test_load_checkpoint_rejects_other_class_names(tiny_checkpoint):
     checkpoint["class_names"] = checkpoint["class_names"][:-1]
     torch.save(checkpoint, tiny_checkpoint)
     with pytest.raises(CheckpointError, match="predicts other classes than the 19 HPA classes"):
-        load_checkpoint(tiny_checkpoint)
+        load_classifier_checkpoint(tiny_checkpoint)
 
 
 def test_load_checkpoint_names_a_nameless_checkpoint_after_its_file(tiny_checkpoint):
@@ -103,12 +105,12 @@ def test_load_checkpoint_names_a_nameless_checkpoint_after_its_file(tiny_checkpo
     del checkpoint["name"]
     renamed = tiny_checkpoint.with_name("renamed.pt")
     torch.save(checkpoint, renamed)
-    assert load_checkpoint(renamed)[1]["name"] == "renamed"
+    assert load_classifier_checkpoint(renamed)[1]["name"] == "renamed"
 
 
 def test_load_checkpoint_names_a_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="There is no model file at .*absent.pt"):
-        load_checkpoint(tmp_path / "absent.pt")
+        load_classifier_checkpoint(tmp_path / "absent.pt")
 
 
 @pytest.mark.parametrize(
@@ -122,7 +124,7 @@ def test_load_checkpoint_names_a_missing_file(tmp_path):
 )
 def test_save_checkpoint_refuses_an_unusable_config(tmp_path, change, problem):
     with pytest.raises(CheckpointError, match=problem):
-        save_checkpoint(
+        save_classifier_checkpoint(
             tmp_path / "m.pt",
             model=CellClassifier(widths=(8, 16)),
             config={**TINY_CONFIG, **change},

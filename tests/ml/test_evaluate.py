@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ml.encoding import SubmissionRow, encode_kaggle_mask, write_submission
+from ml.encoding import SubmissionRow, encode_kaggle_mask
 from ml.evaluate import average_precision, score
 
 SIDE_PX = 16

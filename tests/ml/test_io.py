@@ -227,8 +227,10 @@ def test_read_multichannel_tiff_reads_four_planes_in_channel_order(tmp_path, lay
 
 def test_read_multichannel_tiff_rejects_three_planes(tmp_path):
     tifffile.imwrite(tmp_path / "field.tif", np.zeros((3, 5, 6), dtype=np.uint8), photometric="minisblack")
-    with rejects("The file field.tif must hold 4 planes (red, green, blue, yellow) as (4, H, W) or (H, W, 4), "
-                 "but its shape is 3 x 5 x 6."):
+    with rejects(
+        "The file field.tif must hold 4 planes (red, green, blue, yellow) as (4, H, W) or (H, W, 4), "
+        "but its shape is 3 x 5 x 6."
+    ):
         read_multichannel_tiff(tmp_path / "field.tif")
 
 

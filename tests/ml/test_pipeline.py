@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
+from ml.classifier.predictor import Predictor
 from ml.crops import crop_cells
 from ml.encoding import decode_rle
 from ml.pipeline import analyse_field
-from ml.classifier.predictor import Predictor
 from ml.segmentation import Segmentation
 from tests.ml.support import FakeSegmenter, draw_field
 

@@ -107,7 +107,8 @@ def test_hpa_composite_adds_half_the_yellow_to_red_and_green_and_saturates():
     channels = {name: rng.integers(0, 256, (9, 11), dtype=np.uint8) for name in ("red", "green", "blue", "yellow")}
     as_float = {name: plane.astype(np.float32) for name, plane in channels.items()}
     expected = np.stack(
-        [as_float["red"] + 0.5 * as_float["yellow"], as_float["green"] + 0.5 * as_float["yellow"], as_float["blue"]], axis=-1
+        [as_float["red"] + 0.5 * as_float["yellow"], as_float["green"] + 0.5 * as_float["yellow"], as_float["blue"]],
+        axis=-1,
     )
     assert np.array_equal(hpa_composite(channels), np.clip(expected, 0, 255).astype(np.uint8))
     assert np.array_equal(hpa_composite({"green": channels["green"]})[..., 1], channels["green"])

@@ -22,5 +22,7 @@ class Command(BaseCommand):
         password_file.write_text(f"{username} {password}\n")
         password_file.chmod(0o600)
         self.stdout.write(
-            self.style.SUCCESS(f"Created administrator '{username}' with password '{password}' (saved in {password_file}).")
+            self.style.SUCCESS(
+                f"Created administrator '{username}' with password '{password}' (saved in {password_file})."
+            )
         )

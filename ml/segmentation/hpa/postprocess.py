@@ -4,7 +4,7 @@ The reference (hpacellseg.utils at CellProfiling/HPA-Cell-Segmentation@7b6dbc6) 
 uint8 softmax maps of its two U-Nets ([unused, touching border, foreground] x (H, W)) into label
 images with thresholds, seeded watersheds and size filters. These functions give the same
 objects with scikit-image >= 0.25 (whose watershed they reproduce) in a ninth to an eighth of
-the time on a 2048 px field (`bench/bench_postprocess.py`). This module holds the two public
+the time on a 2048 px field (`python -m bench.postprocess`). This module holds the two public
 functions and the reference's constants; the steps live in
 
 - `morphology`: thresholds, size filters, hole filling and the closing, each exact;

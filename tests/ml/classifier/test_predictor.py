@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from ml.checkpoints import load_checkpoint, save_checkpoint
-from ml.crops import crop_cells
+from ml.checkpoints import load_classifier_checkpoint, save_classifier_checkpoint
 from ml.classifier.network import CellClassifier
 from ml.classifier.predictor import Predictor
 from ml.constants import DEFAULT_MODEL_PATH
+from ml.crops import crop_cells
 from tests.ml.support import TINY_CONFIG
 
 
@@ -28,7 +28,7 @@ def test_predictor_takes_name_input_size_and_config_from_the_checkpoint(tiny_che
 
 def test_predict_crops_normalises_with_the_checkpoint_statistics(tiny_checkpoint):
     predictor = Predictor.from_checkpoint(tiny_checkpoint, device="cpu")
-    model, _ = load_checkpoint(tiny_checkpoint)
+    model, _ = load_classifier_checkpoint(tiny_checkpoint)
     crops = random_crops(5)
     mean = torch.tensor(TINY_CONFIG["mean"]).view(1, 4, 1, 1)
     std = torch.tensor(TINY_CONFIG["std"]).view(1, 4, 1, 1)
@@ -56,7 +56,7 @@ def test_predict_crops_rejects_crops_of_another_size(tiny_checkpoint):
 def test_predict_cells_blends_cell_and_pooled_image_probabilities(tmp_path, drawn_field, pooling):
     path = tmp_path / "pooled.pt"
     config = {**TINY_CONFIG, "image_pooling": pooling, "blend_cell_weight": 0.7}
-    save_checkpoint(path, model=CellClassifier(widths=config["widths"]), config=config, metrics={}, data={})
+    save_classifier_checkpoint(path, model=CellClassifier(widths=config["widths"]), config=config, metrics={}, data={})
     predictor = Predictor.from_checkpoint(path, device="cpu")
     crops = crop_cells(drawn_field.field.stack(), drawn_field.cell_labels, size_px=32)
 

@@ -5,13 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from ml.checkpoints import load_checkpoint
+from ml.checkpoints import load_classifier_checkpoint
+from ml.classifier.predictor import Predictor
 from ml.cli import main
-from ml.constants import CLASS_NAMES
+from ml.constants import CLASS_NAMES, DEFAULT_MODEL_PATH
 from ml.encoding import read_submission
 from ml.evaluate import score
-from ml.classifier.predictor import Predictor
-from ml.constants import DEFAULT_MODEL_PATH
 from ml.synth import write_dataset
 
 MODEL_CARD = DEFAULT_MODEL_PATH.parent / "MODEL_CARD.md"
@@ -21,7 +20,7 @@ QUALITY_TARGET_MAP = 0.80
 
 def test_shipped_checkpoint_is_small_and_describes_itself():
     assert DEFAULT_MODEL_PATH.stat().st_size < 20 * 1024 * 1024
-    _model, checkpoint = load_checkpoint(DEFAULT_MODEL_PATH)
+    _model, checkpoint = load_classifier_checkpoint(DEFAULT_MODEL_PATH)
     assert checkpoint["name"] == "hpaweb-synth-v1"
     assert list(checkpoint["class_names"]) == list(CLASS_NAMES)
     assert checkpoint["config"]["blend_cell_weight"] == pytest.approx(0.7)
@@ -32,11 +31,14 @@ def test_shipped_checkpoint_is_small_and_describes_itself():
 
 def test_model_card_gives_the_commands_and_the_three_held_out_scores():
     card = MODEL_CARD.read_text(encoding="utf-8")
-    _model, checkpoint = load_checkpoint(DEFAULT_MODEL_PATH)
+    _model, checkpoint = load_classifier_checkpoint(DEFAULT_MODEL_PATH)
     # The card's training command is the one the checkpoint recorded (data folder relative).
     recorded = checkpoint["data"]["command"].replace(str(Path(checkpoint["data"]["source"]).parent) + "/", "data/")
     assert recorded in card.replace("\\\n    ", "")
-    scores = {name: float(value) for name, value in re.findall(r"\| \**(hpaweb-synth-v1|ceiling|floor)\**.*?\| \**(0\.\d{4})\** \|", card)}
+    scores = {
+        name: float(value)
+        for name, value in re.findall(r"\| \**(hpaweb-synth-v1|ceiling|floor)\**.*?\| \**(0\.\d{4})\** \|", card)
+    }
     assert set(scores) == {"hpaweb-synth-v1", "ceiling", "floor"}
     assert scores["floor"] < scores["hpaweb-synth-v1"] <= scores["ceiling"]
     assert scores["hpaweb-synth-v1"] >= QUALITY_TARGET_MAP

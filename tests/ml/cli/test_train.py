@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ml.checkpoints import load_checkpoint
+from ml.checkpoints import load_classifier_checkpoint
 from ml.cli import main
 from ml.constants import NUM_CLASSES
 from ml.synth import write_dataset
@@ -15,7 +15,7 @@ def test_train_command_writes_a_checkpoint_the_predictor_can_load(tmp_path):
     argv = ["train", "--data", str(data), "--out", str(out), "--size", "32", "--epochs", "1", "--refine-rounds", "1",
             "--refine-epochs", "1", "--widths", "8", "8", "16", "16", "--val-fraction", "0.5", "--device", "cpu"]  # fmt: skip
     assert main(argv) == 0
-    model, checkpoint = load_checkpoint(out)
+    model, checkpoint = load_classifier_checkpoint(out)
     assert checkpoint["config"]["input_size_px"] == 32
     assert checkpoint["config"]["blend_cell_weight"] == 0.7
     assert checkpoint["data"]["fields"] == 4

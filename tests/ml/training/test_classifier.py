@@ -41,7 +41,7 @@ def test_augment_applies_a_flip_or_quarter_turn_and_a_positive_gain_per_crop():
     images = torch.arange(3 * 4 * 5 * 5, dtype=torch.float32).reshape(3, 4, 5, 5) + 1
     out = train.augment(images, torch.Generator().manual_seed(0))
     assert out.shape == images.shape
-    for crop, original in zip(out, images):
+    for crop, original in zip(out, images, strict=True):
         for channel in range(4):
             plane = original[channel]
             gain = crop[channel].sum() / plane.sum()

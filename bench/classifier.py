@@ -5,27 +5,24 @@ Prints markdown tables. Encoding and cropping run on the real field `field-b1` o
 cells; the classifier runs at default widths on random crops for each input size and thread
 count. Each number is the best of several runs, so other work on a shared machine weighs less.
 
-    .venv/bin/python bench/bench_classifier.py [--sizes 64 96 128] [--threads 1 2] [--batch-size 256]
+    .venv/bin/python -m bench.classifier [--sizes 64 96 128] [--threads 1 2] [--batch-size 256]
 """
 
 import argparse
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from bench.common import SHARED_DIR
+from ml.classifier.network import CellClassifier
+from ml.crops import crop_cells
+from ml.encoding import labels_to_rles
+from ml.io import read_field, read_labels_png
 
-from ml.crops import crop_cells  # noqa: E402
-from ml.encoding import labels_to_rles  # noqa: E402
-from ml.io import read_field, read_labels_png  # noqa: E402
-from ml.classifier.network import CellClassifier  # noqa: E402
-
-REAL_FIELD_DIR = REPO_ROOT.parent / "shared" / "data" / "real" / "field-b1"
+REAL_FIELD_DIR = SHARED_DIR / "data" / "real" / "field-b1"
 DRAWN_SIDE_PX = 2048
 DRAWN_CELL_RADIUS_PX = 160
 
@@ -75,7 +72,7 @@ def classifier_crops_per_s(model: torch.nn.Module, *, size_px: int, batch_size: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.classifier", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 96, 128], help="crop sides in px")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch intra-op thread counts")
     parser.add_argument("--batch-size", type=int, default=256)

@@ -9,26 +9,24 @@ average is printed too: timings on a shared machine are noisy.
 The flooding loop is the compiled one (`ml/segmentation/hpa/_flood.so`, built by `make venv`) when
 it is there; `--scikit-image-loop` times the fallback, scikit-image's own loop, instead.
 
-    .venv/bin/python bench/bench_postprocess.py [--repeats 5] [--scikit-image-loop]
+    .venv/bin/python -m bench.postprocess [--repeats 5] [--scikit-image-loop]
 """
 
 import argparse
+import functools
 import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from bench.common import SHARED_DIR
+from ml.segmentation.hpa import flood
+from ml.segmentation.hpa.postprocess import label_cell, label_nuclei
 
-from ml.segmentation.hpa import flood  # noqa: E402
-from ml.segmentation.hpa.postprocess import label_cell, label_nuclei  # noqa: E402
-
-FIXTURES = REPO_ROOT.parent / "shared" / "hpacellseg" / "label_fixtures"
+FIXTURES = SHARED_DIR / "hpacellseg" / "label_fixtures"
 VARIANTS = ("clean", "noisy", "touching")
 REFERENCE_S = {"label_nuclei": 0.26, "label_cell": 4.2}
 TARGET_SHARE = 0.2
@@ -45,7 +43,7 @@ def durations_s(run: Callable[[], object], *, repeats: int) -> list[float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.postprocess", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per fixture and function")
     parser.add_argument("--scikit-image-loop", action="store_true", help="time the fallback flooding loop")
     args = parser.parse_args()
@@ -59,13 +57,15 @@ def main() -> int:
     loop = "compiled (ml/segmentation/hpa/_flood.so)" if compiled else "scikit-image's"
     print(f"flooding loop: {loop}")
     print(f"load average before: {' '.join(f'{value:.2f}' for value in os.getloadavg())}\n")
-    print("| fixture | label_nuclei median / max (s) | label_cell median / max (s) | together, median (s) | share of the reference |")
+    print(
+        "| fixture | label_nuclei median / max (s) | label_cell median / max (s) | together, median (s) | share of the reference |"
+    )
     print("|---|---|---|---|---|")
     for variant in VARIANTS:
         inputs = np.load(FIXTURES / f"{variant}_inputs.npz")
         nuclei_pred, cell_pred = inputs["nuclei_pred"], inputs["cell_pred"]
-        nuclei_s = durations_s(lambda: label_nuclei(nuclei_pred), repeats=args.repeats)
-        cell_s = durations_s(lambda: label_cell(nuclei_pred, cell_pred), repeats=args.repeats)
+        nuclei_s = durations_s(functools.partial(label_nuclei, nuclei_pred), repeats=args.repeats)
+        cell_s = durations_s(functools.partial(label_cell, nuclei_pred, cell_pred), repeats=args.repeats)
         together_s = statistics.median(nuclei_s) + statistics.median(cell_s)
         print(
             f"| {variant} | {statistics.median(nuclei_s):.3f} / {max(nuclei_s):.3f} "

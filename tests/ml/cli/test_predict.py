@@ -8,17 +8,7 @@ from ml.cli import main
 from ml.cli import options as cli_options
 from ml.encoding import decode_kaggle_mask, parse_prediction_string
 from tests.ml.segmentation.support import ThresholdSegmenter
-from tests.ml.support import draw_field, write_field_pngs
-
-
-@pytest.fixture
-def images_dir(tmp_path):
-    """Two fields in Kaggle layout: "a-cells" with three cells, "b-empty" with none."""
-    directory = tmp_path / "images"
-    directory.mkdir()
-    write_field_pngs(directory, "a-cells", draw_field().field)
-    write_field_pngs(directory, "b-empty", draw_field(centres=()).field)
-    return directory
+from tests.ml.support import draw_field
 
 
 @pytest.fixture(autouse=True)
