@@ -23,7 +23,7 @@ from skimage.segmentation import find_boundaries
 from skimage.transform import resize
 
 from bench.common import SHARED_DIR
-from ml.constants import CHANNELS
+from ml.constants import CHANNELS, DEFAULT_SEGMENTATION_BACKEND
 from ml.io import read_field, read_labels_png
 from ml.render import render_preview
 from ml.segmentation import Segmenter
@@ -39,7 +39,7 @@ OVERLAY_SIDE_PX = 1024
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.seg_quality", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR, help="folder of field-* folders")
-    parser.add_argument("--backend", default="classical", help="segmentation backend")
+    parser.add_argument("--backend", default=DEFAULT_SEGMENTATION_BACKEND, help="segmentation backend")
     parser.add_argument("--overlay", type=Path, help="write an outline overlay PNG here")
     args = parser.parse_args(argv)
 

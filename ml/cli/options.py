@@ -8,13 +8,16 @@
 import argparse
 from pathlib import Path
 
+from ml.constants import DEFAULT_SEGMENTATION_BACKEND
 from ml.device import resolve_device
 from ml.io import InputError, find_fields
 from ml.segmentation import BACKENDS, Segmenter
 
 
 def add_segmentation_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--segmentation", choices=BACKENDS, default="classical", help="segmentation backend")
+    parser.add_argument(
+        "--segmentation", choices=BACKENDS, default=DEFAULT_SEGMENTATION_BACKEND, help="segmentation backend"
+    )
     parser.add_argument("--nuclei-weights", type=Path, help="nucleus U-Net weights (unet backend)")
     parser.add_argument("--cell-weights", type=Path, help="cell U-Net weights (unet backend)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

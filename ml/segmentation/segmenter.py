@@ -6,6 +6,7 @@ The backends are imported only when chosen, so choosing `classical` never loads 
 from collections.abc import Sequence
 from pathlib import Path
 
+from ml.constants import DEFAULT_SEGMENTATION_BACKEND
 from ml.io import FieldImages
 from ml.segmentation.base import Segmentation, SegmentationBackend
 
@@ -21,7 +22,7 @@ class Segmenter:
 
     def __init__(
         self,
-        backend: str = "classical",
+        backend: str = DEFAULT_SEGMENTATION_BACKEND,
         *,
         nuclei_weights: str | Path | None = None,
         cell_weights: str | Path | None = None,

@@ -1,0 +1,66 @@
+"""Settings read the environment; each default comes from the one place that defines it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpaweb.settings.base import env_bool, env_int
+from ml.constants import DEFAULT_MODEL_PATH, DEFAULT_SEGMENTATION_BACKEND, MAX_SIDE_PX
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHOWN = ("ML_MODEL_PATH", "ML_SEGMENTATION_BACKEND", "HPAWEB_MAX_SIDE_PX", "DEBUG")
+
+
+def settings_of(module: str, **environment: str) -> dict:
+    """The settings a fresh process reads from `module` with only these variables set."""
+    keep = {key: value for key, value in os.environ.items() if not key.startswith(("ML_", "HPAWEB_", "DJANGO_"))}
+    code = f"import json, {module} as s; print(json.dumps({{k: getattr(s, k) for k in {SHOWN!r}}}))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env={**keep, **environment}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_defaults_come_from_ml_constants(tmp_path):
+    settings = settings_of("hpaweb.settings.local", HPAWEB_VAR_DIR=str(tmp_path))
+    assert settings["ML_MODEL_PATH"] == str(DEFAULT_MODEL_PATH)
+    assert settings["ML_SEGMENTATION_BACKEND"] == DEFAULT_SEGMENTATION_BACKEND
+    assert settings["HPAWEB_MAX_SIDE_PX"] == MAX_SIDE_PX
+    assert settings["DEBUG"] is True
+
+
+def test_the_environment_overrides_the_defaults(tmp_path):
+    settings = settings_of(
+        "hpaweb.settings.local",
+        HPAWEB_VAR_DIR=str(tmp_path),
+        ML_MODEL_PATH="/models/other.pt",
+        ML_SEGMENTATION_BACKEND="unet",
+        HPAWEB_MAX_SIDE_PX="2048",
+        DJANGO_DEBUG="0",
+    )
+    assert settings == {
+        "ML_MODEL_PATH": "/models/other.pt",
+        "ML_SEGMENTATION_BACKEND": "unet",
+        "HPAWEB_MAX_SIDE_PX": 2048,
+        "DEBUG": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("1", True), ("yes", True), (" On ", True), ("0", False), ("no", False)]
+)
+def test_env_bool_reads_the_usual_spellings(monkeypatch, value, expected):
+    monkeypatch.setenv("HPAWEB_FLAG", value)
+    assert env_bool("HPAWEB_FLAG", not expected) is expected
+
+
+def test_env_int_falls_back_to_the_default(monkeypatch):
+    monkeypatch.delenv("HPAWEB_NUMBER", raising=False)
+    assert env_int("HPAWEB_NUMBER", 7) == 7
+    monkeypatch.setenv("HPAWEB_NUMBER", "12")
+    assert env_int("HPAWEB_NUMBER", 7) == 12
