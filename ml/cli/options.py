@@ -6,11 +6,15 @@
 """
 
 import argparse
+import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+from tqdm import tqdm
 
 from ml.constants import DEFAULT_SEGMENTATION_BACKEND
 from ml.device import resolve_device
-from ml.io import InputError, find_fields
+from ml.io import FieldImages, InputError, find_fields, read_field
 from ml.segmentation import BACKENDS, Segmenter
 
 
@@ -42,3 +46,14 @@ def find_input_fields(images: Path) -> dict[str, dict[str, Path]]:
             "(optionally {ID}_red.png and {ID}_yellow.png, or .tif)."
         )
     return fields
+
+
+def read_input_fields(
+    fields: Mapping[str, Mapping[str, Path]], *, description: str
+) -> Iterator[tuple[str, FieldImages]]:
+    """Each field read in turn, behind a progress bar; an unreadable one raises `InputError` naming it."""
+    for image_id, paths in tqdm(fields.items(), desc=description, unit="field", file=sys.stderr):
+        try:
+            yield image_id, read_field(paths)
+        except InputError as error:
+            raise InputError(f"Field {image_id}: {error}") from None

@@ -8,13 +8,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ml import constants
 from ml.classifier.predictor import Predictor
-from ml.cli.options import add_segmentation_arguments, build_segmenter, find_input_fields
+from ml.cli.options import add_segmentation_arguments, build_segmenter, find_input_fields, read_input_fields
 from ml.encoding import SubmissionRow, prediction_string, rle_to_kaggle, write_submission
-from ml.io import InputError, read_field
+from ml.io import InputError
 from ml.pipeline import analyse_field
 
 
@@ -46,15 +44,14 @@ def run(args: argparse.Namespace) -> int:
         print(error, file=sys.stderr)
         return 2
     rows = []
-    for image_id, paths in tqdm(fields.items(), desc="Predicting", unit="field", file=sys.stderr):
-        try:
-            field = read_field(paths)
-        except InputError as error:
-            print(f"Field {image_id}: {error}", file=sys.stderr)
-            return 1
-        result = analyse_field(field, segmenter=segmenter, predictor=predictor)
-        cells = [(rle_to_kaggle(cell.mask_rle), cell.probabilities) for cell in result.cells]
-        rows.append(SubmissionRow(image_id, result.width, result.height, prediction_string(cells)))
+    try:
+        for image_id, field in read_input_fields(fields, description="Predicting"):
+            result = analyse_field(field, segmenter=segmenter, predictor=predictor)
+            cells = [(rle_to_kaggle(cell.mask_rle), cell.probabilities) for cell in result.cells]
+            rows.append(SubmissionRow(image_id, result.width, result.height, prediction_string(cells)))
+    except InputError as error:
+        print(error, file=sys.stderr)
+        return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_submission(args.out, rows)
     print(f"Wrote {len(rows)} row(s) to {args.out} with model {predictor.name}.", file=sys.stderr)

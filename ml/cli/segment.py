@@ -11,10 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
-from ml.cli.options import add_segmentation_arguments, build_segmenter, find_input_fields
-from ml.io import InputError, read_field, write_labels_png
+from ml.cli.options import add_segmentation_arguments, build_segmenter, find_input_fields, read_input_fields
+from ml.io import InputError, write_labels_png
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -31,14 +29,13 @@ def run(args: argparse.Namespace) -> int:
         print(error, file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    for image_id, paths in tqdm(fields.items(), desc="Segmenting", unit="field", file=sys.stderr):
-        try:
-            field = read_field(paths)
-        except InputError as error:
-            print(f"Field {image_id}: {error}", file=sys.stderr)
-            return 1
-        segmentation = segmenter(field)
-        write_labels_png(args.out / f"{image_id}_nuclei.png", segmentation.nuclei_labels)
-        write_labels_png(args.out / f"{image_id}_cells.png", segmentation.cell_labels)
+    try:
+        for image_id, field in read_input_fields(fields, description="Segmenting"):
+            segmentation = segmenter(field)
+            write_labels_png(args.out / f"{image_id}_nuclei.png", segmentation.nuclei_labels)
+            write_labels_png(args.out / f"{image_id}_cells.png", segmentation.cell_labels)
+    except InputError as error:
+        print(error, file=sys.stderr)
+        return 1
     print(f"Wrote label images of {len(fields)} field(s) to {args.out}.", file=sys.stderr)
     return 0
