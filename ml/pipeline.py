@@ -4,7 +4,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ml.classifier.predictor import Predictor
+from ml.classifier.base import CellClassifierModel, ModelDescription
 from ml.crops import cell_boxes, crop_cells
 from ml.encoding import empty_rle, labels_to_rles
 from ml.io import FieldImages
@@ -25,6 +25,8 @@ class CellResult:
     mask_rle: dict  # COCO compressed RLE of the whole field, counts as str
     nucleus_rle: dict
     probabilities: tuple[float, ...] | None  # 19 final (blended) probabilities; None without a model
+    familiarity: float | None = None  # how like the model's training cells; None where the model cannot say
+    unfamiliar: bool | None = None  # familiarity below the model's threshold
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,12 +36,24 @@ class FieldResult:
     segmentation: Segmentation
     cells: tuple[CellResult, ...]
     image_probabilities: tuple[float, ...] | None  # 19, pooled over the cells; None without a model
-    model_name: str | None
+    model: ModelDescription | None  # the classifier that made the probabilities
     timings_s: dict[str, float]  # segmentation, encoding, crops, classification
+
+    @property
+    def model_name(self) -> str | None:
+        return self.model.name if self.model is not None else None
+
+    @property
+    def unfamiliar_share(self) -> float | None:
+        """The share of the field's cells flagged unfamiliar; None where the model cannot say."""
+        flags = [cell.unfamiliar for cell in self.cells]
+        if not flags or any(flag is None for flag in flags):
+            return None
+        return sum(flags) / len(flags)
 
 
 def analyse_field(
-    field: FieldImages, *, segmenter: Segmenter, predictor: Predictor | None, progress: Progress | None = None
+    field: FieldImages, *, segmenter: Segmenter, predictor: CellClassifierModel | None, progress: Progress | None = None
 ) -> FieldResult:
     """Segment a field, encode its cells and nuclei, and classify each cell when a predictor is given.
 
@@ -67,7 +81,7 @@ def analyse_field(
     timings_s["encoding"] = time.perf_counter() - started
 
     stage = "encoding"
-    cell_probabilities = image_probabilities = model_name = None
+    cell_probabilities = image_probabilities = model = familiarity = unfamiliar = None
     if predictor is None:
         cell_ids, bboxes, areas_px = cell_boxes(segmentation.cell_labels)
     else:
@@ -77,12 +91,15 @@ def analyse_field(
         crops = crop_cells(field.stack(), segmentation.cell_labels, size_px=predictor.input_size_px)
         timings_s["crops"] = time.perf_counter() - started
         started = time.perf_counter()
-        _, pooled, blended = predictor.predict_cells(crops)
+        predictions = predictor.predict_cells(crops)
         timings_s["classification"] = time.perf_counter() - started
         cell_ids, bboxes, areas_px = crops.cell_ids, crops.bboxes, crops.areas_px
-        cell_probabilities = [tuple(row.tolist()) for row in blended]
-        image_probabilities = tuple(pooled.tolist())
-        model_name = predictor.name
+        cell_probabilities = [tuple(row.tolist()) for row in predictions.final_probabilities]
+        image_probabilities = tuple(predictions.image_probabilities.tolist())
+        if predictions.familiarity is not None:
+            familiarity = predictions.familiarity.tolist()
+            unfamiliar = predictions.unfamiliar.tolist()
+        model = predictor.description
 
     cells = tuple(
         CellResult(
@@ -92,6 +109,8 @@ def analyse_field(
             mask_rle=cell_rles[int(cell_id)],
             nucleus_rle=nucleus_rles.get(int(cell_id)) or empty_rle(height, width),
             probabilities=None if cell_probabilities is None else cell_probabilities[index],
+            familiarity=None if familiarity is None else familiarity[index],
+            unfamiliar=None if unfamiliar is None else unfamiliar[index],
         )
         for index, (cell_id, bbox, area_px) in enumerate(zip(cell_ids, bboxes, areas_px, strict=True))
     )
@@ -102,7 +121,7 @@ def analyse_field(
         segmentation=segmentation,
         cells=cells,
         image_probabilities=image_probabilities,
-        model_name=model_name,
+        model=model,
         timings_s=timings_s,
     )
 

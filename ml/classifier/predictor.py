@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ml.checkpoints import load_classifier_checkpoint
+from ml.classifier.base import CellPredictions, ModelDescription
 from ml.constants import CHANNELS, NUM_CLASSES
 from ml.crops import CellCrops, normalize_crops
 from ml.device import resolve_device
@@ -15,6 +16,8 @@ from ml.device import resolve_device
 # Written into every new checkpoint's config by training; serving reads them from the checkpoint.
 DEFAULT_BLEND_CELL_WEIGHT = 0.7
 DEFAULT_IMAGE_POOLING = "mean"
+# What a checkpoint without a card summary is shown with.
+UNDESCRIBED_SUMMARY = "This model has no card: how it was trained and validated is unknown."
 
 
 class Predictor:
@@ -24,12 +27,19 @@ class Predictor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         self.config: dict = checkpoint["config"]
-        self.name: str = checkpoint["name"]
-        self.input_size_px: int = int(self.config["input_size_px"])
+        self.description = describe_checkpoint(checkpoint)
         self.device = device
         self.batch_size = batch_size
         # channels_last runs the convolutions faster on both CPU and GPU.
         self.model = model.to(device=device, memory_format=torch.channels_last).eval()
+
+    @property
+    def name(self) -> str:
+        return self.description.name
+
+    @property
+    def input_size_px(self) -> int:
+        return self.description.input_size_px
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str = "auto", batch_size: int = 256) -> "Predictor":
@@ -55,8 +65,8 @@ class Predictor:
                 probabilities[start : start + len(batch)] = logits.float().sigmoid().cpu().numpy()
         return probabilities
 
-    def predict_cells(self, crops: CellCrops) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(cell probabilities (N, 19), image probabilities (19,), final probabilities (N, 19)).
+    def predict_cells(self, crops: CellCrops) -> CellPredictions:
+        """Cell probabilities (N, 19), image probabilities (19,) and final probabilities (N, 19).
 
         Image-level probabilities pool the field's cells (config "image_pooling": mean or max);
         final = w * cell + (1 - w) * image with w = config "blend_cell_weight", which lends each
@@ -67,7 +77,30 @@ class Predictor:
         final_probabilities = blend(
             cell_probabilities, image_probabilities, cell_weight=self.config["blend_cell_weight"]
         )
-        return cell_probabilities, image_probabilities, final_probabilities
+        return CellPredictions(
+            cell_probabilities=cell_probabilities,
+            image_probabilities=image_probabilities,
+            final_probabilities=final_probabilities,
+        )
+
+
+def describe_checkpoint(checkpoint: dict) -> ModelDescription:
+    """The description of a loaded hpaweb checkpoint (the dict `load_classifier_checkpoint` returns)."""
+    config = checkpoint["config"]
+    return ModelDescription(
+        name=checkpoint["name"],
+        version=str(checkpoint.get("model_version", 1)),
+        format="hpaweb",
+        architecture=config["architecture"],
+        input_size_px=int(config["input_size_px"]),
+        class_names=tuple(checkpoint["class_names"]),
+        summary=checkpoint.get("summary") or UNDESCRIBED_SUMMARY,
+        card=checkpoint.get("card", ""),
+        mean=tuple(config["mean"]),
+        std=tuple(config["std"]),
+        metrics=dict(checkpoint.get("metrics") or {}),
+        data=dict(checkpoint.get("data") or {}),
+    )
 
 
 def pool_cells(cell_probabilities: np.ndarray, *, pooling: str) -> np.ndarray:

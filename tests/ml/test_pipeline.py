@@ -41,7 +41,8 @@ def test_analyse_field_classifies_each_cell_with_the_predictor(drawn_field, tiny
     result = analyse_field(drawn_field.field, segmenter=segmenter, predictor=predictor)
 
     crops = crop_cells(drawn_field.field.stack(), drawn_field.cell_labels, size_px=predictor.input_size_px)
-    _, image, final = predictor.predict_cells(crops)
+    predictions = predictor.predict_cells(crops)
+    image, final = predictions.image_probabilities, predictions.final_probabilities
     assert result.model_name == "tiny-model"
     np.testing.assert_allclose(result.image_probabilities, image, rtol=0, atol=1e-7)
     for cell, expected in zip(result.cells, final, strict=True):

@@ -60,7 +60,12 @@ def test_predict_cells_blends_cell_and_pooled_image_probabilities(tmp_path, draw
     predictor = Predictor.from_checkpoint(path, device="cpu")
     crops = crop_cells(drawn_field.field.stack(), drawn_field.cell_labels, size_px=32)
 
-    cell, image, final = predictor.predict_cells(crops)
+    predictions = predictor.predict_cells(crops)
+    cell, image, final = (
+        predictions.cell_probabilities,
+        predictions.image_probabilities,
+        predictions.final_probabilities,
+    )
 
     np.testing.assert_array_equal(cell, predictor.predict_crops(crops.images))
     expected_image = cell.mean(axis=0) if pooling == "mean" else cell.max(axis=0)
@@ -72,7 +77,12 @@ def test_predict_cells_blends_cell_and_pooled_image_probabilities(tmp_path, draw
 def test_predict_cells_handles_a_field_without_cells(tiny_checkpoint):
     predictor = Predictor.from_checkpoint(tiny_checkpoint, device="cpu")
     crops = crop_cells(np.zeros((4, 16, 16), dtype=np.float32), np.zeros((16, 16), dtype=np.uint16), size_px=32)
-    cell, image, final = predictor.predict_cells(crops)
+    predictions = predictor.predict_cells(crops)
+    cell, image, final = (
+        predictions.cell_probabilities,
+        predictions.image_probabilities,
+        predictions.final_probabilities,
+    )
     assert cell.shape == (0, 19) and final.shape == (0, 19)
     np.testing.assert_array_equal(image, np.zeros(19, dtype=np.float32))
 
