@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ml import constants
-from ml.classifier.predictor import Predictor
+from ml.classifier.loading import load_classifier
 from ml.cli.options import add_segmentation_arguments, build_segmenter, find_input_fields, read_input_fields
 from ml.encoding import SubmissionRow, prediction_string, rle_to_kaggle, write_submission
 from ml.io import InputError
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         fields = find_input_fields(args.images)
-        predictor = Predictor.from_checkpoint(model_path, device=args.device)
+        predictor = load_classifier(model_path, device=args.device)
         segmenter = build_segmenter(args)
     except (ValueError, OSError) as error:  # InputError, CheckpointError and bad device names are ValueErrors
         print(error, file=sys.stderr)
