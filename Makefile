@@ -30,13 +30,24 @@ setup: venv
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py ensure_admin
 
-# The web server and one Celery worker; Ctrl-C stops both.
+# The web server and one Celery worker (with Celery beat inside it, for the sweeper of cells.sweeper).
+# INT (Ctrl-C) or TERM stops both, as does either one ending: TERM to each, then after 10 s a cold
+# shutdown of the worker (a field it was running is queued again by the sweeper) and KILL of the web server.
 run: setup
 	@echo "hpaweb on http://$(HOST):$(PORT)/ (sign-in details: var/admin-password.txt)"
-	@trap 'kill 0' INT TERM EXIT; \
-	$(VENV)/bin/celery -A hpaweb worker --loglevel=INFO --concurrency=$(WORKERS) --hostname=hpaweb@%h & \
-	$(VENV)/bin/gunicorn hpaweb.wsgi --bind $(HOST):$(PORT) --workers 2 --threads 4 --timeout 300 --access-logfile - ; \
-	wait
+	@$(VENV)/bin/celery -A hpaweb worker -B --loglevel=INFO --concurrency=$(WORKERS) --hostname=hpaweb@%h & worker=$$!; \
+	$(VENV)/bin/gunicorn hpaweb.wsgi --bind $(HOST):$(PORT) --workers 2 --threads 4 --timeout 300 --graceful-timeout 10 --access-logfile - & web=$$!; \
+	stop() { \
+	  trap '' INT TERM; \
+	  kill -TERM $$web $$worker 2>/dev/null; \
+	  tenths=0; \
+	  while [ $$tenths -lt 100 ] && { kill -0 $$web || kill -0 $$worker; } 2>/dev/null; do sleep 0.1; tenths=$$((tenths + 1)); done; \
+	  kill -QUIT $$worker 2>/dev/null; kill -KILL $$web 2>/dev/null; \
+	  wait; \
+	}; \
+	trap 'stop; exit 130' INT; trap 'stop; exit 143' TERM; \
+	while kill -0 $$web 2>/dev/null && kill -0 $$worker 2>/dev/null; do sleep 0.5; done; \
+	stop
 
 test: venv
 	DJANGO_SETTINGS_MODULE=hpaweb.settings.test $(PY) -m pytest -q

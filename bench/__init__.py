@@ -6,9 +6,13 @@
   resident memory over consecutive 3072 px fields (`bench.memory`);
 - `bench.postprocess`: the `unet` backend's post-processing against the HPA reference's time;
 - `bench.classifier`: the classifier's cells per second by batch size;
+- `bench.bioimageio`: per-field classification time of the shipped model exported to bioimage.io
+  and imported, against the native model;
 - `bench.seg_quality`: the classical segmentation against the reference masks of the real fields;
 - `bench.fingerprint`: SHA-256 of every result on the real and synthetic fields, to show that a change
   leaves them bit-identical.
+- `bench.familiarity`: the share of cells the shipped classifier flags unfamiliar on held-out synthetic
+  and on real fields, the AUROC of its familiarity score at telling them apart, and its cost.
 
 Shared helpers live in `bench.common`.
 """

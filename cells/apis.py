@@ -1,28 +1,87 @@
 """The REST API: one thin view per operation, validating input and calling one service or selector.
 
 Every list is paginated (`?page=`, `?page_size=` up to 500). Authentication: a session (the
-browser) or `Authorization: Token <key>` (a token from POST /api/token/ or the account page).
+browser) or `Authorization: Token <key>` (a token from POST /api/token/ or the account page;
+tokens are stored hashed, expire, and stop working when the password changes). Calls are
+throttled per user and per address; a throttled call gets 429 with Retry-After.
 """
 
 import json
 
+from django.conf import settings
+from django.contrib.auth import authenticate
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied, Throttled
 from rest_framework.exceptions import ValidationError as ApiValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import AllowAny
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cells import exports, intake, selectors
-from cells.models import Cell, Field, Job
+from cells import exports, intake, registry, selectors
+from cells.models import Cell, Field, Job, RegisteredModel
+from cells.throttles import (
+    AnonAddressThrottle,
+    JobCreateAddressThrottle,
+    JobCreateUserThrottle,
+    TokenAddressThrottle,
+    TokenUsernameThrottle,
+    UserThrottle,
+)
+from cells.upload_limits import DISK_FULL, is_disk_full
 from cells.uploads import JobInputError, request_uploads
 from ml.constants import CLASS_NAMES
 from ml.segmentation import BACKENDS
+
+
+class ApiTokenCreateApi(APIView):
+    """POST a username and password, get an API token (django-rest-knox: stored hashed, expiring)."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = [TokenAddressThrottle, TokenUsernameThrottle]
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "TokenCreate"
+
+        username = serializers.CharField(max_length=150)
+        password = serializers.CharField(max_length=4096, trim_whitespace=False, style={"input_type": "password"})
+
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "Token"
+
+        token = serializers.CharField(help_text="Send it as `Authorization: Token <token>`.")
+        expiry = serializers.DateTimeField(help_text="When the token stops working.")
+
+    @extend_schema(
+        summary="Get an API token",
+        request=InputSerializer,
+        responses={
+            200: OutputSerializer,
+            400: OpenApiResponse(description="Wrong username or password."),
+            429: OpenApiResponse(description="Too many attempts; Retry-After says how many seconds to wait."),
+        },
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = authenticate(request=request._request, **serializer.validated_data)
+        if getattr(request._request, "axes_locked_out", False):
+            # Locked out by sign-in failures on the login page (django-axes): the same wait applies.
+            raise Throttled(wait=settings.AXES_COOLOFF_TIME.total_seconds())
+        if user is None or not user.is_active:
+            raise ApiValidationError({"detail": "Unable to sign in with that username and password."})
+        token, key = intake.api_token_regenerate(user=user, revoke_previous=False)
+        return Response(self.OutputSerializer({"token": key, "expiry": token.expiry}).data)
 
 
 class Pagination(PageNumberPagination):
@@ -39,15 +98,40 @@ def _raise_input_error(exc: JobInputError):
     )
 
 
+def _queue_unavailable(exc: "intake.QueueUnavailable") -> Response:
+    return Response(
+        {"detail": str(exc)},
+        status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(exc.retry_after_s)},
+    )
+
+
 def _paginated(view: APIView, request, queryset, serializer_class):
     paginator = view.pagination_class()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
 
+class ModelSummarySerializer(serializers.ModelSerializer):
+    """The model that made a prediction, carried on every job, field and cell."""
+
+    class Meta:
+        model = RegisteredModel
+        ref_name = "ModelSummary"
+        fields = ["id", "name", "version", "kind", "format", "summary"]
+
+
 class FieldOutputSerializer(serializers.ModelSerializer):
     cell_count = serializers.SerializerMethodField()
     job = serializers.IntegerField(source="job_id")
+    model = ModelSummarySerializer(
+        source="classifier", read_only=True, allow_null=True, help_text="The classifier of the current predictions."
+    )
+    missing_reference_channels = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="Reference channels (red, yellow) the field came without: its classifier saw zeros there.",
+    )
 
     class Meta:
         model = Field
@@ -66,7 +150,10 @@ class FieldOutputSerializer(serializers.ModelSerializer):
             "segmentation_backend",
             "channels_used",
             "model_name",
+            "model",
+            "missing_reference_channels",
             "image_probabilities",
+            "unfamiliar_share",
             "timings_s",
             "cell_count",
             "created_at",
@@ -84,11 +171,12 @@ class JobOutputSerializer(serializers.ModelSerializer):
     )
     progress = serializers.SerializerMethodField(help_text="Fraction of the job's work done, 0 to 1.")
     fields = FieldOutputSerializer(many=True, read_only=True)
+    classifier = ModelSummarySerializer(read_only=True, allow_null=True, help_text="The classifier the job runs with.")
 
     class Meta:
         model = Job
         ref_name = "Job"
-        fields = ["id", "name", "segmentation_backend", "created_at", "status", "progress", "fields"]
+        fields = ["id", "name", "segmentation_backend", "classifier", "created_at", "status", "progress", "fields"]
 
     def get_status(self, job: Job) -> str:
         return selectors.job_progress(job=job).status
@@ -112,6 +200,7 @@ class CellOutputSerializer(serializers.ModelSerializer):
     predictions = serializers.SerializerMethodField(
         help_text="The cell's likeliest classes (confidence >= 0.3, at least one), most confident first."
     )
+    model = ModelSummarySerializer(source="classifier", read_only=True, allow_null=True)
 
     class Meta:
         model = Cell
@@ -128,6 +217,9 @@ class CellOutputSerializer(serializers.ModelSerializer):
             "probabilities",
             "predictions",
             "model_name",
+            "model",
+            "familiarity",
+            "unfamiliar",
         ]
 
     @extend_schema_field(PredictionSerializer(many=True))
@@ -140,6 +232,7 @@ class CellOutputSerializer(serializers.ModelSerializer):
 
 class JobListCreateApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
+    throttle_classes = [AnonAddressThrottle, UserThrottle, JobCreateUserThrottle, JobCreateAddressThrottle]
     pagination_class = Pagination
 
     class InputSerializer(serializers.Serializer):
@@ -148,6 +241,9 @@ class JobListCreateApi(APIView):
 
         name = serializers.CharField(required=False, allow_blank=True, max_length=200)
         segmentation_backend = serializers.ChoiceField(choices=BACKENDS, required=False)
+        classifier = serializers.IntegerField(
+            required=False, help_text="The id of the classifier to run (GET /api/models/); default: the installation's."
+        )
         files = serializers.ListField(
             child=serializers.FileField(),
             required=False,
@@ -201,9 +297,16 @@ class JobListCreateApi(APIView):
                     uploads=uploads,
                     name=data.get("name", ""),
                     segmentation_backend=data.get("segmentation_backend"),
+                    classifier_id=data.get("classifier"),
                 )
         except JobInputError as exc:
             _raise_input_error(exc)
+        except intake.QueueUnavailable as exc:
+            return _queue_unavailable(exc)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            return Response({"detail": DISK_FULL}, status=status.HTTP_507_INSUFFICIENT_STORAGE)
         return Response(
             JobOutputSerializer(selectors.job_get(user=request.user, job_id=job.pk)).data,
             status=status.HTTP_201_CREATED,
@@ -248,6 +351,8 @@ class FieldRetryApi(APIView):
             intake.field_retry(field=field)
         except DjangoValidationError as exc:
             return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
+        except intake.QueueUnavailable as exc:
+            return _queue_unavailable(exc)
         return Response(
             FieldOutputSerializer(selectors.field_get(user=request.user, field_id=field_id)).data,
             status=status.HTTP_202_ACCEPTED,
@@ -278,6 +383,12 @@ class CellFilterSerializer(serializers.Serializer):
         required=False, min_value=0.0, max_value=1.0, help_text="Keep cells whose confidence reaches this."
     )
     order = serializers.ChoiceField(choices=list(selectors.CELL_ORDERS), required=False, default="field")
+    unfamiliar = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="true: only cells unlike the classifier's training cells; false: only familiar ones.",
+    )
 
 
 class JobCellListApi(APIView):
@@ -417,18 +528,213 @@ class JobLabelsApi(_JobExportApi):
     export = "labels"
 
 
+class ModelOutputSerializer(serializers.Serializer):
+    class Meta:
+        ref_name = "Model"
+
+    id = serializers.IntegerField(allow_null=True, help_text="Null for segmentation backends.")
+    name = serializers.CharField()
+    version = serializers.CharField()
+    kind = serializers.ChoiceField(choices=["classifier", "segmentation"])
+    format = serializers.CharField()
+    available = serializers.BooleanField()
+    description = serializers.CharField(help_text="The one line of the model's card that matters.")
+    is_default = serializers.BooleanField()
+    visibility = serializers.CharField()
+
+
+class ModelDetailSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RegisteredModel
+        ref_name = "ModelDetail"
+        fields = [
+            "id",
+            "kind",
+            "name",
+            "version",
+            "format",
+            "architecture",
+            "sha256",
+            "class_names",
+            "class_mapping",
+            "input_size_px",
+            "normalisation",
+            "metrics",
+            "training_data",
+            "summary",
+            "card",
+            "visibility",
+            "is_default",
+            "created_at",
+        ]
+
+
 class ModelListApi(APIView):
-    class OutputSerializer(serializers.Serializer):
-        class Meta:
-            ref_name = "Model"
-
-        name = serializers.CharField()
-        kind = serializers.ChoiceField(choices=["classifier", "segmentation"])
-        available = serializers.BooleanField()
-        description = serializers.CharField()
-
+    parser_classes = [MultiPartParser, FormParser]
     pagination_class = Pagination
 
-    @extend_schema(summary="List the models this installation uses", responses=OutputSerializer(many=True))
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ModelImport"
+
+        file = serializers.FileField(help_text="An hpaweb checkpoint (.pt) or a bioimage.io package (.zip).")
+        visibility = serializers.ChoiceField(choices=RegisteredModel.Visibility.values, default="private")
+        class_mapping = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            help_text='JSON mapping output index to HPA class name, for packages whose outputs are not named: {"0": "Nucleoplasm", ...}.',
+        )
+
+    @extend_schema(
+        summary="List the classifiers you can choose and the segmentation backends",
+        responses=ModelOutputSerializer(many=True),
+    )
     def get(self, request):
-        return _paginated(self, request, selectors.model_list(), self.OutputSerializer)
+        return _paginated(self, request, selectors.model_list(user=request.user), ModelOutputSerializer)
+
+    @extend_schema(
+        summary="Import a classifier (hpaweb checkpoint or bioimage.io package)",
+        description="The file is checked (a bioimage.io package runs its own test inputs) before anything is stored. "
+        "Shared models are added by administrators only; private ones where the installation allows them.",
+        request={"multipart/form-data": InputSerializer},
+        responses={201: ModelDetailSerializer, 400: OpenApiResponse(description="Refused; `detail` says why.")},
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            mapping = registry.parse_class_mapping(data.get("class_mapping", ""))
+            model = registry.model_import(
+                owner=request.user, upload=data["file"], visibility=data["visibility"], class_mapping=mapping
+            )
+        except registry.ModelImportError as exc:
+            raise ApiValidationError({"detail": " ".join(exc.messages)}) from None
+        except DjangoPermissionDenied as exc:
+            raise PermissionDenied(str(exc)) from None
+        return Response(ModelDetailSerializer(model).data, status=status.HTTP_201_CREATED)
+
+
+class ModelDetailApi(APIView):
+    @extend_schema(
+        summary="Read a model: card, classes, input, metrics and training data", responses=ModelDetailSerializer
+    )
+    def get(self, request, model_id: int):
+        return Response(ModelDetailSerializer(selectors.model_get(user=request.user, model_id=model_id)).data)
+
+    @extend_schema(summary="Delete an imported model (its owner or an administrator)", responses={204: None})
+    def delete(self, request, model_id: int):
+        model = selectors.model_get(user=request.user, model_id=model_id)
+        try:
+            registry.model_delete(model=model, user=request.user)
+        except DjangoPermissionDenied as exc:
+            raise PermissionDenied(str(exc)) from None
+        except DjangoValidationError as exc:
+            return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ModelDefaultApi(APIView):
+    @extend_schema(
+        summary="Make a shared model the installation's default (administrators)",
+        request=None,
+        responses=ModelDetailSerializer,
+    )
+    def post(self, request, model_id: int):
+        model = selectors.model_get(user=request.user, model_id=model_id)
+        try:
+            registry.model_set_default(model=model, user=request.user)
+        except DjangoPermissionDenied as exc:
+            raise PermissionDenied(str(exc)) from None
+        except DjangoValidationError as exc:
+            return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
+        return Response(ModelDetailSerializer(model).data)
+
+
+class ClassifierChoiceSerializer(serializers.Serializer):
+    class Meta:
+        ref_name = "ClassifierChoice"
+
+    classifier = serializers.IntegerField(help_text="The id of the classifier (GET /api/models/).")
+
+
+class JobClassifyApi(APIView):
+    @extend_schema(
+        summary="Run a finished job again with another classifier",
+        description="Every field's cells are classified anew; the earlier model's predictions are kept and can be "
+        "compared (GET .../compare/).",
+        request=ClassifierChoiceSerializer,
+        responses={202: JobOutputSerializer, 409: OpenApiResponse(description="A field is not finished.")},
+    )
+    def post(self, request, job_id: int):
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        choice = ClassifierChoiceSerializer(data=request.data)
+        choice.is_valid(raise_exception=True)
+        model = selectors.model_get(user=request.user, model_id=choice.validated_data["classifier"])
+        try:
+            intake.job_classify(job=job, classifier=model, user=request.user)
+        except DjangoValidationError as exc:
+            return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
+        return Response(
+            JobOutputSerializer(selectors.job_get(user=request.user, job_id=job_id)).data,
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class FieldClassifyApi(APIView):
+    @extend_schema(
+        summary="Run a finished field again with another classifier (earlier predictions are kept)",
+        request=ClassifierChoiceSerializer,
+        responses={202: FieldOutputSerializer, 409: OpenApiResponse(description="The field is not finished.")},
+    )
+    def post(self, request, field_id: int):
+        field = selectors.field_get(user=request.user, field_id=field_id)
+        choice = ClassifierChoiceSerializer(data=request.data)
+        choice.is_valid(raise_exception=True)
+        model = selectors.model_get(user=request.user, model_id=choice.validated_data["classifier"])
+        try:
+            intake.fields_classify(fields=[field], classifier=model, user=request.user)
+        except DjangoValidationError as exc:
+            return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
+        return Response(
+            FieldOutputSerializer(selectors.field_get(user=request.user, field_id=field_id)).data,
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class JobCompareApi(APIView):
+    class FilterSerializer(serializers.Serializer):
+        first = serializers.IntegerField(help_text="A classifier the job was run with.")
+        second = serializers.IntegerField(help_text="Another classifier the job was run with.")
+        min_confidence = serializers.FloatField(required=False, min_value=0.0, max_value=1.0, default=0.5)
+
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ModelComparison"
+
+        first = ModelSummarySerializer()
+        second = ModelSummarySerializer()
+        cells = serializers.IntegerField(help_text="Cells both models predicted.")
+        top_class_agreement = serializers.FloatField(
+            allow_null=True, help_text="Share of them with the same top class."
+        )
+        per_class = serializers.ListField(
+            child=serializers.DictField(),
+            help_text="Per class: cells each model calls it at min_confidence, both, and agreement (intersection over union).",
+        )
+        disagreeing_cell_ids = serializers.ListField(child=serializers.IntegerField())
+
+    @extend_schema(
+        summary="Compare two classifiers on a job", parameters=[FilterSerializer], responses=OutputSerializer
+    )
+    def get(self, request, job_id: int):
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        data = filters.validated_data
+        first = selectors.model_get(user=request.user, model_id=data["first"])
+        second = selectors.model_get(user=request.user, model_id=data["second"])
+        comparison = selectors.model_comparison(
+            job=job, first=first, second=second, min_confidence=data["min_confidence"]
+        )
+        return Response(self.OutputSerializer(comparison).data)

@@ -37,13 +37,13 @@ def _csv_chunks(rows: Iterable[Iterable]) -> Iterator[str]:
 
 
 def _fields(job: Job) -> Iterator[Field]:
-    return job.fields.order_by("id").iterator(chunk_size=_ROWS_PER_QUERY)
+    return job.fields.select_related("classifier").order_by("id").iterator(chunk_size=_ROWS_PER_QUERY)
 
 
 def _cells(job: Job) -> Iterator[Cell]:
     return (
         Cell.objects.filter(field__job=job)
-        .select_related("field")
+        .select_related("field", "classifier")
         .order_by("field_id", "label")
         .iterator(chunk_size=_ROWS_PER_QUERY)
     )
@@ -68,11 +68,32 @@ def submission_csv(*, job: Job) -> Iterator[str]:
     return _csv_chunks(itertools.chain([SUBMISSION_COLUMNS], rows))
 
 
-CELLS_CSV_HEADER = ("field", "cell_id", "min_row", "min_col", "max_row", "max_col", "area_px", *CLASS_NAMES)
+CELLS_CSV_HEADER = (
+    "field",
+    "cell_id",
+    "min_row",
+    "min_col",
+    "max_row",
+    "max_col",
+    "area_px",
+    *CLASS_NAMES,
+    "model_name",
+    "model_version",
+    "familiarity",
+    "unfamiliar",
+)
+
+
+def _model_of(item: Cell | Field) -> tuple[str, str]:
+    """(name, version) of the classifier behind a cell's or field's predictions; empty when unclassified."""
+    if item.classifier is not None:
+        return item.classifier.name, item.classifier.version
+    return item.model_name, ""
 
 
 def cells_csv(*, job: Job) -> Iterator[str]:
-    """One row per cell: field, cell id, bounding box (half-open, px), area and the 19 confidences (empty when unclassified)."""
+    """One row per cell: field, cell id, bounding box (half-open, px), area, the 19 confidences (empty when
+    unclassified), the model that made them, the cell's familiarity to it and its unfamiliar flag (1/0)."""
 
     def rows():
         yield CELLS_CSV_HEADER
@@ -80,7 +101,18 @@ def cells_csv(*, job: Job) -> Iterator[str]:
             probabilities = (
                 [f"{p:.6f}" for p in cell.probabilities] if cell.probabilities is not None else [""] * len(CLASS_NAMES)
             )
-            yield (cell.field.name, cell.label, *cell.bbox, cell.area_px, *probabilities)
+            familiarity = "" if cell.familiarity is None else f"{cell.familiarity:.6f}"
+            unfamiliar = "" if cell.unfamiliar is None else int(cell.unfamiliar)
+            yield (
+                cell.field.name,
+                cell.label,
+                *cell.bbox,
+                cell.area_px,
+                *probabilities,
+                *_model_of(cell),
+                familiarity,
+                unfamiliar,
+            )
 
     return _csv_chunks(rows())
 
@@ -99,16 +131,28 @@ def coco_json(*, job: Job, min_confidence: float = 0.0) -> Iterator[str]:
     the class confidence as score. Unclassified cells have no annotation (their masks are in the
     label images).
     """
+    fields = list(_fields(job))
     header = {
         "info": {
             "description": f"hpaweb job {job.pk}: {job}",
             "version": "1.0",
             "date_created": timezone.now().isoformat(timespec="seconds"),
+            **_provenance(job, fields),
         },
         "licenses": [],
         "images": [
-            {"id": field.pk, "file_name": field.name, "width": field.width, "height": field.height}
-            for field in _fields(job)
+            {
+                "id": field.pk,
+                "file_name": field.name,
+                "width": field.width,
+                "height": field.height,
+                "model": _model_of(field)[0],
+                "model_version": _model_of(field)[1],
+                "segmentation_backend": field.segmentation_backend,
+                "channels_used": field.channels_used,
+                "unfamiliar_share": field.unfamiliar_share,
+            }
+            for field in fields
         ],
         "categories": coco_categories(),
     }
@@ -132,15 +176,57 @@ def coco_json(*, job: Job, min_confidence: float = 0.0) -> Iterator[str]:
                 "score": round(float(confidence), 6),
                 "iscrowd": 0,
                 "cell_id": cell.label,
+                "familiarity": cell.familiarity,
+                "unfamiliar": cell.unfamiliar,
             }
             yield ("" if annotation_id == 1 else ", ") + json.dumps(annotation)
     yield "]}"
 
 
+def _provenance(job: Job, fields: list[Field]) -> dict:
+    """What made the job's results: its classifier, segmentation backend and the channels used."""
+    model_name, model_version = (job.classifier.name, job.classifier.version) if job.classifier else ("", "")
+    return {
+        "model": model_name,
+        "model_version": model_version,
+        "models": sorted({"{} {}".format(*_model_of(field)).strip() for field in fields if field.model_name}),
+        "segmentation_backend": job.segmentation_backend,
+        "channels_used": sorted({channel for field in fields for channel in field.channels_used}),
+    }
+
+
+def labels_manifest(*, job: Job) -> dict:
+    """What the label-image zip holds and what made it, field by field."""
+    fields = list(_fields(job))
+    return {
+        "job": {"id": job.pk, "name": str(job)},
+        "date_created": timezone.now().isoformat(timespec="seconds"),
+        **_provenance(job, fields),
+        "format": "16-bit grayscale PNG; 0 = background; cell i contains nucleus i",
+        "fields": [
+            {
+                "name": field.name,
+                "width": field.width,
+                "height": field.height,
+                "cells": f"{field.name}_cells.png" if field.cell_labels else None,
+                "nuclei": f"{field.name}_nuclei.png" if field.nuclei_labels else None,
+                "cell_count": field.cells.count(),
+                "segmentation_backend": field.segmentation_backend,
+                "channels_used": field.channels_used,
+                "model": _model_of(field)[0],
+                "model_version": _model_of(field)[1],
+            }
+            for field in fields
+        ],
+    }
+
+
 def write_labels_zip(*, job: Job, out: BinaryIO) -> None:
-    """Each processed field's cell and nucleus labels (16-bit PNG, 0 = background, cell i holds nucleus i)."""
+    """Each processed field's cell and nucleus labels (16-bit PNG, 0 = background, cell i holds nucleus i),
+    and `manifest.json` (`labels_manifest`)."""
     # PNG is compressed already: storing saves time and costs no space.
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("manifest.json", json.dumps(labels_manifest(job=job), indent=2))
         for field in _fields(job):
             for stored, suffix in ((field.cell_labels, "cells"), (field.nuclei_labels, "nuclei")):
                 if stored:
@@ -158,13 +244,21 @@ EXPORTS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def export_filename(*, job: Job, suffix: str) -> str:
+    """job-{id}-{model}-v{version}-{suffix}: a download says which model made it."""
+    if job.classifier is None:
+        return f"job-{job.pk}-{suffix}"
+    model = "".join(char if char.isalnum() or char in "-_." else "-" for char in job.classifier.name)
+    return f"job-{job.pk}-{model}-v{job.classifier.version}-{suffix}"
+
+
 def export_response(*, job: Job, export: str, **options) -> HttpResponseBase:
     """The export as a download named job-{id}-{suffix}; text exports stream. `options` go to the builder
     (`min_confidence` for COCO)."""
     if export not in EXPORTS:
         raise Http404(f"No export named {export!r}; choose one of {', '.join(EXPORTS)}.")
     _, content_type, suffix = EXPORTS[export]
-    filename = f"job-{job.pk}-{suffix}"
+    filename = export_filename(job=job, suffix=suffix)
     if export == "labels":
         archive = tempfile.SpooledTemporaryFile(max_size=64 * 1024**2)  # noqa: SIM115 (the response closes it once sent)
         write_labels_zip(job=job, out=archive)

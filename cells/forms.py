@@ -1,6 +1,7 @@
 from django import forms
 
-from cells import ml_config
+from cells import ml_config, registry
+from cells.models import RegisteredModel
 from ml.constants import CLASS_NAMES
 from ml.segmentation import BACKENDS
 
@@ -47,10 +48,39 @@ class JobUploadForm(forms.Form):
     red = forms.FileField(label="Red: microtubules (optional)", required=False)
     yellow = forms.FileField(label="Yellow: endoplasmic reticulum (optional)", required=False)
     segmentation_backend = forms.ChoiceField(label="Segmentation", choices=[(b, b) for b in BACKENDS])
+    classifier = forms.ModelChoiceField(
+        label="Classifier",
+        queryset=RegisteredModel.objects.none(),
+        required=False,
+        empty_label="None: segment only",
+        help_text="Each model's card says what it was trained on and how far to trust it (Models page).",
+    )
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["segmentation_backend"].initial = ml_config.default_segmentation_backend()
+        if user is not None:
+            self.fields["classifier"].queryset = registry.classifiers_for(user)
+            self.fields["classifier"].label_from_instance = lambda model: (
+                f"{model.name} v{model.version} — {model.summary}"
+            )
+            default = registry.classifier_default()
+            self.fields["classifier"].initial = default.pk if default else None
+
+
+class ModelImportForm(forms.Form):
+    file = forms.FileField(
+        label="Model file",
+        help_text="An hpaweb checkpoint (.pt) or a bioimage.io package (.zip with rdf.yaml, TorchScript or ONNX weights).",
+        widget=forms.ClearableFileInput(attrs={"accept": ".pt,.zip"}),
+    )
+    visibility = forms.ChoiceField(label="Who may use it", choices=RegisteredModel.Visibility.choices)
+    class_mapping = forms.CharField(
+        label="Class mapping (optional)",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text='For packages whose outputs are not named after the HPA classes: {"0": "Nucleoplasm", ...}.',
+    )
 
 
 class GalleryFilterForm(forms.Form):
@@ -78,10 +108,20 @@ class GalleryFilterForm(forms.Form):
         widget=forms.NumberInput(attrs={"step": "0.05"}),
     )
     order = forms.ChoiceField(label="Sort by", choices=ORDERS, required=False, initial="confidence")
+    familiarity = forms.ChoiceField(
+        label="Cells",
+        choices=[("", "All cells"), ("unfamiliar", "Unfamiliar to the model only"), ("familiar", "Familiar only")],
+        required=False,
+    )
 
     @classmethod
     def defaults(cls) -> dict:
-        return {"class_index": None, "min_confidence": cls.DEFAULT_MIN_CONFIDENCE, "order": "confidence"}
+        return {
+            "class_index": None,
+            "min_confidence": cls.DEFAULT_MIN_CONFIDENCE,
+            "order": "confidence",
+            "familiarity": "",
+        }
 
     def clean(self):
         data = super().clean()

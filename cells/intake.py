@@ -5,6 +5,7 @@ and nothing is stored; the fields are queued once the job is committed.
 """
 
 import contextlib
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -13,14 +14,21 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files.base import File
 from django.db import transaction
-from rest_framework.authtoken.models import Token
+from django.utils import timezone
+from knox.models import AuthToken
+from kombu.exceptions import KombuError
 
-from cells import ml_config
-from cells.models import Field, Job
-from cells.tasks import process_field
+from cells import ml_config, registry, sweeper
+from cells.files import field_file_save, stored_files_delete
+from cells.models import Field, Job, RegisteredModel
+from cells.tasks import classify_field, process_field
 from cells.uploads import FieldUpload, JobInputError
 from ml.io import InputError, read_channel, read_field, read_multichannel_tiff
 from ml.segmentation import BACKENDS
+
+logger = logging.getLogger(__name__)
+# What sending to an unreachable broker raises (kombu wraps most of it; a refused socket may come bare).
+_BROKER_ERRORS = (KombuError, OSError)
 
 
 def job_create(
@@ -29,8 +37,14 @@ def job_create(
     uploads: Sequence[FieldUpload],
     name: str = "",
     segmentation_backend: str | None = None,
+    classifier_id: int | None = None,
+    classify: bool = True,
 ) -> Job:
     """Validate every field, store the job and its files, and queue each field once committed.
+
+    The job runs with the classifier `classifier_id` names (one the owner may use), else the
+    installation's default; without either, or with `classify=False`, its fields are segmented
+    but not classified.
 
     Nothing is stored unless every field is valid; files written before a failure are removed.
     """
@@ -39,12 +53,18 @@ def job_create(
         raise JobInputError(
             {"segmentation": f"Unknown segmentation backend {backend!r}; choose one of {', '.join(BACKENDS)}."}
         )
+    try:
+        classifier = registry.classifier_for_job(user=owner, model_id=classifier_id) if classify else None
+    except ValidationError as error:
+        raise JobInputError({"classifier": error.messages[0]}) from None
     checked = _validate_uploads(uploads)
 
     stored_files = []
     try:
         with transaction.atomic():
-            job = Job.objects.create(owner=owner, name=name.strip(), segmentation_backend=backend)
+            job = Job.objects.create(
+                owner=owner, name=name.strip(), segmentation_backend=backend, classifier=classifier
+            )
             for upload, image in zip(uploads, checked, strict=True):
                 field = Field(
                     job=job, name=upload.name, width=image.width, height=image.height, bit_depth=image.bit_depth
@@ -54,16 +74,21 @@ def job_create(
                     files["multichannel"] = upload.multichannel_file
                 for slot, upload_file in files.items():
                     with _reading(upload_file):
-                        getattr(field, slot).save(_stored_name(upload.name, slot, upload_file), upload_file, save=False)
+                        field_file_save(getattr(field, slot), _stored_name(upload.name, slot, upload_file), upload_file)
                     stored_files.append(getattr(field, slot))
                 field.save()
             field_ids = list(job.fields.values_list("id", flat=True))
-            transaction.on_commit(lambda: fields_enqueue(field_ids=field_ids))
     except Exception:
-        for stored in stored_files:
-            stored.storage.delete(stored.name)
+        stored_files_delete([(stored.storage, stored.name) for stored in stored_files])
         raise
+    transaction.on_commit(lambda: _enqueue_new_job(job_id=job.pk, field_ids=field_ids))
     return job
+
+
+class QueueUnavailable(Exception):
+    """The broker cannot be reached: nothing was queued, and what the caller asked for was undone."""
+
+    retry_after_s = 30
 
 
 def fields_enqueue(*, field_ids: Sequence[int]) -> None:
@@ -72,19 +97,82 @@ def fields_enqueue(*, field_ids: Sequence[int]) -> None:
         process_field.delay(field_id)
 
 
+def _enqueue_new_job(*, job_id: int, field_ids: Sequence[int]) -> None:
+    """Queue a committed job's fields; if the broker is down, delete the job again (rows and files)
+    so no job waits for tasks that were never sent."""
+    try:
+        fields_enqueue(field_ids=field_ids)
+    except _BROKER_ERRORS as error:
+        logger.warning("Job %s could not be queued, so it was deleted again: %s", job_id, error)
+        job = Job.objects.filter(pk=job_id).first()
+        if job is not None:
+            job_delete(job=job)
+        raise QueueUnavailable(
+            "The processing queue cannot be reached right now, so the upload was not stored; "
+            "send it again in a minute, or tell the administrator if this goes on."
+        ) from error
+
+
 def field_retry(*, field: Field) -> Field:
-    """Put a failed field back in the queue; its inputs were kept."""
-    if field.status != Field.Status.FAILED:
+    """Put a failed field back in the queue; its inputs were kept. A field still marked running
+    whose worker is gone (`cells.sweeper`) may be run again too."""
+    if field.status != Field.Status.FAILED and not sweeper.field_is_abandoned(field=field):
         raise ValidationError("Only a failed field can be run again.")
     Field.objects.filter(pk=field.pk).update(status=Field.Status.QUEUED, progress=0.0, error="")
-    transaction.on_commit(lambda: fields_enqueue(field_ids=[field.pk]))
+    transaction.on_commit(lambda: _enqueue_retry(field_id=field.pk))
     field.refresh_from_db()
     return field
 
 
+def _enqueue_retry(*, field_id: int) -> None:
+    try:
+        fields_enqueue(field_ids=[field_id])
+    except _BROKER_ERRORS as error:
+        reason = (
+            "It could not be run again: the processing queue cannot be reached right now. "
+            "Run it again in a minute, or tell the administrator if this goes on."
+        )
+        Field.objects.filter(pk=field_id).update(status=Field.Status.FAILED, error=reason, finished_at=timezone.now())
+        raise QueueUnavailable(reason) from error
+
+
+@transaction.atomic
+def fields_classify(*, fields: Sequence[Field], classifier: RegisteredModel, user: AbstractBaseUser) -> list[Field]:
+    """Queue finished fields to run with another classifier; their current results stay until it is done."""
+    if not registry.classifiers_for(user).filter(pk=classifier.pk).exists():
+        raise ValidationError("You cannot use that model; choose one from the Models page.")
+    unfinished = [field.name for field in fields if field.status != Field.Status.DONE]
+    if unfinished:
+        raise ValidationError(f"Only finished fields can be run with another model; {unfinished[0]} is not done.")
+    ids = [field.pk for field in fields]
+    Field.objects.filter(pk__in=ids).update(status=Field.Status.QUEUED, progress=0.0, error="")
+    transaction.on_commit(lambda: _enqueue_classification(field_ids=ids, classifier_id=classifier.pk))
+    return list(Field.objects.filter(pk__in=ids))
+
+
+@transaction.atomic
+def job_classify(*, job: Job, classifier: RegisteredModel, user: AbstractBaseUser) -> Job:
+    """Run every field of a finished job with another classifier, which becomes the job's."""
+    fields_classify(fields=list(job.fields.all()), classifier=classifier, user=user)
+    Job.objects.filter(pk=job.pk).update(classifier=classifier)
+    job.refresh_from_db()
+    return job
+
+
+def _enqueue_classification(*, field_ids: Sequence[int], classifier_id: int) -> None:
+    for field_id in field_ids:
+        classify_field.delay(field_id, classifier_id)
+
+
 @transaction.atomic
 def job_delete(*, job: Job) -> None:
-    """Delete a job with its fields, cells and every stored file."""
+    """Delete a job with its fields, cells and every stored file, also while its fields are processed.
+
+    The fields' rows are locked first, as a worker storing a field's results locks its row
+    (`processing._field_store_encoded`): results stored before are deleted here with the rest,
+    a store after finds its field gone and writes nothing; its queued tasks do nothing.
+    """
+    list(Field.objects.select_for_update().filter(job_id=job.pk).order_by("pk").values_list("pk", flat=True))
     stored = []
     for field in job.fields.prefetch_related("images", "cells"):
         stored += field.stored_files()
@@ -93,14 +181,16 @@ def job_delete(*, job: Job) -> None:
     job.delete()
     names = [(stored_file.storage, stored_file.name) for stored_file in stored]
     # Files go only once the rows are gone for good.
-    transaction.on_commit(lambda: _delete_files(names))
+    transaction.on_commit(lambda: stored_files_delete(names))
 
 
 @transaction.atomic
-def api_token_regenerate(*, user: AbstractBaseUser) -> Token:
-    """A new API token for the user; the previous one stops working."""
-    Token.objects.filter(user=user).delete()
-    return Token.objects.create(user=user)
+def api_token_regenerate(*, user: AbstractBaseUser, revoke_previous: bool = True) -> tuple[AuthToken, str]:
+    """A new API token for the user: (its stored row, its key). Only a hash of the key is kept, so
+    the key can be shown once. With `revoke_previous` the user's other tokens stop working."""
+    if revoke_previous:
+        AuthToken.objects.filter(user=user).delete()
+    return AuthToken.objects.create(user=user)
 
 
 @dataclass(frozen=True)
@@ -185,8 +275,3 @@ def _reading(upload_file: File) -> Iterator[File]:
 def _stored_name(field_name: str, channel: str, upload_file: File) -> str:
     suffix = "." + upload_file.name.rsplit(".", 1)[-1].lower() if "." in (upload_file.name or "") else ""
     return f"{field_name}_{channel}{suffix}"
-
-
-def _delete_files(names: Sequence[tuple]) -> None:
-    for storage, name in names:
-        storage.delete(name)

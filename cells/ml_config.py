@@ -7,11 +7,16 @@ per process and reused by every field it processes.
 
 import functools
 import logging
+import shutil
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from django.conf import settings
 
-from ml.classifier.predictor import Predictor
+from cells.models import RegisteredModel
+from ml.classifier.base import CellClassifierModel
+from ml.classifier.loading import load_classifier
 from ml.segmentation import BACKENDS, Segmenter
 
 logger = logging.getLogger(__name__)
@@ -50,17 +55,78 @@ def get_segmenter(backend: str) -> Segmenter:
     )
 
 
-@functools.cache
-def get_predictor() -> Predictor | None:
-    """The installed classifier, or None when no trained model is installed."""
+def private_models_allowed() -> bool:
+    """Whether users who are not administrators may import models for themselves."""
+    return settings.HPAWEB_PRIVATE_MODELS
+
+
+def max_model_bytes() -> int:
+    return settings.HPAWEB_MAX_MODEL_BYTES
+
+
+class _LoadedClassifiers:
+    """The classifiers a process has loaded, least recently used first; at most `ML_MAX_LOADED_MODELS`.
+
+    A worker that switches between models keeps each in memory instead of reloading it per field.
+    """
+
+    def __init__(self) -> None:
+        self._models: OrderedDict[tuple[int, str], CellClassifierModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, model: RegisteredModel) -> CellClassifierModel:
+        key = (model.pk, model.sha256)
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+        loaded = load_classifier(model_local_path(model), device=settings.ML_DEVICE, **_load_options(model))
+        with self._lock:
+            self._models[key] = loaded
+            self._models.move_to_end(key)
+            while len(self._models) > max(1, settings.ML_MAX_LOADED_MODELS):
+                self._models.popitem(last=False)
+        return loaded
+
+    def loaded(self) -> list[tuple[int, str]]:
+        """(model id, sha256) of the loaded classifiers, least recently used first."""
+        with self._lock:
+            return list(self._models)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+loaded_classifiers = _LoadedClassifiers()
+
+
+def get_classifier(model: RegisteredModel) -> CellClassifierModel:
+    """The loaded classifier of a registry row, from this process's bounded cache."""
     _limit_threads()
-    path = classifier_path()
-    if path is None:
-        logger.warning(
-            "No trained model at %s: fields are segmented but not classified.", settings.ML_MODEL_PATH or None
-        )
-        return None
-    return Predictor.from_checkpoint(path, device=settings.ML_DEVICE)
+    return loaded_classifiers.get(model)
+
+
+def _load_options(model: RegisteredModel) -> dict:
+    if model.format == RegisteredModel.Format.BIOIMAGEIO and model.class_mapping:
+        return {"class_mapping": {int(index): name for index, name in model.class_mapping.items()}}
+    return {}
+
+
+def model_local_path(model: RegisteredModel) -> Path:
+    """A local file of the model: the installation's own path, or a copy of the stored file kept by hash
+    (so a worker reading from object storage fetches each model once)."""
+    if model.source_path:
+        return Path(model.source_path)
+    suffix = Path(model.file.name).suffix
+    cached = Path(settings.VAR_DIR) / "model-cache" / f"{model.sha256}{suffix}"
+    if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f".{cached.name}.{threading.get_ident()}")
+        with model.file.open("rb") as source, open(partial, "wb") as target:
+            shutil.copyfileobj(source, target, 1024 * 1024)
+        partial.replace(cached)
+    return cached
 
 
 @functools.cache

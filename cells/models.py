@@ -1,4 +1,9 @@
-"""A job holds one or more fields of view; each field holds the cells found in it."""
+"""A job holds one or more fields of view; each field holds the cells found in it.
+
+Classifiers are rows of the model registry (`RegisteredModel`); every field and cell names the
+one that made its current predictions, and `FieldPrediction` / `CellPrediction` keep the
+predictions of every model a field was run with.
+"""
 
 import uuid
 
@@ -21,10 +26,79 @@ def _cell_thumbnail_path(instance: "Cell", filename: str) -> str:
     return f"fields/{instance.field.job_id}/{instance.field.uid}/cells/{filename}"
 
 
+def _model_file_path(instance: "RegisteredModel", filename: str) -> str:
+    return f"models/{instance.sha256[:16]}/{filename}"
+
+
+class RegisteredModel(models.Model):
+    """A model the installation can run: its file, what it is, and how far to trust it."""
+
+    class Kind(models.TextChoices):
+        CLASSIFIER = "classifier", "Classifier"
+        SEGMENTER = "segmenter", "Segmenter"
+
+    class Format(models.TextChoices):
+        HPAWEB = "hpaweb", "hpaweb checkpoint"
+        BIOIMAGEIO = "bioimage.io", "bioimage.io package"
+
+    class Visibility(models.TextChoices):
+        PRIVATE = "private", "Private (its owner only)"
+        SHARED = "shared", "Shared (every user)"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.CLASSIFIER)
+    name = models.CharField(max_length=200)
+    version = models.CharField(max_length=50, default="1")
+    file = models.FileField(upload_to=_model_file_path, blank=True, help_text="An imported model's file.")
+    source_path = models.CharField(
+        max_length=500, blank=True, help_text="A model the installation provides (the shipped one, ML_MODEL_PATH)."
+    )
+    sha256 = models.CharField(max_length=64)
+    format = models.CharField(max_length=20, choices=Format.choices, default=Format.HPAWEB)
+    architecture = models.CharField(max_length=200, blank=True)
+    class_names = models.JSONField(default=list, blank=True)
+    class_mapping = models.JSONField(default=dict, blank=True, help_text="Output index -> class name, if given.")
+    input_size_px = models.PositiveIntegerField(null=True, blank=True)
+    normalisation = models.JSONField(default=dict, blank=True, help_text='{"mean": [...], "std": [...]}')
+    metrics = models.JSONField(default=dict, blank=True, help_text="Validation metrics, as the model carries them.")
+    training_data = models.JSONField(default=dict, blank=True, help_text="A description of its training data.")
+    summary = models.CharField(max_length=500, blank=True, help_text="The one line of its card that matters.")
+    card = models.TextField(blank=True, help_text="The model card, markdown.")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True, related_name="models"
+    )
+    visibility = models.CharField(max_length=20, choices=Visibility.choices, default=Visibility.SHARED)
+    is_default = models.BooleanField(default=False, help_text="The installation's default model of its kind.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["kind", "name", "version", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "sha256", "owner"], name="unique_model_file_per_owner"),
+            models.UniqueConstraint(
+                fields=["kind"], condition=models.Q(is_default=True), name="one_default_model_per_kind"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("model-detail", args=[self.pk])
+
+    @property
+    def label(self) -> str:
+        """How pages name the model: name and version."""
+        return f"{self.name} v{self.version}"
+
+
 class Job(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
     name = models.CharField(max_length=200, blank=True)
     segmentation_backend = models.CharField(max_length=20)
+    classifier = models.ForeignKey(
+        RegisteredModel, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs",
+        help_text="The classifier the job's fields are run with.",
+    )  # fmt: skip
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -67,7 +141,14 @@ class Field(models.Model):
     segmentation_backend = models.CharField(max_length=20, blank=True)
     channels_used = models.JSONField(default=list, blank=True)
     model_name = models.CharField(max_length=200, blank=True, help_text="Empty when no trained model made predictions.")
+    classifier = models.ForeignKey(
+        RegisteredModel, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        help_text="The classifier that made the current predictions.",
+    )  # fmt: skip
     image_probabilities = models.JSONField(null=True, blank=True)
+    unfamiliar_share = models.FloatField(
+        null=True, blank=True, help_text="Share of the cells unlike the classifier's training cells."
+    )
     nuclei_labels = models.FileField(upload_to=_field_upload_path, blank=True)
     cell_labels = models.FileField(upload_to=_field_upload_path, blank=True)
     preview = models.FileField(upload_to=_field_upload_path, blank=True)
@@ -89,6 +170,13 @@ class Field(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+    @property
+    def missing_reference_channels(self) -> list[str]:
+        """The reference channels (red, yellow) the field was uploaded without."""
+        if self.multichannel:
+            return []
+        return [channel for channel in ("red", "yellow") if not getattr(self, channel)]
 
     def channel_files(self) -> dict[str, models.fields.files.FieldFile]:
         return {channel: getattr(self, channel) for channel in CHANNELS if getattr(self, channel)}
@@ -139,6 +227,11 @@ class Cell(models.Model):
     top_class = models.PositiveSmallIntegerField(null=True, blank=True)
     top_confidence = models.FloatField(null=True, blank=True)
     model_name = models.CharField(max_length=200, blank=True)
+    classifier = models.ForeignKey(RegisteredModel, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    familiarity = models.FloatField(
+        null=True, blank=True, help_text="How like the classifier's training cells, 0 to 1; null where it cannot say."
+    )
+    unfamiliar = models.BooleanField(null=True, blank=True, help_text="Familiarity below the classifier's threshold.")
     thumbnail = models.FileField(
         upload_to=_cell_thumbnail_path, blank=True, help_text="The cell centred on its neighbours, dimmed."
     )
@@ -154,3 +247,35 @@ class Cell(models.Model):
     @property
     def bbox(self) -> tuple[int, int, int, int]:
         return (self.min_row, self.min_col, self.max_row, self.max_col)
+
+
+class FieldPrediction(models.Model):
+    """A field's predictions by one classifier; kept when the field is run again with another."""
+
+    field = models.ForeignKey(Field, on_delete=models.CASCADE, related_name="predictions")
+    classifier = models.ForeignKey(RegisteredModel, on_delete=models.SET_NULL, null=True, related_name="+")
+    model_name = models.CharField(max_length=200)
+    model_version = models.CharField(max_length=50)
+    image_probabilities = models.JSONField()
+    unfamiliar_share = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["field_id", "created_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["field", "classifier"], name="one_prediction_per_model")]
+
+
+class CellPrediction(models.Model):
+    """A cell's probabilities by one classifier (`FieldPrediction` holds the field's)."""
+
+    prediction = models.ForeignKey(FieldPrediction, on_delete=models.CASCADE, related_name="cells")
+    cell = models.ForeignKey(Cell, on_delete=models.CASCADE, related_name="predictions")
+    probabilities = models.JSONField()
+    top_class = models.PositiveSmallIntegerField()
+    top_confidence = models.FloatField()
+    familiarity = models.FloatField(null=True, blank=True)
+    unfamiliar = models.BooleanField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["prediction_id", "cell_id"]
+        constraints = [models.UniqueConstraint(fields=["prediction", "cell"], name="one_cell_prediction_per_model")]

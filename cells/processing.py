@@ -5,22 +5,35 @@ stored. Progress is written with plain UPDATEs outside any transaction, so pages
 worker goes on.
 """
 
+import logging
+
 import numpy as np
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models import F
+from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 
 from cells import ml_config
-from cells.models import Cell, Field, FieldImage
+from cells.files import field_file_save, stored_files_delete
+from cells.models import Cell, CellPrediction, Field, FieldImage, FieldPrediction, RegisteredModel
 from cells.pictures import EncodedPictures, encode_pictures
-from ml.io import FieldImages, InputError, read_field, read_multichannel_tiff
+from ml.crops import crop_cells
+from ml.io import FieldImages, InputError, read_field, read_labels_png, read_multichannel_tiff
 from ml.pipeline import STAGE_START, FieldResult, analyse_field
 from ml.viewer import ViewerImages, viewer_images
+
+logger = logging.getLogger(__name__)
+
+
+class FieldGone(Exception):
+    """The field was deleted (with its job) while it was processed: the run stops and stores nothing."""
 
 
 def field_set_progress(*, field_id: int, status: str, progress: float) -> None:
     """Write the field's stage and share of work done (0 to 1) at once, for the pages polling it."""
-    Field.objects.filter(pk=field_id).update(status=status, progress=progress)
+    if not Field.objects.filter(pk=field_id).update(status=status, progress=progress):
+        raise FieldGone(field_id)
 
 
 def field_fail(*, field_id: int, reason: str) -> None:
@@ -28,22 +41,28 @@ def field_fail(*, field_id: int, reason: str) -> None:
     Field.objects.filter(pk=field_id).update(status=Field.Status.FAILED, error=reason, finished_at=timezone.now())
 
 
-def field_process(*, field_id: int) -> None:
-    """Segment and classify one field and store its cells; safe to run again on the same field.
+def field_process(*, field_id: int, resume: bool = False) -> None:
+    """Segment and classify one queued field and store its cells; safe to run again on the same field.
 
+    The run first claims the field (queued -> segmenting, one more attempt); a field that is not
+    queued (done, failed, gone, or claimed by another copy of the task) is left alone, so a
+    message delivered twice runs the field once. `resume` also claims a running field: the
+    task's own retry of the run it started. A field deleted meanwhile stops the run (`FieldGone`).
     An unreadable stored channel fails the field with the reason; any other error is the caller's
     (the task's) to handle.
     """
-    field = Field.objects.select_related("job").get(pk=field_id)
-    if field.status == Field.Status.DONE:
-        return
-    Field.objects.filter(pk=field_id).update(
+    claimable = [Field.Status.QUEUED, *((Field.Status.SEGMENTING, Field.Status.CLASSIFYING) if resume else ())]
+    claimed = Field.objects.filter(pk=field_id, status__in=claimable).update(
         status=Field.Status.SEGMENTING,
         progress=STAGE_START["segmenting"],
         error="",
-        attempts=field.attempts + 1,
+        attempts=F("attempts") + 1,
         started_at=timezone.now(),
     )
+    if not claimed:
+        logger.info("Field %s is not queued (done, failed, deleted or running elsewhere); nothing to do", field_id)
+        return
+    field = Field.objects.select_related("job").get(pk=field_id)
     try:
         images = _read_stored_field(field)
     except InputError as exc:
@@ -55,26 +74,129 @@ def field_process(*, field_id: int) -> None:
         status = Field.Status.CLASSIFYING if stage == "classifying" else Field.Status.SEGMENTING
         field_set_progress(field_id=field_id, status=status, progress=STAGE_START[stage])
 
+    classifier = field.job.classifier
     result = analyse_field(
         images,
         segmenter=ml_config.get_segmenter(field.job.segmentation_backend),
-        predictor=ml_config.get_predictor(),
+        predictor=ml_config.get_classifier(classifier) if classifier is not None else None,
         progress=report,
     )
     field_set_progress(field_id=field_id, status=Field.Status.CLASSIFYING, progress=STAGE_START["saving"])
     viewer = viewer_images(images, result.segmentation)
     del images  # the full-resolution channels are not needed any more
-    field_store_result(field=field, result=result, viewer=viewer)
+    field_store_result(field=field, result=result, viewer=viewer, classifier=classifier)
 
 
-def field_store_result(*, field: Field, result: FieldResult, viewer: ViewerImages) -> None:
+def field_store_result(
+    *, field: Field, result: FieldResult, viewer: ViewerImages, classifier: RegisteredModel | None = None
+) -> None:
     """Encode the field's pictures (no lock held), then replace its stored results in one transaction
-    and mark it done."""
+    and mark it done. `classifier` is the registry row of the model that made the probabilities."""
     _field_store_encoded(
         field_id=field.pk,
         result=result,
         viewer_shape=viewer.shape,
         pictures=encode_pictures(result=result, viewer=viewer),
+        classifier=classifier,
+    )
+
+
+def field_classify(*, field_id: int, classifier_id: int) -> None:
+    """Run a finished field's cells through another classifier, keeping every earlier model's predictions.
+
+    The cells and pictures stay as they are; the field's current predictions become this model's.
+    """
+    field = Field.objects.select_related("job").get(pk=field_id)
+    classifier = RegisteredModel.objects.get(pk=classifier_id)
+    # started_at dates this run, so the sweeper does not take it for one left by a dead worker.
+    Field.objects.filter(pk=field_id).update(started_at=timezone.now())
+    field_set_progress(field_id=field_id, status=Field.Status.CLASSIFYING, progress=STAGE_START["classifying"])
+    try:
+        images = _read_stored_field(field)
+    except InputError as exc:
+        field_fail(field_id=field_id, reason=str(exc))
+        return
+    with field.cell_labels.open("rb") as handle:
+        cell_labels = read_labels_png(handle)
+    predictor = ml_config.get_classifier(classifier)
+    crops = crop_cells(images.stack(), cell_labels, size_px=predictor.input_size_px)
+    del images
+    predictions = predictor.predict_cells(crops)
+    _field_store_predictions(
+        field_id=field_id,
+        classifier=classifier,
+        cell_ids=[int(cell_id) for cell_id in crops.cell_ids],
+        final_probabilities=predictions.final_probabilities.tolist(),
+        image_probabilities=predictions.image_probabilities.tolist(),
+        familiarity=None if predictions.familiarity is None else predictions.familiarity.tolist(),
+        unfamiliar=None if predictions.unfamiliar is None else predictions.unfamiliar.tolist(),
+    )
+
+
+@transaction.atomic
+def _field_store_predictions(
+    *,
+    field_id: int,
+    classifier: RegisteredModel,
+    cell_ids: list[int],
+    final_probabilities: list[list[float]],
+    image_probabilities: list[float],
+    familiarity: list[float] | None,
+    unfamiliar: list[bool] | None,
+) -> None:
+    field = Field.objects.select_for_update().get(pk=field_id)
+    cells = {cell.label: cell for cell in field.cells.all()}
+    flags = unfamiliar or []
+    share = sum(flags) / len(flags) if flags else None
+    FieldPrediction.objects.filter(field=field, classifier=classifier).delete()
+    prediction = FieldPrediction.objects.create(
+        field=field,
+        classifier=classifier,
+        model_name=classifier.name,
+        model_version=classifier.version,
+        image_probabilities=image_probabilities,
+        unfamiliar_share=None if unfamiliar is None else share,
+    )
+    rows, changed = [], []
+    for index, cell_id in enumerate(cell_ids):
+        cell = cells[cell_id]
+        probabilities = final_probabilities[index]
+        top_class = int(np.argmax(probabilities))
+        cell.probabilities = probabilities
+        cell.top_class = top_class
+        cell.top_confidence = probabilities[top_class]
+        cell.familiarity = None if familiarity is None else familiarity[index]
+        cell.unfamiliar = None if unfamiliar is None else bool(unfamiliar[index])
+        cell.classifier = classifier
+        cell.model_name = classifier.name
+        changed.append(cell)
+        rows.append(_cell_prediction(prediction, cell))
+    Cell.objects.bulk_update(
+        changed,
+        ["probabilities", "top_class", "top_confidence", "familiarity", "unfamiliar", "classifier", "model_name"],
+        batch_size=500,
+    )
+    CellPrediction.objects.bulk_create(rows, batch_size=500)
+    field.classifier = classifier
+    field.model_name = classifier.name
+    field.image_probabilities = image_probabilities
+    field.unfamiliar_share = prediction.unfamiliar_share
+    field.status = Field.Status.DONE
+    field.progress = 1.0
+    field.error = ""
+    field.finished_at = timezone.now()
+    field.save()
+
+
+def _cell_prediction(prediction: FieldPrediction, cell: Cell) -> CellPrediction:
+    return CellPrediction(
+        prediction=prediction,
+        cell=cell,
+        probabilities=cell.probabilities,
+        top_class=cell.top_class,
+        top_confidence=cell.top_confidence,
+        familiarity=cell.familiarity,
+        unfamiliar=cell.unfamiliar,
     )
 
 
@@ -91,16 +213,66 @@ def _read_stored_field(field: Field) -> FieldImages:
             handle.close()
 
 
-@transaction.atomic
 def _field_store_encoded(
-    *, field_id: int, result: FieldResult, viewer_shape: tuple[int, int], pictures: EncodedPictures
+    *,
+    field_id: int,
+    result: FieldResult,
+    viewer_shape: tuple[int, int],
+    pictures: EncodedPictures,
+    classifier: RegisteredModel | None,
 ) -> None:
-    field = Field.objects.select_for_update().get(pk=field_id)
-    # A re-run replaces everything the previous run stored.
-    for image in field.images.all():
-        image.file.delete(save=False)
-    for old_cell in field.cells.exclude(thumbnail=""):
-        old_cell.thumbnail.delete(save=False)
+    """Replace the field's results under its row lock; what this run wrote goes again if storing fails.
+
+    `intake.job_delete` takes the same lock: a field deleted first is found gone here (nothing is
+    written), a field stored first is deleted with everything stored here. The previous run's
+    files go only once the new rows are committed.
+    """
+    written: list[FieldFile] = []
+    try:
+        with transaction.atomic():
+            field = Field.objects.select_for_update().filter(pk=field_id).first()
+            if field is None:
+                raise FieldGone(field_id)
+            replaced = _stored_names(field)
+            _replace_results(
+                field,
+                result=result,
+                viewer_shape=viewer_shape,
+                pictures=pictures,
+                classifier=classifier,
+                written=written,
+            )
+            transaction.on_commit(lambda: stored_files_delete(replaced))
+    except BaseException:
+        stored_files_delete([(stored.storage, stored.name) for stored in written])
+        raise
+
+
+def _stored_names(field: Field) -> list[tuple]:
+    """The (storage, name) of every result file the field has now."""
+    stored = [image.file for image in field.images.all()]
+    stored += [cell.thumbnail for cell in field.cells.exclude(thumbnail="")]
+    stored += [picture for picture in (field.nuclei_labels, field.cell_labels, field.preview) if picture]
+    return [(picture.storage, picture.name) for picture in stored]
+
+
+def _replace_results(
+    field: Field,
+    *,
+    result: FieldResult,
+    viewer_shape: tuple[int, int],
+    pictures: EncodedPictures,
+    classifier: RegisteredModel | None,
+    written: list[FieldFile],
+) -> None:
+    """Rows and files of one run, in place of the previous run's rows; each file saved is added to `written`."""
+
+    def save(stored: FieldFile, name: str, data: bytes) -> None:
+        field_file_save(stored, name, ContentFile(data))
+        written.append(stored)
+
+    # The predictions of every model go too: they were made on the previous cells.
+    field.predictions.all().delete()
     field.images.all().delete()
     field.cells.all().delete()
     cells = []
@@ -122,23 +294,36 @@ def _field_store_encoded(
                 top_class=top_class,
                 top_confidence=probabilities[top_class] if probabilities else None,
                 model_name=result.model_name or "",
+                classifier=classifier if probabilities else None,
+                familiarity=cell.familiarity,
+                unfamiliar=cell.unfamiliar,
             )
         )
-        cells[-1].thumbnail.save(f"{cell.cell_id}.jpg", ContentFile(thumbnail), save=False)
+        save(cells[-1].thumbnail, f"{cell.cell_id}.jpg", thumbnail)
     Cell.objects.bulk_create(cells, batch_size=500)
+    if classifier is not None and result.image_probabilities is not None:
+        prediction = FieldPrediction.objects.create(
+            field=field,
+            classifier=classifier,
+            model_name=classifier.name,
+            model_version=classifier.version,
+            image_probabilities=list(result.image_probabilities),
+            unfamiliar_share=result.unfamiliar_share,
+        )
+        stored = field.cells.all()  # with primary keys, which bulk_create does not give on every database
+        CellPrediction.objects.bulk_create([_cell_prediction(prediction, cell) for cell in stored], batch_size=500)
     for kind, picture in pictures.viewer.items():
         image = FieldImage(field=field, kind=kind, width=viewer_shape[1], height=viewer_shape[0])
-        image.file.save(picture.file_name, ContentFile(picture.data), save=False)
+        save(image.file, picture.file_name, picture.data)
         image.save()
-    for stored in (field.nuclei_labels, field.cell_labels, field.preview):
-        if stored:
-            stored.delete(save=False)
-    field.nuclei_labels.save(f"{field.name}_nuclei.png", ContentFile(pictures.nuclei_labels), save=False)
-    field.cell_labels.save(f"{field.name}_cells.png", ContentFile(pictures.cell_labels), save=False)
-    field.preview.save(f"{field.name}_preview.jpg", ContentFile(pictures.preview), save=False)
+    save(field.nuclei_labels, f"{field.name}_nuclei.png", pictures.nuclei_labels)
+    save(field.cell_labels, f"{field.name}_cells.png", pictures.cell_labels)
+    save(field.preview, f"{field.name}_preview.jpg", pictures.preview)
     field.segmentation_backend = result.segmentation.backend
     field.channels_used = list(result.segmentation.channels_used)
     field.model_name = result.model_name or ""
+    field.classifier = classifier if result.image_probabilities is not None else None
+    field.unfamiliar_share = result.unfamiliar_share
     field.image_probabilities = list(result.image_probabilities) if result.image_probabilities is not None else None
     field.timings_s = dict(result.timings_s)
     field.status = Field.Status.DONE

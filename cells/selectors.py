@@ -14,10 +14,11 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.http import Http404
 from django.shortcuts import get_object_or_404
-from rest_framework.authtoken.models import Token
+from django.utils import timezone
+from knox.models import AuthToken
 
-from cells import ml_config
-from cells.models import Cell, Field, FieldImage, Job
+from cells import ml_config, registry
+from cells.models import Cell, CellPrediction, Field, FieldImage, Job, RegisteredModel
 from ml.constants import CLASS_NAMES
 
 CELL_ORDERS = {
@@ -30,7 +31,11 @@ CELL_ORDERS = {
 def job_list(*, user) -> QuerySet[Job]:
     """The user's jobs, newest first, their fields prefetched with `cell_count`."""
     fields = Field.objects.annotate(cell_count=Count("cells")).order_by("id")
-    return Job.objects.filter(owner=user).prefetch_related(Prefetch("fields", queryset=fields))
+    return (
+        Job.objects.filter(owner=user)
+        .select_related("classifier")
+        .prefetch_related(Prefetch("fields", queryset=fields.select_related("classifier")))
+    )
 
 
 def job_get(*, user, job_id: int) -> Job:
@@ -40,7 +45,9 @@ def job_get(*, user, job_id: int) -> Job:
 
 def field_list(*, user, job: Job | None = None) -> QuerySet[Field]:
     """The user's fields (of one job), each with its number of cells as `cell_count`."""
-    fields = Field.objects.filter(job__owner=user).select_related("job").annotate(cell_count=Count("cells"))
+    fields = (
+        Field.objects.filter(job__owner=user).select_related("job", "classifier").annotate(cell_count=Count("cells"))
+    )
     if job is not None:
         fields = fields.filter(job=job)
     return fields.order_by("job_id", "id")
@@ -73,7 +80,9 @@ def field_neighbours(*, field: Field) -> tuple[Field | None, Field | None]:
 
 
 def cell_get(*, user, cell_id: int) -> Cell:
-    return get_object_or_404(Cell.objects.filter(field__job__owner=user).select_related("field"), pk=cell_id)
+    return get_object_or_404(
+        Cell.objects.filter(field__job__owner=user).select_related("field", "classifier"), pk=cell_id
+    )
 
 
 def cell_list(
@@ -83,6 +92,7 @@ def cell_list(
     field: Field | None = None,
     class_index: int | None = None,
     min_confidence: float | None = None,
+    unfamiliar: bool | None = None,
     order: str = "field",
 ) -> QuerySet[Cell]:
     """The user's cells, each annotated with `confidence`.
@@ -90,9 +100,12 @@ def cell_list(
     `confidence` is the cell's confidence for `class_index` when one is given, else its top
     confidence. `min_confidence` keeps cells whose `confidence` reaches it (so with a class: the
     cells predicted to show that class at that confidence; a cell may show several classes).
+    `unfamiliar` keeps the cells flagged unfamiliar (True) or the familiar ones (False).
     `order` is one of CELL_ORDERS: "confidence" (highest first), "-confidence" or "field".
     """
-    cells = Cell.objects.filter(field__job__owner=user).select_related("field")
+    cells = Cell.objects.filter(field__job__owner=user).select_related("field", "classifier")
+    if unfamiliar is not None:
+        cells = cells.filter(unfamiliar=unfamiliar)
     if job is not None:
         cells = cells.filter(field__job=job)
     if field is not None:
@@ -178,44 +191,168 @@ def viewer_cells(*, field: Field) -> list[dict]:
             "bbox": list(cell.bbox),
             "area_px": cell.area_px,
             "probabilities": None if cell.probabilities is None else [round(p, 4) for p in cell.probabilities],
+            "familiarity": None if cell.familiarity is None else round(cell.familiarity, 4),
+            "unfamiliar": cell.unfamiliar,
         }
         for cell in field.cells.all()
     ]
 
 
-def api_token_get(*, user) -> Token | None:
-    return Token.objects.filter(user=user).first()
+def api_token_get(*, user) -> AuthToken | None:
+    """The user's newest API token that has not expired (its key is not stored: only when it ends)."""
+    return AuthToken.objects.filter(user=user, expiry__gt=timezone.now()).order_by("-created").first()
 
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """One entry of the models list: a registered classifier, or a segmentation backend."""
+
     name: str
     kind: str  # "classifier" | "segmentation"
     available: bool
     description: str
+    id: int | None = None
+    version: str = ""
+    format: str = ""
+    is_default: bool = False
+    visibility: str = "shared"
+    model: RegisteredModel | None = None
 
 
-def model_list() -> list[ModelInfo]:
-    """The models this installation can use: the cell classifier and the segmentation backends."""
-    classifier_path = ml_config.classifier_path()
-    descriptions = {
-        "classical": "Seeded watershed on the nucleus and cytoplasm channels; needs no weights.",
-        "unet": "HPA-compatible DPN-U-Net; needs ML_NUCLEI_WEIGHTS and ML_CELL_WEIGHTS.",
-    }
+SEGMENTATION_DESCRIPTIONS = {
+    "classical": "Seeded watershed on the nucleus and cytoplasm channels; needs no weights.",
+    "unet": "HPA-compatible DPN-U-Net; needs ML_NUCLEI_WEIGHTS and ML_CELL_WEIGHTS.",
+}
+
+
+def model_list(*, user) -> list[ModelInfo]:
+    """The classifiers `user` may choose (shared ones and their own) and the segmentation backends."""
     models = [
         ModelInfo(
-            name=classifier_path.stem if classifier_path is not None else "",
+            id=model.pk,
+            name=model.name,
+            version=model.version,
             kind="classifier",
-            available=classifier_path is not None,
-            description=(
-                f"Cell classifier over the {len(CLASS_NAMES)} HPA classes."
-                if classifier_path is not None
-                else "No trained classifier is installed (ML_MODEL_PATH); fields are segmented but not classified."
+            format=model.format,
+            available=True,
+            description=model.summary,
+            is_default=model.is_default,
+            visibility=model.visibility,
+            model=model,
+        )
+        for model in registry.classifiers_for(user)
+    ]
+    if not any(info.is_default for info in models):
+        models.insert(
+            0,
+            ModelInfo(
+                name="",
+                kind="classifier",
+                available=False,
+                description="No default classifier is installed (ML_MODEL_PATH); fields are segmented but not "
+                "classified unless a job chooses a model.",
             ),
         )
-    ]
     models += [
-        ModelInfo(name=backend, kind="segmentation", available=available, description=descriptions.get(backend, ""))
+        ModelInfo(
+            name=backend,
+            kind="segmentation",
+            available=available,
+            description=SEGMENTATION_DESCRIPTIONS.get(backend, ""),
+        )
         for backend, available in ml_config.segmentation_backends().items()
     ]
     return models
+
+
+def model_get(*, user, model_id: int) -> RegisteredModel:
+    """A model `user` may see; others' private models are reported as missing."""
+    return get_object_or_404(registry.models_visible_to(user), pk=model_id)
+
+
+def job_models(*, job: Job) -> list[RegisteredModel]:
+    """The classifiers a job's fields have predictions of, oldest run first."""
+    ids = (
+        CellPrediction.objects.filter(prediction__field__job=job)
+        .values_list("prediction__classifier", flat=True)
+        .distinct()
+    )
+    return list(RegisteredModel.objects.filter(pk__in=[i for i in ids if i is not None]).order_by("pk"))
+
+
+@dataclass(frozen=True)
+class ModelComparison:
+    """How two classifiers' calls on the same cells agree, class by class."""
+
+    first: RegisteredModel
+    second: RegisteredModel
+    cells: int  # cells both models predicted
+    top_class_agreement: float | None  # share of those cells with the same top class
+    per_class: list[dict]  # index, name, first, second (cells at min_confidence), both, agreement (Jaccard)
+    disagreeing_cell_ids: list[int]  # cells whose top classes differ, most confident disagreement first
+
+
+def model_comparison(
+    *, job: Job, first: RegisteredModel, second: RegisteredModel, min_confidence: float = 0.5
+) -> ModelComparison:
+    """Compare two classifiers on a job's cells: per class, which cells each calls it at `min_confidence`."""
+    rows = CellPrediction.objects.filter(prediction__field__job=job, prediction__classifier__in=[first, second])
+    by_cell: dict[int, dict[int, CellPrediction]] = {}
+    for row in rows.select_related("prediction"):
+        by_cell.setdefault(row.cell_id, {})[row.prediction.classifier_id] = row
+    both = {cell_id: pair for cell_id, pair in by_cell.items() if len(pair) == 2}
+    per_class = []
+    for index, name in enumerate(CLASS_NAMES):
+        firsts = {c for c, pair in both.items() if pair[first.pk].probabilities[index] >= min_confidence}
+        seconds = {c for c, pair in both.items() if pair[second.pk].probabilities[index] >= min_confidence}
+        union = firsts | seconds
+        per_class.append(
+            {
+                "index": index,
+                "name": name,
+                "first": len(firsts),
+                "second": len(seconds),
+                "both": len(firsts & seconds),
+                "agreement": len(firsts & seconds) / len(union) if union else None,
+            }
+        )
+    differing = [
+        (max(pair[first.pk].top_confidence, pair[second.pk].top_confidence), cell_id)
+        for cell_id, pair in both.items()
+        if pair[first.pk].top_class != pair[second.pk].top_class
+    ]
+    agreeing = len(both) - len(differing)
+    return ModelComparison(
+        first=first,
+        second=second,
+        cells=len(both),
+        top_class_agreement=agreeing / len(both) if both else None,
+        per_class=per_class,
+        disagreeing_cell_ids=[cell_id for _, cell_id in sorted(differing, key=lambda item: (-item[0], item[1]))],
+    )
+
+
+def cell_calls(*, cell_ids: list[int], models: list[RegisteredModel]) -> dict[int, list[tuple[str, float] | None]]:
+    """Each cell's top class and confidence by each model, in the order of `models` (None: not run)."""
+    rows = CellPrediction.objects.filter(cell_id__in=cell_ids, prediction__classifier__in=models).select_related(
+        "prediction"
+    )
+    found = {(row.cell_id, row.prediction.classifier_id): row for row in rows}
+    return {
+        cell_id: [
+            (CLASS_NAMES[row.top_class], row.top_confidence) if (row := found.get((cell_id, model.pk))) else None
+            for model in models
+        ]
+        for cell_id in cell_ids
+    }
+
+
+def model_ap_bars(*, model: RegisteredModel) -> list[dict]:
+    """Per-class validation AP as the model carries it (cell-level when known, else image-level), for a chart."""
+    metrics = model.metrics or {}
+    per_class = metrics.get("val_ap_per_class") or metrics.get("val_image_ap_per_class") or []
+    names = model.class_names or list(CLASS_NAMES)
+    return [
+        {"name": name, "ap": ap, "percent": None if ap is None else round(100 * ap)}
+        for name, ap in zip(names, per_class, strict=False)
+    ]

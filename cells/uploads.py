@@ -9,10 +9,14 @@ Three ways in, combinable in one request:
 
 Archives are treated as hostile: entries with absolute paths, `..`, symlinks, encryption or
 nested archives, too many entries or too many bytes reject the whole archive before anything is
-unpacked, and unpacking stops at the sizes the archive declared.
+unpacked. Unpacking is checked as it inflates: an entry stops at the size it declared, one that
+does not start like a PNG or TIFF stops at its first bytes (its field is then refused by name), and all archives of a request together stop at `ZipLimits.max_total_bytes`
+(at most `HPAWEB_MAX_UPLOAD_BYTES`), so a request never takes more than twice that in temporary
+space (the upload spooled, plus what was unpacked).
 """
 
 import contextlib
+import errno
 import json
 import re
 import shutil
@@ -41,6 +45,11 @@ _IMAGE_EXTENSIONS = (".png", ".tif", ".tiff")
 _TIFF_EXTENSIONS = (".tif", ".tiff")
 _ARCHIVE_EXTENSIONS = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
 _COPY_CHUNK_BYTES = 1024 * 1024
+# Django cuts longer uploaded file names down to this (keeping the extension).
+_MAX_FILE_NAME_CHARS = 255
+_SNIFF_BYTES = 64
+# How a PNG and a TIFF (classic or BigTIFF, either byte order) begin.
+_IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 @dataclass(frozen=True)
@@ -80,7 +89,7 @@ class ZipLimits:
         largest_image = len(CHANNELS) * 2 * ml_config.max_side_px() ** 2 + 1024**2
         return cls(
             max_entries=settings.HPAWEB_ZIP_MAX_ENTRIES,
-            max_total_bytes=settings.HPAWEB_ZIP_MAX_BYTES,
+            max_total_bytes=min(settings.HPAWEB_ZIP_MAX_BYTES, settings.HPAWEB_MAX_UPLOAD_BYTES),
             max_entry_bytes=largest_image,
         )
 
@@ -185,13 +194,22 @@ def fields_from_files(
     loose = files.getlist("files")
     names = [f.name or "" for f in loose]
     groups = _FieldGroups()
+    unpacked = _Unpacked(limit_bytes=limits.max_total_bytes)
     for index, upload_file in enumerate(loose):
         name = _base_name(upload_file.name or "")
-        if names.count(upload_file.name or "") > 1:
+        if len(upload_file.name or "") >= _MAX_FILE_NAME_CHARS:
+            shown = f"{name[:40]}…"
+            errors[shown] = (
+                f"The file name {shown} is too long ({_MAX_FILE_NAME_CHARS} characters or more are cut off, "
+                "so its field and channel are lost); rename it {ID}_{channel}.png with a field ID of at most 200 characters."
+            )
+        elif names.count(upload_file.name or "") > 1:
             errors[name] = f"Two uploaded files are named {name}; rename one so each file can be told apart."
         elif name.lower().endswith(".zip"):
             try:
-                for entry_name, entry in _unpack_zip(upload_file, workdir=workdir / f"zip{index}", limits=limits):
+                for entry_name, entry in _unpack_zip(
+                    upload_file, workdir=workdir / f"zip{index}", limits=limits, unpacked=unpacked
+                ):
                     groups.add_by_name(entry_name, entry)
             except JobInputError as exc:
                 errors.update(exc.field_errors)
@@ -264,7 +282,22 @@ class _FieldGroups:
         return sorted(fields, key=lambda upload: upload.name)
 
 
-def _unpack_zip(upload_file: UploadedFile, *, workdir: Path, limits: ZipLimits) -> list[tuple[str, File]]:
+class _Unpacked:
+    """Bytes unpacked from every archive of one request, against their common limit."""
+
+    def __init__(self, *, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self.total_bytes = 0
+
+    def add(self, size_bytes: int) -> bool:
+        """Count bytes about to be written; False once they would pass the limit."""
+        self.total_bytes += size_bytes
+        return self.total_bytes <= self.limit_bytes
+
+
+def _unpack_zip(
+    upload_file: UploadedFile, *, workdir: Path, limits: ZipLimits, unpacked: _Unpacked
+) -> list[tuple[str, File]]:
     """(file name, closed `File`) for each image of a zip, after checking every entry; see the module doc."""
     zip_name = _base_name(upload_file.name or "archive.zip")
 
@@ -299,7 +332,7 @@ def _unpack_zip(upload_file: UploadedFile, *, workdir: Path, limits: ZipLimits) 
             raise refuse(
                 "it holds no PNG or TIFF images named {ID}_{channel}.png; put the fields' channel files in it."
             )
-        return [_extract(archive, entry, workdir / str(index), refuse) for index, entry in enumerate(images)]
+        return [_extract(archive, entry, workdir / str(index), refuse, unpacked) for index, entry in enumerate(images)]
 
 
 def _entry_problem(entry: zipfile.ZipInfo, limits: ZipLimits) -> str | None:
@@ -328,8 +361,12 @@ def _is_image_entry(name: str) -> bool:
     return parts[-1].lower().endswith(_IMAGE_EXTENSIONS)
 
 
-def _extract(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, folder: Path, refuse) -> tuple[str, File]:
-    """Copy one entry to folder/{its base name}, stopping at its declared size (a zip can lie about it)."""
+def _extract(
+    archive: zipfile.ZipFile, entry: zipfile.ZipInfo, folder: Path, refuse, unpacked: _Unpacked
+) -> tuple[str, File]:
+    """Copy one entry to folder/{its base name}, checking it as it inflates: it must start like an
+    image, stay within its declared size (a zip can lie about it) and within the request's limit.
+    A full disk is raised as it is (`OSError`, ENOSPC): that is the server's problem, not the archive's."""
     name = _base_name(entry.filename)
     folder.mkdir(parents=True)
     target = folder / name
@@ -337,11 +374,24 @@ def _extract(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, folder: Path, ref
     try:
         with archive.open(entry) as source, target.open("wb") as out:
             while chunk := source.read(_COPY_CHUNK_BYTES):
+                if written == 0 and not chunk.startswith(_IMAGE_SIGNATURES):
+                    # Not an image: keep only its start, enough for the field's check to say so.
+                    out.write(chunk[:_SNIFF_BYTES])
+                    break
                 written += len(chunk)
                 if written > entry.file_size:
                     raise refuse(f"the entry {entry.filename!r} unpacks to more bytes than it declares.")
+                if not unpacked.add(len(chunk)):
+                    raise refuse(
+                        f"its images unpack to more than the {_size_text(unpacked.limit_bytes)} one upload may hold; "
+                        "split it into smaller archives."
+                    )
                 out.write(chunk)
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, NotImplementedError) as error:
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise
+        raise refuse(f"the entry {entry.filename!r} cannot be unpacked ({error}); create the archive again.") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as error:
         raise refuse(f"the entry {entry.filename!r} cannot be unpacked ({error}); create the archive again.") from None
     # Closed until read, so a batch of hundreds of fields does not hold hundreds of open files.
     return name, File(None, name=str(target))

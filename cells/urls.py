@@ -11,6 +11,8 @@ job_urlpatterns = [
     path("coco.json", views.job_export, {"export": "coco"}, name="job-coco"),
     path("cells.csv", views.job_export, {"export": "cells"}, name="job-cells-csv"),
     path("labels.zip", views.job_export, {"export": "labels"}, name="job-labels"),
+    path("classify/", views.job_classify, name="job-classify"),
+    path("compare/", views.job_compare, name="job-compare"),
 ]
 
 field_urlpatterns = [
@@ -27,6 +29,9 @@ urlpatterns = [
     path("jobs/<int:job_id>/", include(job_urlpatterns)),
     path("fields/<int:field_id>/", include(field_urlpatterns)),
     path("cells/<int:cell_id>/thumbnail.jpg", views.cell_thumbnail, name="cell-thumbnail"),
+    path("models/", views.model_list, name="model-list"),
+    path("models/<int:model_id>/", views.model_detail, name="model-detail"),
+    path("models/<int:model_id>/default/", views.model_make_default, name="model-default"),
     path("accounts/", views.account, name="account"),
     path("accounts/token/", views.account_token, name="account-token"),
 ]
@@ -40,12 +45,15 @@ api_job_urlpatterns = [
     path("coco.json", apis.JobCocoApi.as_view(), name="api-job-coco"),
     path("cells.csv", apis.JobCellsCsvApi.as_view(), name="api-job-cells-csv"),
     path("labels.zip", apis.JobLabelsApi.as_view(), name="api-job-labels"),
+    path("classify/", apis.JobClassifyApi.as_view(), name="api-job-classify"),
+    path("compare/", apis.JobCompareApi.as_view(), name="api-job-compare"),
 ]
 
 api_field_urlpatterns = [
     path("", apis.FieldDetailApi.as_view(), name="api-field-detail"),
     path("cells/", apis.FieldCellListApi.as_view(), name="api-field-cells"),
     path("retry/", apis.FieldRetryApi.as_view(), name="api-field-retry"),
+    path("classify/", apis.FieldClassifyApi.as_view(), name="api-field-classify"),
     path("labels/<slug:kind>.png", apis.FieldLabelsApi.as_view(), name="api-field-labels"),
 ]
 
@@ -55,4 +63,6 @@ api_urlpatterns = [
     path("fields/<int:field_id>/", include(api_field_urlpatterns)),
     path("cells/<int:cell_id>/", apis.CellDetailApi.as_view(), name="api-cell-detail"),
     path("models/", apis.ModelListApi.as_view(), name="api-models"),
+    path("models/<int:model_id>/", apis.ModelDetailApi.as_view(), name="api-model-detail"),
+    path("models/<int:model_id>/default/", apis.ModelDefaultApi.as_view(), name="api-model-default"),
 ]

@@ -4,9 +4,10 @@ Every stored file (channels, viewer images, thumbnails, label images, exports) i
 view here that checks the signed-in user owns it; MEDIA_URL is never exposed.
 """
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
@@ -14,9 +15,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from cells import exports, intake, selectors
-from cells.forms import GalleryFilterForm, JobUploadForm
+from cells import exports, intake, registry, selectors
+from cells.forms import GalleryFilterForm, JobUploadForm, ModelImportForm
 from cells.models import FieldImage
+from cells.upload_limits import DISK_FULL, is_disk_full
 from cells.uploads import JobInputError, request_uploads
 from ml.constants import CHANNELS, CLASS_NAMES, REQUIRED_CHANNELS
 from ml.io import FIELD_FILE_PATTERN
@@ -38,9 +40,12 @@ def job_list(request):
 
 @login_required
 def job_create(request):
-    form = JobUploadForm(request.POST or None, request.FILES or None)
+    form = JobUploadForm(request.POST or None, request.FILES or None, user=request.user)
     errors: dict[str, str] = {}
-    if request.method == "POST" and form.is_valid():
+    status = 200
+    if getattr(request, "upload_error", ""):  # the body could not be parsed (cells.upload_limits)
+        errors, status = {"upload": request.upload_error}, 400
+    elif request.method == "POST" and form.is_valid():
         try:
             with request_uploads(
                 request.FILES, field_name=form.cleaned_data["field_name"], assignments=form.cleaned_data["assignments"]
@@ -50,16 +55,26 @@ def job_create(request):
                     uploads=uploads,
                     name=form.cleaned_data["name"],
                     segmentation_backend=form.cleaned_data["segmentation_backend"],
+                    classifier_id=form.cleaned_data["classifier"].pk if form.cleaned_data["classifier"] else None,
+                    # "None: segment only" chosen; a form without the field gets the default.
+                    classify=bool(form.cleaned_data["classifier"]) or "classifier" not in request.POST,
                 )
         except JobInputError as exc:
-            errors = exc.field_errors
+            errors, status = exc.field_errors, 400
+        except intake.QueueUnavailable as exc:
+            errors, status = {"upload": str(exc)}, 503
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            errors, status = {"upload": DISK_FULL}, 507
         else:
             count = job.fields.count()
             messages.success(request, f"Upload accepted; {count} field{'s' if count != 1 else ''} queued.")
             if request.htmx:
                 return HttpResponseClientRedirect(job.get_absolute_url())
             return redirect(job.get_absolute_url())
-    status = 400 if errors or form.errors else 200
+    if form.errors and status == 200:
+        status = 400
     context = {"form": form, "upload_errors": errors}
     if request.htmx:
         return render(request, "cells/_upload_errors.html", context, status=status)
@@ -73,6 +88,8 @@ def job_detail(request, job_id: int):
         "job": job,
         "progress": selectors.job_progress(job=job),
         "fields": selectors.field_list(user=request.user, job=job),
+        "classifiers": registry.classifiers_for(request.user),
+        "job_models": selectors.job_models(job=job),
     }
     return render(request, "cells/job_detail.html", context)
 
@@ -113,6 +130,7 @@ def job_gallery(request, job_id: int):
         job=job,
         class_index=filters["class_index"],
         min_confidence=filters["min_confidence"],
+        unfamiliar={"unfamiliar": True, "familiar": False}.get(filters.get("familiarity") or ""),
         order=filters["order"],
     )
     page = Paginator(cells, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
@@ -156,6 +174,15 @@ def field_detail(request, field_id: int):
             "width": field.width,
             "height": field.height,
             "classNames": list(CLASS_NAMES),
+            "model": (
+                {
+                    "name": field.classifier.name,
+                    "version": field.classifier.version,
+                    "summary": field.classifier.summary,
+                }
+                if field.classifier
+                else None
+            ),
             "cells": selectors.viewer_cells(field=field),
             # ?v= changes when the field is run again, so browsers never mix old and new pictures.
             "images": {kind: f"{reverse('field-image', args=[field.pk, kind])}?v={version:.0f}" for kind in images},
@@ -198,6 +225,8 @@ def field_retry(request, field_id: int):
     except ValidationError as exc:
         # A second click on "Run again", or a field that was already retried elsewhere.
         messages.error(request, f"Field {field.name} was not queued again: {' '.join(exc.messages)}")
+    except intake.QueueUnavailable as exc:
+        messages.error(request, f"Field {field.name} was not queued again: {exc}")
     else:
         messages.info(request, f"Field {field.name} is queued again.")
     return redirect("job-detail", job_id=field.job_id)
@@ -219,9 +248,20 @@ def account(request):
 @login_required
 @require_POST
 def account_token(request):
-    intake.api_token_regenerate(user=request.user)
-    messages.success(request, "A new API token was made; the previous one no longer works.")
-    return redirect("account")
+    token, key = intake.api_token_regenerate(user=request.user)
+    # Only the key's hash is stored: this response is the one time it can be shown.
+    context = {"token": token, "new_key": key}
+    response = render(request, "cells/account.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def login_locked_out(request, original_response=None, credentials=None) -> HttpResponse:
+    """django-axes' answer to a locked-out sign-in: 429 with Retry-After, the page says how long."""
+    wait_s = int(settings.AXES_COOLOFF_TIME.total_seconds())
+    response = render(request, "registration/locked_out.html", {"minutes": max(1, round(wait_s / 60))}, status=429)
+    response["Retry-After"] = str(wait_s)
+    return response
 
 
 def _private_file(stored, *, content_type: str, download_name: str | None = None) -> FileResponse:
@@ -234,3 +274,92 @@ def _private_file(stored, *, content_type: str, download_name: str | None = None
     # Owner-only content: browsers may keep it, shared caches may not.
     response["Cache-Control"] = "private, max-age=3600"
     return response
+
+
+@login_required
+@require_POST
+def job_classify(request, job_id: int):
+    job = selectors.job_get(user=request.user, job_id=job_id)
+    try:
+        model = selectors.model_get(user=request.user, model_id=int(request.POST.get("classifier", "")))
+        intake.job_classify(job=job, classifier=model, user=request.user)
+    except ValueError:
+        messages.error(request, "Choose a classifier to run the job with.")
+    except ValidationError as exc:
+        messages.error(request, f"{job} was not run again: {' '.join(exc.messages)}")
+    else:
+        messages.info(request, f"{job} is running with {model.label}; the earlier predictions are kept.")
+    return redirect(job.get_absolute_url())
+
+
+@login_required
+def job_compare(request, job_id: int):
+    job = selectors.job_get(user=request.user, job_id=job_id)
+    models = selectors.job_models(job=job)
+    chosen = []
+    for key, fallback in (("first", 0), ("second", 1)):
+        try:
+            chosen.append(selectors.model_get(user=request.user, model_id=int(request.GET[key])))
+        except (KeyError, ValueError):
+            chosen.append(models[fallback] if len(models) > fallback else None)
+    if None in chosen or chosen[0] == chosen[1]:
+        messages.info(request, "Run the job with a second classifier first; then the two can be compared.")
+        return redirect(job.get_absolute_url())
+    comparison = selectors.model_comparison(job=job, first=chosen[0], second=chosen[1])
+    shown_ids = comparison.disagreeing_cell_ids[:GALLERY_PAGE_SIZE]
+    by_id = {cell.pk: cell for cell in selectors.cell_list(user=request.user, job=job).filter(pk__in=shown_ids)}
+    calls = selectors.cell_calls(cell_ids=shown_ids, models=chosen)
+    context = {
+        "job": job,
+        "models": models,
+        "comparison": comparison,
+        "disagreeing": [(by_id[cell_id], *calls[cell_id]) for cell_id in shown_ids if cell_id in by_id],
+    }
+    return render(request, "cells/job_compare.html", context)
+
+
+@login_required
+def model_list(request):
+    form = ModelImportForm(request.POST or None, request.FILES or None)
+    can_import = request.user.is_staff or settings.HPAWEB_PRIVATE_MODELS
+    if not request.user.is_staff:
+        form.fields["visibility"].choices = [("private", "Private (you only)")]
+    status = 200
+    if request.method == "POST" and can_import and form.is_valid():
+        try:
+            mapping = registry.parse_class_mapping(form.cleaned_data["class_mapping"])
+            model = registry.model_import(
+                owner=request.user,
+                upload=form.cleaned_data["file"],
+                visibility=form.cleaned_data["visibility"],
+                class_mapping=mapping,
+            )
+        except (ValidationError, PermissionDenied) as exc:
+            form.add_error("file", " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc))
+            status = 400
+        else:
+            messages.success(request, f"{model.label} was checked and added.")
+            return redirect(model.get_absolute_url())
+    elif request.method == "POST":
+        status = 400
+    context = {"models": selectors.model_list(user=request.user), "form": form, "can_import": can_import}
+    return render(request, "cells/model_list.html", context, status=status)
+
+
+@login_required
+def model_detail(request, model_id: int):
+    model = selectors.model_get(user=request.user, model_id=model_id)
+    return render(request, "cells/model_detail.html", {"model": model, "ap_bars": selectors.model_ap_bars(model=model)})
+
+
+@login_required
+@require_POST
+def model_make_default(request, model_id: int):
+    model = selectors.model_get(user=request.user, model_id=model_id)
+    try:
+        registry.model_set_default(model=model, user=request.user)
+    except (ValidationError, PermissionDenied) as exc:
+        messages.error(request, " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc))
+    else:
+        messages.success(request, f"{model.label} is now the installation's default classifier.")
+    return redirect(model.get_absolute_url())

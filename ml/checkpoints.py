@@ -10,7 +10,9 @@ training:
 - the cell classifier (`save_classifier_checkpoint`, `load_classifier_checkpoint`, `build_classifier`):
   {"model": state_dict, "config": {"architecture": "cell-classifier", "widths", "input_size_px",
   "mean", "std", "blend_cell_weight", "image_pooling", "dropout"}, "class_names", "mean", "std",
-  "version", "metrics", "data", "name"}, written by `python -m ml train`;
+  "version", "metrics", "data", "name"}, written by `python -m ml train`, and optionally
+  "familiarity" (`ml.classifier.familiarity`: a description of the training cells, checked on
+  loading, added to an existing file by `add_familiarity`), "summary", "card" and "model_version";
 - the segmentation U-Nets (`save_unet_checkpoint`, `load_unet_checkpoint`):
   {"model": state_dict, "config": `ml.segmentation.hpa.config.unet_config(...)`, "version",
   "name", "metrics", "source"}, written by `python -m ml convert-hpa-weights` or
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ml.classifier.familiarity import Familiarity, single_layer_block_as_layers
 from ml.classifier.network import CellClassifier
 from ml.constants import CHANNELS, CLASS_NAMES
 from ml.segmentation.hpa.config import UNET_ARCHITECTURE, build_unet
@@ -86,7 +89,14 @@ _UNET = _Kind(
 
 
 def save_classifier_checkpoint(
-    path: str | Path, *, model: nn.Module, config: dict, metrics: dict, data: dict, name: str | None = None
+    path: str | Path,
+    *,
+    model: nn.Module,
+    config: dict,
+    metrics: dict,
+    data: dict,
+    name: str | None = None,
+    familiarity: Familiarity | None = None,
 ) -> None:
     """Write a classifier checkpoint; `name` (shown to users) defaults to the file name without suffix."""
     path = Path(path)
@@ -102,11 +112,16 @@ def save_classifier_checkpoint(
         "data": _plain(data),
         "name": name or path.stem,
     }
+    if familiarity is not None:
+        checkpoint["familiarity"] = familiarity.to_plain()
     save_atomically(checkpoint, path)
 
 
 def load_classifier_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
-    """Load a classifier checkpoint; returns (model in eval mode on the CPU, the checkpoint without "model")."""
+    """Load a classifier checkpoint; returns (model in eval mode on the CPU, the checkpoint without "model").
+
+    The checkpoint's "familiarity" comes back as a `Familiarity` (None when the file has none).
+    """
     path = Path(path)
     checkpoint = _read_checkpoint(path, _CLASSIFIER, file_description="model file")
     config = checkpoint["config"]
@@ -126,7 +141,19 @@ def load_classifier_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     model.eval()
     info = {key: value for key, value in checkpoint.items() if key != "model"}
     info.setdefault("name", path.stem)
+    info["familiarity"] = _read_familiarity(checkpoint.get("familiarity"), model=model, source=path.name)
     return model, info
+
+
+def add_familiarity(path: str | Path, *, familiarity: Familiarity, out: str | Path | None = None) -> None:
+    """Write the checkpoint at `path` with `familiarity` as its description of its training
+    cells, to `out` (default: in place); its weights and everything else stay as they are."""
+    path = Path(path)
+    checkpoint = _read_checkpoint(path, _CLASSIFIER, file_description="model file")
+    _validate_config(checkpoint["config"], source=path.name)
+    checkpoint["familiarity"] = familiarity.to_plain()
+    _read_familiarity(checkpoint["familiarity"], model=build_classifier(checkpoint["config"]), source=path.name)
+    save_atomically(checkpoint, Path(out) if out is not None else path)
 
 
 def build_classifier(config: Mapping) -> CellClassifier:
@@ -229,6 +256,34 @@ def _read_checkpoint(path: Path, kind: _Kind, *, file_description: str) -> dict:
             f"{CHECKPOINT_VERSION}; {kind.version_remedy}."
         )
     return checkpoint
+
+
+def _read_familiarity(block: object, *, model: CellClassifier, source: str) -> Familiarity | None:
+    """The familiarity a checkpoint holds (None when it has none), once it fits the model's
+    layers. A block of the earlier single-layer method describes the model's last layer."""
+    if block is None:
+        return None
+    try:
+        familiarity = Familiarity.from_plain(single_layer_block_as_layers(block, layer=model.layer_names[-1]))
+    except ValueError as error:
+        problem = str(error)
+    else:
+        problem = _layers_problem(familiarity.layer_sizes, model.layer_sizes)
+        if problem is None:
+            return familiarity
+    raise CheckpointError(
+        f"{source} has an unusable familiarity block: {problem}; fit it again with "
+        "`python -m ml fit-familiarity --model CKPT --data DIR` (the model's training data)."
+    )
+
+
+def _layers_problem(described: Mapping[str, int], model_sizes: Mapping[str, int]) -> str | None:
+    for name, size in described.items():
+        if name not in model_sizes:
+            return f"it describes layer {name!r}, which the model does not have ({', '.join(model_sizes)})"
+        if size != model_sizes[name]:
+            return f"it describes {size} features in layer {name}, the model gives {model_sizes[name]}"
+    return None
 
 
 def _validate_config(config: Mapping, *, source: str) -> None:

@@ -121,6 +121,12 @@ def read_multichannel_tiff(source: Source, *, max_side_px: int = MAX_SIDE_PX) ->
         series = tiff.series[0]
         shape = tuple(side for side in series.shape if side != 1)
         if len(shape) != 3 or len(CHANNELS) not in (shape[0], shape[-1]):
+            pages = len(tiff.pages)
+            if pages > 1 and pages != len(CHANNELS):
+                raise InputError(
+                    f"{expected}, but it has {pages} pages (shape {_describe_shape(series.shape)}); save it with "
+                    f"{len(CHANNELS)} pages, or upload each channel as its own file named {{ID}}_{{channel}}.tif."
+                )
             raise InputError(f"{expected}, but its shape is {_describe_shape(series.shape)}.")
         channels_last = shape[0] != len(CHANNELS)
         height, width = shape[:2] if channels_last else shape[1:]

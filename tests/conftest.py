@@ -78,10 +78,28 @@ def ml_settings(settings):
     from cells import ml_config
 
     ml_config.get_segmenter.cache_clear()
-    ml_config.get_predictor.cache_clear()
+    ml_config.loaded_classifiers.clear()
     yield settings
     ml_config.get_segmenter.cache_clear()
-    ml_config.get_predictor.cache_clear()
+    ml_config.loaded_classifiers.clear()
+
+
+@pytest.fixture
+def tiny_classifier_file(tmp_path) -> Path:
+    """An untrained classifier checkpoint that runs in milliseconds (32 px crops)."""
+    from ml.checkpoints import save_classifier_checkpoint
+    from ml.classifier.network import CellClassifier
+    from tests.ml.support import TINY_CONFIG
+
+    path = tmp_path / "tiny-classifier.pt"
+    save_classifier_checkpoint(
+        path,
+        model=CellClassifier(widths=TINY_CONFIG["widths"], dropout=TINY_CONFIG["dropout"]),
+        config=TINY_CONFIG,
+        metrics={"val_map": 0.25},
+        data={"images": 3},
+    )
+    return path
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,7 @@
 """Settings shared by every environment; everything that differs comes from the environment."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -34,7 +35,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
+    "axes",
+    "csp",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
@@ -42,15 +45,22 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Probes and scrapes reach pods by IP over plain HTTP: answered before host checks and redirects.
+    "cells.health.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Before CSRF, which reads the body: the size limit holds before anything is spooled.
+    "cells.upload_limits.UploadLimitMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into its 429 response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "hpaweb.urls"
@@ -99,6 +109,64 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "job-list"
 LOGOUT_REDIRECT_URL = "login"
 
+# Sign-in attempts (the login page and the admin): django-axes locks out an address, and
+# separately a username, after HPAWEB_LOGIN_FAILURE_LIMIT failures, for HPAWEB_LOGIN_COOLOFF_MINUTES,
+# answering 429 with Retry-After. Attempts are kept in the database, so every web process shares them.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("HPAWEB_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("HPAWEB_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "cells.views.login_locked_out"
+# Addresses come from X-Forwarded-For only past this many trusted proxies (0: the peer's address).
+HPAWEB_TRUSTED_PROXY_COUNT = env_int("HPAWEB_TRUSTED_PROXY_COUNT", 0)
+AXES_IPWARE_PROXY_COUNT = HPAWEB_TRUSTED_PROXY_COUNT or None
+AXES_IPWARE_META_PRECEDENCE_ORDER = (
+    ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR") if HPAWEB_TRUSTED_PROXY_COUNT else ("REMOTE_ADDR",)
+)
+
+# API tokens (django-rest-knox): stored hashed, expire, and go when the password changes.
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(days=env_int("HPAWEB_API_TOKEN_TTL_DAYS", 30)),
+    "AUTH_HEADER_PREFIX": "Token",
+}
+
+# HTTPS is ended by a proxy (an ingress, a load balancer) that says so in X-Forwarded-Proto;
+# DJANGO_BEHIND_TLS_PROXY=1 trusts that header and turns on redirects, HSTS and secure cookies.
+BEHIND_TLS_PROXY = env_bool("DJANGO_BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+# Content-Security-Policy (django-csp): scripts and styles only from this site's static files;
+# pages carry no inline script, handler or style attribute. JSON data blocks are not scripts.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -109,14 +177,49 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
+# Media on local disk, or with HPAWEB_S3_BUCKET in S3-compatible object storage (django-storages),
+# so web and worker machines share them. Keys come from the environment (AWS_ACCESS_KEY_ID and
+# AWS_SECRET_ACCESS_KEY, or the machine's role when those are unset).
+HPAWEB_S3_BUCKET = os.environ.get("HPAWEB_S3_BUCKET", "")
+if HPAWEB_S3_BUCKET:
+    DEFAULT_STORAGE = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": HPAWEB_S3_BUCKET,
+            "endpoint_url": os.environ.get("HPAWEB_S3_ENDPOINT_URL") or None,
+            "region_name": os.environ.get("HPAWEB_S3_REGION") or None,
+            "access_key": os.environ.get("AWS_ACCESS_KEY_ID") or None,
+            "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
+            "location": os.environ.get("HPAWEB_S3_PREFIX", ""),
+            # Private objects; every file is served through a view that checks its owner.
+            "default_acl": None,
+            "querystring_auth": True,
+            "file_overwrite": False,
+        },
+    }
+else:
+    DEFAULT_STORAGE = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": DEFAULT_STORAGE,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# /healthz fails below this much free space under MEDIA_ROOT; /metrics asks for this bearer token when set.
+HPAWEB_HEALTH_MIN_FREE_BYTES = env_int("HPAWEB_HEALTH_MIN_FREE_BYTES", 1024**3)
+HPAWEB_METRICS_TOKEN = os.environ.get("HPAWEB_METRICS_TOKEN", "")
+
+# Throttle counts; CACHE_URL=redis://... shares them between processes and machines.
+CACHE_URL = os.environ.get("CACHE_URL", "")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    if CACHE_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 }
 
 # Uploads: files over FILE_UPLOAD_MAX_MEMORY_SIZE go to a temporary file, not memory.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024**2
+# The largest request body accepted (cells.upload_limits), checked before it is spooled.
+HPAWEB_MAX_UPLOAD_BYTES = env_int("HPAWEB_MAX_UPLOAD_BYTES", 2 * 1024**3)
 HPAWEB_MAX_SIDE_PX = env_int("HPAWEB_MAX_SIDE_PX", MAX_SIDE_PX)
 HPAWEB_MAX_FIELDS_PER_JOB = env_int("HPAWEB_MAX_FIELDS_PER_JOB", 500)
 # A zip of fields is refused whole beyond these (zip bombs, archives of junk).
@@ -124,11 +227,23 @@ HPAWEB_ZIP_MAX_ENTRIES = env_int("HPAWEB_ZIP_MAX_ENTRIES", 4 * HPAWEB_MAX_FIELDS
 HPAWEB_ZIP_MAX_BYTES = env_int("HPAWEB_ZIP_MAX_BYTES", 8 * 1024**3)
 
 REST_FRAMEWORK = {
+    # Token first: its scheme goes into WWW-Authenticate, so an anonymous call gets 401, not 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "knox.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Throttles count in the default cache (CACHE_URL: Redis, to share them between web processes).
+    "DEFAULT_THROTTLE_CLASSES": ["cells.throttles.AnonAddressThrottle", "cells.throttles.UserThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": os.environ.get("HPAWEB_THROTTLE_ANON", "120/min"),
+        "user": os.environ.get("HPAWEB_THROTTLE_USER", "600/min"),
+        "token-address": os.environ.get("HPAWEB_THROTTLE_TOKEN", "10/min"),
+        "token-username": os.environ.get("HPAWEB_THROTTLE_TOKEN", "10/min"),
+        "job-create-user": os.environ.get("HPAWEB_THROTTLE_JOB_CREATE", "30/hour"),
+        "job-create-address": os.environ.get("HPAWEB_THROTTLE_JOB_CREATE", "30/hour"),
+    },
+    "NUM_PROXIES": HPAWEB_TRUSTED_PROXY_COUNT,
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -143,6 +258,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several "kind" choice sets: named here so the schema (and `check --deploy`) has no collision.
+    "ENUM_NAME_OVERRIDES": {"RegisteredModelKindEnum": "cells.models.RegisteredModel.Kind"},
 }
 
 # Celery. Default broker: kombu's filesystem transport under var/broker, which needs no
@@ -158,17 +275,39 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(VAR_DIR / "broker" / "processed"),
         "control_folder": str(VAR_DIR / "broker" / "control"),
         "store_processed": False,
-        "polling_interval": 0.2,
+        # How often an idle worker looks for messages; also paces how fast it drops the tasks of deleted jobs.
+        "polling_interval": 0.05,
     }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A task whose pool process died is acknowledged: the worker queues its field again itself, a bounded
+# number of times (cells.tasks, cells.sweeper), instead of the broker redelivering it forever.
+CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Read by the worker where the work runs; messages carry no limits (hpaweb.celery.WorkerLimitsTask).
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 600)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 660)
+# A field still running this long after the hard limit has no live task: the sweeper queues it again.
+HPAWEB_SWEEP_GRACE_S = env_int("HPAWEB_SWEEP_GRACE_S", 30)
+HPAWEB_SWEEP_INTERVAL_S = env_int("HPAWEB_SWEEP_INTERVAL_S", 60)
+CELERY_BEAT_SCHEDULE = {
+    "sweep-fields": {
+        "task": "cells.tasks.sweep_fields",
+        "schedule": HPAWEB_SWEEP_INTERVAL_S,
+        "options": {"expires": HPAWEB_SWEEP_INTERVAL_S},
+    }
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Redis hands an unacknowledged message out again after this; tied to the hard limit instead of
+    # its default hour (a late copy of a field's task finds the field claimed and does nothing).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * CELERY_TASK_TIME_LIMIT + 60}
+# Publishing to a broker that is down fails within seconds (the upload answers 503), not after minutes.
+CELERY_BROKER_CONNECTION_TIMEOUT = env_int("CELERY_BROKER_CONNECTION_TIMEOUT", 3)
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 
@@ -179,14 +318,32 @@ ML_SEGMENTATION_BACKEND = os.environ.get("ML_SEGMENTATION_BACKEND", DEFAULT_SEGM
 ML_NUCLEI_WEIGHTS = os.environ.get("ML_NUCLEI_WEIGHTS", "")
 ML_CELL_WEIGHTS = os.environ.get("ML_CELL_WEIGHTS", "")
 ML_TORCH_THREADS = env_int("ML_TORCH_THREADS", 0)
+# Classifiers a worker process keeps loaded (least recently used goes first).
+ML_MAX_LOADED_MODELS = env_int("ML_MAX_LOADED_MODELS", 3)
+# Whether users who are not administrators may import private models; shared ones are admins' only.
+HPAWEB_PRIVATE_MODELS = env_bool("HPAWEB_PRIVATE_MODELS", False)
+HPAWEB_MAX_MODEL_BYTES = env_int("HPAWEB_MAX_MODEL_BYTES", 500 * 1024**2)
 
+# DJANGO_LOG_FORMAT=json writes one JSON object a line (for a log collector); plain is for people.
+LOG_FORMAT = os.environ.get("DJANGO_LOG_FORMAT", "plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ValueError(f"DJANGO_LOG_FORMAT is {LOG_FORMAT!r}; set it to plain or json.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
 }
+# The worker logs through the same handler instead of replacing it with Celery's own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Each deployment (and each test run) can keep its own queue on a shared broker.
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "hpaweb")

@@ -1,6 +1,6 @@
 """The per-cell classifier: a compact VGG-style CNN for 4-channel cell crops, 19 multi-label logits."""
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import torch
 from torch import nn
@@ -26,6 +26,11 @@ class CellClassifier(nn.Module):
     global average pooling; any input side of at least 32 px works. Each stage halves the
     resolution, so at 128 px the last stage sees 4 x 4 and the network costs ~67 M
     multiply-adds per crop (widths 32, 64, 128, 256; 1.2 M parameters).
+
+    `forward(x)` is `classify(features(x))`: `features` gives the pooled penultimate layer
+    (N, widths[-1]) and `classify` turns it into logits. `pooled_layers` gives, from the same
+    pass, the globally average-pooled output of the stem and of every stage (`layer_names`),
+    which `ml.classifier.familiarity` compares with the training cells', so one pass serves both.
     """
 
     def __init__(
@@ -51,6 +56,42 @@ class CellClassifier(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.pool(self.stages(self.stem(x))).flatten(1)
+    @property
+    def feature_size(self) -> int:
+        """The length of one crop's features: the last stage's width."""
+        return self.head.in_features
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        """The layers `pooled_layers` can give, from the input on: "stem", "stage1", ...; the last
+        one's features are `features`."""
+        return ("stem", *(f"stage{index}" for index in range(1, len(self.stages) + 1)))
+
+    @property
+    def layer_sizes(self) -> dict[str, int]:
+        """The length of one crop's pooled features of each layer (its width), by name."""
+        widths = [self.stem[0].out_channels, *(stage[-1][0].out_channels for stage in self.stages)]
+        return dict(zip(self.layer_names, widths, strict=True))
+
+    def pooled_layers(self, x: torch.Tensor, *, names: Collection[str] | None = None) -> dict[str, torch.Tensor]:
+        """(N, 4, S, S) crops -> {layer name: (N, width) globally average-pooled output}, for the
+        layers in `names` (default: all), in `layer_names` order, from one pass."""
+        wanted = set(self.layer_names if names is None else names)
+        pooled = {}
+        for name, layer in zip(self.layer_names, (self.stem, *self.stages), strict=True):
+            x = layer(x)
+            if name in wanted:
+                pooled[name] = self.pool(x).flatten(1)
+        return pooled
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 4, S, S) crops -> (N, feature_size) globally pooled features of the last stage."""
+        last = self.layer_names[-1]
+        return self.pooled_layers(x, names=(last,))[last]
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, feature_size) features -> (N, num_classes) logits."""
         return self.head(self.dropout(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.features(x))

@@ -1,6 +1,13 @@
-"""Cell classification with a trained checkpoint: load once, predict in batches."""
+"""Cell classification with a trained checkpoint: load once, predict in batches.
+
+Where the checkpoint describes its training cells (`ml.classifier.familiarity`), every cell also
+gets a familiarity score and an unfamiliar flag, from the same forward pass as its probabilities:
+the network's penultimate features go to its head, and the pooled features of the layers the
+description names (`CellClassifier.pooled_layers`) to the description.
+"""
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +16,7 @@ from torch import nn
 
 from ml.checkpoints import load_classifier_checkpoint
 from ml.classifier.base import CellPredictions, ModelDescription
+from ml.classifier.familiarity import Familiarity
 from ml.constants import CHANNELS, NUM_CLASSES
 from ml.crops import CellCrops, normalize_crops
 from ml.device import resolve_device
@@ -28,6 +36,8 @@ class Predictor:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         self.config: dict = checkpoint["config"]
         self.description = describe_checkpoint(checkpoint)
+        # What load_classifier_checkpoint made of the file's "familiarity"; None when it has none.
+        self.familiarity: Familiarity | None = checkpoint.get("familiarity")
         self.device = device
         self.batch_size = batch_size
         # channels_last runs the convolutions faster on both CPU and GPU.
@@ -48,12 +58,26 @@ class Predictor:
 
     def predict_crops(self, images: np.ndarray) -> np.ndarray:
         """float32 (N, 4, S, S) crops in [0, 1], S = input_size_px -> float32 (N, 19) probabilities."""
+        probabilities, _layer_features = self.predict_crops_and_features(images, layers=())
+        return probabilities
+
+    def predict_crops_and_features(
+        self, images: np.ndarray, *, layers: Sequence[str] | None = None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(float32 (N, 19) probabilities, {layer name: float32 (N, width) pooled features}) of
+        crops, from one forward pass; `layers` names the layers to return (default: those the
+        familiarity description uses, none without one)."""
         expected = (len(CHANNELS), self.input_size_px, self.input_size_px)
         if images.ndim != 4 or images.shape[1:] != expected:
             raise ValueError(
                 f"Crops must be (N, {', '.join(map(str, expected))}) for model {self.name}, got {images.shape}."
             )
+        if layers is None:
+            layers = self.familiarity.layer_names if self.familiarity is not None else ()
         probabilities = np.empty((len(images), NUM_CLASSES), dtype=np.float32)
+        sizes = self.model.layer_sizes
+        layer_features = {name: np.empty((len(images), sizes[name]), dtype=np.float32) for name in layers}
+        penultimate = self.model.layer_names[-1]
         # Mixed precision only where it pays (GPU); CPU inference stays float32.
         autocast = torch.autocast(device_type="cuda") if self.device.type == "cuda" else contextlib.nullcontext()
         with torch.inference_mode(), autocast:
@@ -61,9 +85,12 @@ class Predictor:
                 batch = torch.from_numpy(np.ascontiguousarray(images[start : start + self.batch_size]))
                 batch = batch.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 batch = normalize_crops(batch, mean=self.config["mean"], std=self.config["std"])
-                logits = self.model(batch)
+                pooled = self.model.pooled_layers(batch, names={*layers, penultimate})
+                logits = self.model.classify(pooled[penultimate])
                 probabilities[start : start + len(batch)] = logits.float().sigmoid().cpu().numpy()
-        return probabilities
+                for name, features in layer_features.items():
+                    features[start : start + len(batch)] = pooled[name].float().cpu().numpy()
+        return probabilities, layer_features
 
     def predict_cells(self, crops: CellCrops) -> CellPredictions:
         """Cell probabilities (N, 19), image probabilities (19,) and final probabilities (N, 19).
@@ -71,8 +98,13 @@ class Predictor:
         Image-level probabilities pool the field's cells (config "image_pooling": mean or max);
         final = w * cell + (1 - w) * image with w = config "blend_cell_weight", which lends each
         cell the evidence of the whole field. A field without cells gets zero image probabilities.
+        With a familiarity description in the checkpoint, each cell's familiarity and unfamiliar
+        flag come from the same forward pass; without one they are None.
         """
-        cell_probabilities = self.predict_crops(crops.images)
+        cell_probabilities, layer_features = self.predict_crops_and_features(crops.images)
+        familiarity = unfamiliar = None
+        if self.familiarity is not None:
+            familiarity, unfamiliar = self.familiarity.score(layer_features)
         image_probabilities = pool_cells(cell_probabilities, pooling=self.config["image_pooling"])
         final_probabilities = blend(
             cell_probabilities, image_probabilities, cell_weight=self.config["blend_cell_weight"]
@@ -81,6 +113,8 @@ class Predictor:
             cell_probabilities=cell_probabilities,
             image_probabilities=image_probabilities,
             final_probabilities=final_probabilities,
+            familiarity=familiarity,
+            unfamiliar=unfamiliar,
         )
 
 

@@ -15,8 +15,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("ml.cli.synth", "Generate synthetic HPA-like fields with per-cell truth."),
     "evaluate": ("ml.cli.evaluate", "Score a submission CSV against a solution CSV (competition mAP)."),
     "train": ("ml.cli.train", "Train the per-cell classifier from image-level labels."),
+    "fit-familiarity": ("ml.cli.fit_familiarity", "Describe a classifier's training cells in its checkpoint."),
     "convert-hpa-weights": ("ml.cli.convert_hpa_weights", "Convert an official HPA segmentation weight file."),
     "train-seg": ("ml.cli.train_seg", "Train or fine-tune the segmentation U-Net on label images."),
+    "import-model": ("ml.cli.import_model", "Check a bioimage.io package (or a checkpoint) against its own test."),
+    "export-model": ("ml.cli.export_model", "Write a classifier checkpoint as a bioimage.io 0.5 package."),
 }
 
 

@@ -1,8 +1,8 @@
 """Options shared by several commands: choosing the segmentation backend, finding the input fields.
 
 `python -m ml segment`, `predict` and `train` all take `--segmentation`, `--nuclei-weights`,
-`--cell-weights` and `--device` (`add_segmentation_arguments`) and turn them into one
-`Segmenter` (`build_segmenter`).
+`--cell-weights` (unet), `--nuclei-model`, `--cell-model` (bioimageio packages) and `--device`
+(`add_segmentation_arguments`) and turn them into one `Segmenter` (`build_segmenter`).
 """
 
 import argparse
@@ -15,15 +15,18 @@ from tqdm import tqdm
 from ml.constants import DEFAULT_SEGMENTATION_BACKEND
 from ml.device import resolve_device
 from ml.io import FieldImages, InputError, find_fields, read_field
-from ml.segmentation import BACKENDS, Segmenter
+from ml.segmentation import Segmenter
+from ml.segmentation.segmenter import SEGMENTER_BACKENDS
 
 
 def add_segmentation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--segmentation", choices=BACKENDS, default=DEFAULT_SEGMENTATION_BACKEND, help="segmentation backend"
+        "--segmentation", choices=SEGMENTER_BACKENDS, default=DEFAULT_SEGMENTATION_BACKEND, help="segmentation backend"
     )
     parser.add_argument("--nuclei-weights", type=Path, help="nucleus U-Net weights (unet backend)")
     parser.add_argument("--cell-weights", type=Path, help="cell U-Net weights (unet backend)")
+    parser.add_argument("--nuclei-model", type=Path, help="nucleus bioimage.io package (bioimageio backend)")
+    parser.add_argument("--cell-model", type=Path, help="cell bioimage.io package (bioimageio backend)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
 
 
@@ -33,6 +36,8 @@ def build_segmenter(args: argparse.Namespace) -> Segmenter:
         args.segmentation,
         nuclei_weights=args.nuclei_weights,
         cell_weights=args.cell_weights,
+        nuclei_model=args.nuclei_model,
+        cell_model=args.cell_model,
         device=str(resolve_device(args.device)),
     )
 

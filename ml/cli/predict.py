@@ -2,9 +2,15 @@
 
 One row per field ID of `--images`; every cell contributes one `label confidence mask` triple
 per class. A field without cells gets an empty PredictionString.
+
+With `--cells-csv`, also one row per cell (`CELL_COLUMNS`): its field, id, bounding box
+(half-open), area, the 19 final probabilities under the class names, the most probable class,
+how familiar the cell looks to the model and whether it is unfamiliar (0 or 1; both empty when
+the model has no description of its training cells), and the model's name and version.
 """
 
 import argparse
+import csv
 import sys
 from pathlib import Path
 
@@ -13,7 +19,23 @@ from ml.classifier.loading import load_classifier
 from ml.cli.options import add_segmentation_arguments, build_segmenter, find_input_fields, read_input_fields
 from ml.encoding import SubmissionRow, prediction_string, rle_to_kaggle, write_submission
 from ml.io import InputError
-from ml.pipeline import analyse_field
+from ml.pipeline import FieldResult, analyse_field
+
+CELL_COLUMNS: tuple[str, ...] = (
+    "ID",
+    "cell_id",
+    "min_row",
+    "min_col",
+    "max_row",
+    "max_col",
+    "area_px",
+    *constants.CLASS_NAMES,
+    "top_class",
+    "familiarity",
+    "unfamiliar",
+    "model_name",
+    "model_version",
+)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +46,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help=f"classifier checkpoint (default: {constants.DEFAULT_MODEL_PATH.name} when installed)",
     )
+    parser.add_argument("--cells-csv", type=Path, help="also write one row per cell to this CSV")
     add_segmentation_arguments(parser)
 
 
@@ -43,16 +66,48 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:  # InputError, CheckpointError and bad device names are ValueErrors
         print(error, file=sys.stderr)
         return 2
-    rows = []
+    rows, cell_rows = [], []
     try:
         for image_id, field in read_input_fields(fields, description="Predicting"):
             result = analyse_field(field, segmenter=segmenter, predictor=predictor)
             cells = [(rle_to_kaggle(cell.mask_rle), cell.probabilities) for cell in result.cells]
             rows.append(SubmissionRow(image_id, result.width, result.height, prediction_string(cells)))
+            if args.cells_csv is not None:
+                cell_rows += describe_cells(image_id, result)
     except InputError as error:
         print(error, file=sys.stderr)
         return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_submission(args.out, rows)
+    if args.cells_csv is not None:
+        args.cells_csv.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.cells_csv, "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(CELL_COLUMNS)
+            writer.writerows(cell_rows)
+        print(f"Wrote {len(cell_rows)} cell row(s) to {args.cells_csv}.", file=sys.stderr)
     print(f"Wrote {len(rows)} row(s) to {args.out} with model {predictor.name}.", file=sys.stderr)
     return 0
+
+
+def describe_cells(image_id: str, result: FieldResult) -> list[list[str]]:
+    """The `CELL_COLUMNS` rows of a classified field's cells."""
+    rows = []
+    for cell in result.cells:
+        probabilities = cell.probabilities
+        top_class = constants.CLASS_NAMES[max(range(len(probabilities)), key=probabilities.__getitem__)]
+        rows.append(
+            [
+                image_id,
+                str(cell.cell_id),
+                *(str(side) for side in cell.bbox),
+                str(cell.area_px),
+                *(f"{probability:.6g}" for probability in probabilities),
+                top_class,
+                "" if cell.familiarity is None else f"{cell.familiarity:.6g}",
+                "" if cell.unfamiliar is None else str(int(cell.unfamiliar)),
+                result.model.name,
+                result.model.version,
+            ]
+        )
+    return rows

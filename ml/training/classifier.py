@@ -9,7 +9,12 @@ the real HPA training set or one written by `python -m ml synth`. Steps:
    90-degree rotations, mixed precision on CUDA;
 3. refinement rounds: predict every training cell, keep a field label only on the cells that
    show it (`ml.training.data.refine_targets`; cells showing none become Negative), train again;
-4. save the final model with its config, validation metrics and a description of its data.
+4. describe the training cells as the final model sees them (`ml.classifier.familiarity`, on
+   the pooled features of every layer of every training cell) and save the model with its config,
+   validation metrics, that familiarity block and a description of its data.
+
+`add_familiarity_from_data` (`python -m ml fit-familiarity`) fits the familiarity block of an
+existing checkpoint from a data folder through the same cache, leaving its weights untouched.
 
 `cell_labels_from_truth` trains on the true cell labels of `DIR/solution.csv` instead (the
 ceiling of weak-label training; synthetic data only). When `DIR/solution.csv` exists, the
@@ -29,7 +34,13 @@ from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
-from ml.checkpoints import CLASSIFIER_ARCHITECTURE, save_classifier_checkpoint
+from ml.checkpoints import (
+    CLASSIFIER_ARCHITECTURE,
+    add_familiarity,
+    load_classifier_checkpoint,
+    save_classifier_checkpoint,
+)
+from ml.classifier.familiarity import Familiarity, fit_familiarity
 from ml.classifier.network import CellClassifier
 from ml.classifier.predictor import DEFAULT_BLEND_CELL_WEIGHT, DEFAULT_IMAGE_POOLING, blend, pool_cells
 from ml.constants import CLASS_NAMES, NUM_CLASSES
@@ -145,6 +156,94 @@ def predict_table(
         with torch.autocast(device_type="cuda", enabled=device.type == "cuda"):
             probabilities[start : start + len(batch)] = model(batch).float().sigmoid().cpu().numpy()
     return probabilities
+
+
+@torch.inference_mode()
+def predict_layer_features(
+    model: CellClassifier,
+    crops: np.ndarray,
+    *,
+    device: torch.device,
+    mean: list[float],
+    std: list[float],
+    batch_size: int = 512,
+) -> dict[str, np.ndarray]:
+    """{layer name: float32 (N, width)} pooled features of every layer (`CellClassifier.pooled_layers`,
+    the last being the penultimate features) of uint8 crops, in the network's order."""
+    model.eval()
+    layer_features = {name: np.zeros((len(crops), size), dtype=np.float32) for name, size in model.layer_sizes.items()}
+    for start in range(0, len(crops), batch_size):
+        batch = torch.from_numpy(crops[start : start + batch_size].astype(np.float32) / 255.0).to(device)
+        batch = normalize_crops(batch, mean=mean, std=std).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type="cuda", enabled=device.type == "cuda"):
+            pooled = model.pooled_layers(batch)
+        for name, features in layer_features.items():
+            features[start : start + len(batch)] = pooled[name].float().cpu().numpy()
+    return layer_features
+
+
+def describe_training_cells(
+    model: CellClassifier, table: celldata.CellTable, *, device: torch.device, mean: list[float], std: list[float]
+) -> Familiarity:
+    """The familiarity block of a model: the pooled features of every layer of every cell of
+    `table`, described (cross-fitted by field, `ml.classifier.familiarity`)."""
+    if len(table) < 3:
+        raise InputError(
+            f"The fields give {len(table)} cell(s); describing the training cells needs at least 3. "
+            "Pass a data folder whose fields have cells."
+        )
+    layer_features = predict_layer_features(model, table.crops, device=device, mean=mean, std=std)
+    familiarity = fit_familiarity(layer_features, groups=table.field_index)
+    layers = ", ".join(
+        f"{layer.name} (shrinkage {layer.shrinkage:.3f}, distance {layer.threshold:.2f})" for layer in familiarity.layers
+    )
+    print(
+        f"Familiarity of {familiarity.training_cells} training cells, unfamiliar beyond any of: {layers} "
+        f"(the {familiarity.percentile:g}th percentile of the smallest per-layer tail probability; "
+        f"{familiarity.calibration})",
+        file=sys.stderr,
+    )
+    return familiarity
+
+
+def add_familiarity_from_data(
+    model_path: Path,
+    *,
+    data_dir: Path,
+    segmenter: Segmenter,
+    out: Path | None = None,
+    cache_dir: Path | None = None,
+    max_fields: int | None = None,
+    device: str = "auto",
+    threads: int = 2,
+) -> Familiarity:
+    """Describe the cells of `data_dir`'s fields (train.csv, the first `max_fields`) as the
+    classifier at `model_path` sees them and write it into `out` (default: in place); the
+    weights are not touched. Crops come from the training cache at the checkpoint's input size.
+
+    Raises `InputError` (data) or `CheckpointError` (model) with a sentence.
+    """
+    torch.set_num_threads(threads)
+    resolved = resolve_device(device)
+    model, checkpoint = load_classifier_checkpoint(model_path)
+    config = checkpoint["config"]
+    size_px = int(config["input_size_px"])
+    cache_dir = cache_dir or data_dir / ".hpaweb-cache"
+    image_labels = celldata.read_image_labels(data_dir / "train.csv")
+    image_ids = sorted(image_labels)[:max_fields] if max_fields else sorted(image_labels)
+    celldata.cache_fields(
+        data_dir,
+        image_ids,
+        cache_dir=cache_dir,
+        segmenter=segmenter,
+        size_px=size_px,
+        progress=lambda ids: tqdm(ids, desc="Segmenting and cropping", unit="field", file=sys.stderr),
+    )
+    table = celldata.load_cell_table(cache_dir, image_labels, image_ids, size_px=size_px)
+    model = model.to(resolved, memory_format=torch.channels_last)
+    familiarity = describe_training_cells(model, table, device=resolved, mean=config["mean"], std=config["std"])
+    add_familiarity(model_path, familiarity=familiarity, out=out)
+    return familiarity
 
 
 def field_rows(table: celldata.CellTable) -> list[np.ndarray]:
@@ -324,6 +423,7 @@ def train(config: TrainConfig, *, segmenter: Segmenter) -> dict:
         shown = {k: round(v, 4) for k, v in entry.items() if k.startswith("val_") and isinstance(v, float)}
         print(f"round {entry['round']}: {shown}", file=sys.stderr)
 
+    familiarity = describe_training_cells(model, train_table, device=device, mean=mean, std=std)
     elapsed = time.perf_counter() - start_time
     final = history[-1]
     counts = np.zeros(NUM_CLASSES, dtype=np.int64)
@@ -363,6 +463,7 @@ def train(config: TrainConfig, *, segmenter: Segmenter) -> dict:
             "training_time_s": round(elapsed, 1),
             "command": config.command,
         },
+        familiarity=familiarity,
     )
     print(f"Saved {config.out} after {elapsed / 60:.1f} min.", file=sys.stderr)
     return {key: value for key, value in final.items() if key.startswith("val_")}

@@ -288,6 +288,18 @@
   const bars = panel.querySelector("[data-cell-bars]");
   const allDetails = panel.querySelector("[data-cell-all]");
   const allBars = panel.querySelector("[data-cell-all-bars]");
+  const modelLine = panel.querySelector("[data-cell-model]");
+
+  // How far to trust this cell's classes: the model that made them and how familiar the cell looks to it.
+  function describeTrust(cell) {
+    if (!config.model) return "";
+    const model = `By ${config.model.name} v${config.model.version}.`;
+    if (cell.familiarity === null || cell.familiarity === undefined) return model;
+    const familiarity = `Familiarity ${cell.familiarity.toFixed(2)}`;
+    return cell.unfamiliar
+      ? `${model} ${familiarity}: unlike the cells this model was trained on, so its classes here are guesses.`
+      : `${model} ${familiarity}: like the cells it was trained on.`;
+  }
 
   function showCell(label) {
     if (label === shown) return;
@@ -307,10 +319,12 @@
     meta.textContent = `${cell.area_px.toLocaleString()} px · rows ${top}–${bottom}, columns ${left}–${right}`;
     bars.replaceChildren();
     allBars.replaceChildren();
+    modelLine.textContent = describeTrust(cell);
+    modelLine.classList.toggle("caution", Boolean(cell.unfamiliar));
     if (!cell.probabilities) {
       const note = document.createElement("p");
       note.className = "muted";
-      note.textContent = "Not classified: no trained model was installed when this field was processed.";
+      note.textContent = "Not classified: the job ran without a classifier.";
       bars.append(note);
       allDetails.hidden = true;
       return;
@@ -337,6 +351,25 @@
     select(Number(button.dataset.selectCell), true);
     stage.scrollIntoView({ behavior: "smooth", block: "nearest" });
   }));
+
+  // ---- unfamiliar cells ----------------------------------------------------------------------
+  const unfamiliarLayer = layers.querySelector("[data-unfamiliar]");
+  const unfamiliarToggle = root.querySelector("[data-unfamiliar-toggle]");
+
+  function drawUnfamiliar() {
+    const flagged = new Set(config.cells.filter((cell) => cell.unfamiliar).map((cell) => cell.label));
+    const context = unfamiliarLayer.getContext("2d");
+    const patch = context.createImageData(width, height);
+    for (let i = 0; i < ids.length; i++) {
+      // An orange tint: apart from every channel colour and from the magenta selection.
+      if (flagged.has(ids[i])) patch.data.set([255, 140, 0, 120], i * 4);
+    }
+    context.putImageData(patch, 0, 0);
+  }
+
+  if (unfamiliarToggle) {
+    unfamiliarToggle.addEventListener("change", () => { unfamiliarLayer.hidden = !unfamiliarToggle.checked; });
+  }
 
   // ---- controls ------------------------------------------------------------------------------
   root.querySelectorAll("[data-channel-toggle]").forEach((box) => box.addEventListener("change", () => {
@@ -372,7 +405,7 @@
       planes[kind] = plane;
     });
     planes.zero = new Uint8Array(width * height);
-    for (const canvas of [composite, highlight]) {
+    for (const canvas of [composite, highlight, unfamiliarLayer]) {
       canvas.width = width;
       canvas.height = height;
     }
@@ -383,6 +416,7 @@
       overlay.hidden = !root.querySelector(`[data-overlay-toggle="${overlay.dataset.overlay}"]`).checked;
     });
     draw();
+    if (unfamiliarToggle) drawUnfamiliar();
     composite.hidden = false;
     if (fallback) fallback.hidden = true;
     fit();

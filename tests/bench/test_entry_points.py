@@ -12,7 +12,16 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize(
     "module",
-    ["bench", "bench.pipeline", "bench.postprocess", "bench.classifier", "bench.seg_quality", "bench.fingerprint"],
+    [
+        "bench",
+        "bench.pipeline",
+        "bench.postprocess",
+        "bench.classifier",
+        "bench.seg_quality",
+        "bench.fingerprint",
+        "bench.familiarity",
+        "bench.bioimageio",
+    ],
 )
 def test_benchmark_runs_as_a_module_and_describes_its_options(module):
     done = subprocess.run(

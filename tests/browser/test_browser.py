@@ -67,11 +67,40 @@ def channel_files(tmp_path) -> list[Path]:
     return paths
 
 
+# Every page reports Content-Security-Policy violations into window.cspViolations (an init script
+# runs outside the page's policy) and Chromium logs them on the console; both are collected.
+CSP_LISTENER = """
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.cspViolations.push(`${event.violatedDirective} blocked ${event.blockedURI || "inline"} on ${location.pathname}`);
+});
+"""
+
+
+def _watch_csp(context) -> list[str]:
+    """Console messages about the Content-Security-Policy from every page of `context`."""
+    messages: list[str] = []
+    context.add_init_script(CSP_LISTENER)
+    context.on(
+        "console",
+        lambda message: messages.append(message.text) if "Content Security Policy" in message.text else None,
+    )
+    return messages
+
+
+def _csp_violations(page) -> list[str]:
+    return page.evaluate("window.cspViolations || []")
+
+
 def _shot(page, name: str, *, full_page: bool = True) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     # Lazy images below the fold would show as empty boxes in a full-page picture.
     page.evaluate("document.querySelectorAll('img[loading=lazy]').forEach((image) => { image.loading = 'eager'; })")
-    page.wait_for_function("[...document.images].every((image) => image.complete)")
+    # Polled from here: wait_for_function compiles its predicate in the page, which the CSP forbids.
+    for _ in range(200):
+        if page.evaluate("() => [...document.images].every((image) => image.complete)"):
+            break
+        page.wait_for_timeout(50)
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=full_page)
 
 
@@ -87,6 +116,7 @@ def _cell_inside_its_box_centre(field: Field) -> tuple[int, int, int]:
 
 
 def _click_field_pixel(page, row: int, col: int) -> None:
+    page.locator("[data-stage]").scroll_into_view_if_needed()
     box = page.locator("[data-layers]").bounding_box()
     page.mouse.click(
         box["x"] + (col + 0.5) * box["width"] / FIELD_SIZE_PX, box["y"] + (row + 0.5) * box["height"] / FIELD_SIZE_PX
@@ -98,6 +128,7 @@ def test_sign_in_upload_wait_open_a_cell_and_download_the_csv(
 ):
     django_user_model.objects.create_user(username="biologist", password=PASSWORD)
     context = browser.new_context(viewport=DESKTOP, accept_downloads=True)
+    csp_messages = _watch_csp(context)
     page = context.new_page()
     page.set_default_timeout(30_000)
 
@@ -155,6 +186,7 @@ def test_sign_in_upload_wait_open_a_cell_and_download_the_csv(
     page.get_by_label("Nuclei").check()
     page.get_by_label("Contrast of the green channel").fill("1")
     _shot(page, "field-viewer-desktop")
+    assert (_csp_violations(page), csp_messages) == ([], [])
 
     job_url = page.url.split("/fields/")[0] + f"/jobs/{field.job_id}/"
     page.goto(job_url + "gallery/")
@@ -165,6 +197,7 @@ def test_sign_in_upload_wait_open_a_cell_and_download_the_csv(
     page.goto(f"{live_server.url}/api/docs/")
     page.locator(".swagger-ui .opblock").first.wait_for()
     _shot(page, "api-docs-desktop")
+    assert (_csp_violations(page), csp_messages) == ([], [])
 
     phone = browser.new_context(viewport=PHONE, storage_state=context.storage_state(), is_mobile=True, has_touch=True)
     phone_page = phone.new_page()
@@ -194,4 +227,45 @@ def test_sign_in_upload_wait_open_a_cell_and_download_the_csv(
     assert sign_in.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     assert sign_in.get_by_label("Username").is_visible() and sign_in.get_by_role("button", name="Sign in").is_visible()
     signed_out.close()
+    context.close()
+
+
+def test_pages_raise_no_content_security_policy_violation(browser, live_server, django_user_model, channel_files):
+    """Every page of a signed-in user (and the sign-in and admin pages) in chromium, with the policy on."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from cells import intake
+    from cells.uploads import FieldUpload
+
+    user = django_user_model.objects.create_user(
+        username="biologist", password=PASSWORD, is_staff=True, is_superuser=True
+    )
+    uploads = {path.stem.rsplit("_", 1)[1]: SimpleUploadedFile(path.name, path.read_bytes()) for path in channel_files}
+    job = intake.job_create(owner=user, uploads=[FieldUpload(name="plate1-A3", channel_files=uploads)], name="Plate 1")
+    field = job.fields.get()
+    context = browser.new_context(viewport=DESKTOP)
+    csp_messages = _watch_csp(context)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(f"{live_server.url}/accounts/login/")
+    assert _csp_violations(page) == []
+    page.get_by_label("Username").fill("biologist")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{live_server.url}/")
+    pages = ["/", "/jobs/new/", f"/jobs/{job.pk}/", f"/jobs/{job.pk}/gallery/", f"/fields/{field.pk}/", "/accounts/"]
+    pages += ["/accounts/password/", "/api/docs/", "/admin/", "/admin/cells/job/"]
+    violations = {}
+    for url in pages:
+        page.goto(f"{live_server.url}{url}")
+        if url == "/api/docs/":
+            page.locator(".swagger-ui .opblock").first.wait_for()
+        page.wait_for_load_state("networkidle")
+        violations[url] = _csp_violations(page)
+    page.goto(f"{live_server.url}/accounts/")
+    page.get_by_role("button", name="Make a token").click()
+    page.get_by_label("Your token").wait_for()
+    violations["/accounts/token/"] = _csp_violations(page)
+    assert {url: found for url, found in violations.items() if found} == {}
+    assert csp_messages == []
     context.close()

@@ -11,8 +11,8 @@ from django.contrib.staticfiles import finders
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from drf_spectacular.drainage import GENERATOR_STATS
+from knox.models import AuthToken
 from pycocotools.coco import COCO
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from cells import intake, processing
@@ -53,7 +53,7 @@ def test_api_requires_authentication(channel_uploads):
 def test_token_authentication_reads_own_jobs(owner, channel_uploads):
     intake.job_create(owner=owner, uploads=[FieldUpload(name="f1", channel_files=channel_uploads())])
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=owner).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {AuthToken.objects.create(user=owner)[1]}")
     response = client.get("/api/jobs/")
     assert response.status_code == 200
     assert response.json()["count"] == 1
@@ -176,7 +176,7 @@ def test_every_export_downloads_through_the_api(owner_api, processed_job, tmp_pa
     labels = owner_api.get(f"{base}/labels.zip")
     assert labels["Content-Disposition"] == f'attachment; filename="job-{processed_job.pk}-labels.zip"'
     with zipfile.ZipFile(io.BytesIO(labels.getvalue())) as archive:
-        assert sorted(archive.namelist()) == ["f1_cells.png", "f1_nuclei.png"]
+        assert sorted(archive.namelist()) == ["f1_cells.png", "f1_nuclei.png", "manifest.json"]
     field_labels = owner_api.get(f"/api/fields/{processed_job.fields.get().pk}/labels/nuclei.png")
     assert field_labels["Content-Type"] == "image/png" and field_labels.getvalue()[:4] == b"\x89PNG"
     assert field_labels["Content-Disposition"] == 'attachment; filename="f1_nuclei.png"'
@@ -205,17 +205,138 @@ def test_delete_removes_the_job(owner_api, processed_job):
     assert owner_api.get(f"/api/jobs/{processed_job.pk}/").status_code == 404
 
 
-def test_models_list_says_whether_a_classifier_is_installed(owner_api, settings, tmp_path):
+def test_models_list_says_whether_a_default_classifier_is_installed(owner_api, settings, tiny_classifier_file):
     settings.ML_MODEL_PATH = ""
     models = owner_api.get("/api/models/").json()["results"]
-    assert [(m["kind"], m["name"], m["available"]) for m in models] == [
-        ("classifier", "", False),
-        ("segmentation", "classical", True),
-        ("segmentation", "unet", False),
+    assert [(m["kind"], m["name"], m["available"], m["is_default"]) for m in models] == [
+        ("classifier", "", False, False),
+        ("classifier", "hpaweb-synth-v1", True, False),
+        ("segmentation", "classical", True, False),
+        ("segmentation", "unet", False, False),
     ]
-    (tmp_path / "hpa-v2.pt").write_bytes(b"weights")
-    settings.ML_MODEL_PATH = str(tmp_path / "hpa-v2.pt")
-    assert owner_api.get("/api/models/").json()["results"][0]["name"] == "hpa-v2"
+    settings.ML_MODEL_PATH = str(tiny_classifier_file)
+    models = owner_api.get("/api/models/").json()["results"]
+    default = next(m for m in models if m["is_default"])
+    assert (default["name"], default["version"], default["format"]) == ("tiny-classifier", "1", "hpaweb")
+
+
+@pytest.fixture
+def admin_api(django_user_model):
+    client = APIClient()
+    client.force_authenticate(django_user_model.objects.create_user(username="admin", password="pw", is_staff=True))
+    return client
+
+
+def test_an_administrator_imports_a_model_and_a_user_picks_it_for_a_job(
+    admin_api, owner_api, tiny_classifier_file, channel_uploads, sent_to_worker
+):
+    upload = SimpleUploadedFile("lab-model.pt", tiny_classifier_file.read_bytes())
+    created = admin_api.post("/api/models/", {"file": upload, "visibility": "shared"}, format="multipart")
+    assert created.status_code == 201, created.json()
+    model = created.json()
+    assert (model["name"], model["kind"], model["format"], model["input_size_px"]) == (
+        "tiny-classifier",
+        "classifier",
+        "hpaweb",
+        32,
+    )
+    detail = owner_api.get(f"/api/models/{model['id']}/").json()
+    assert detail["class_names"][0] == "Nucleoplasm" and detail["metrics"] == {"val_map": 0.25}
+    job = owner_api.post("/api/jobs/", {"classifier": model["id"], **channel_uploads()}, format="multipart").json()
+    assert job["classifier"] == {
+        "id": model["id"],
+        "name": "tiny-classifier",
+        "version": "1",
+        "kind": "classifier",
+        "format": "hpaweb",
+        "summary": model["summary"],
+    }
+
+
+def test_a_user_cannot_add_a_shared_model_nor_use_a_classifier_that_is_not_theirs(
+    owner_api, tiny_classifier_file, channel_uploads
+):
+    upload = SimpleUploadedFile("m.pt", tiny_classifier_file.read_bytes())
+    refused = owner_api.post("/api/models/", {"file": upload, "visibility": "shared"}, format="multipart")
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == "Only an administrator adds shared models; import it as private instead."
+    response = owner_api.post("/api/jobs/", {"classifier": 9999, **channel_uploads()}, format="multipart")
+    assert response.status_code == 400
+    assert "no classifier with id 9999" in response.json()["detail"]
+
+
+def test_a_broken_model_file_gets_a_sentence_and_nothing_is_registered(admin_api):
+    before = admin_api.get("/api/models/").json()["count"]
+    upload = SimpleUploadedFile("broken.pt", b"not a checkpoint")
+    response = admin_api.post("/api/models/", {"file": upload, "visibility": "shared"}, format="multipart")
+    assert response.status_code == 400
+    assert "is not an hpaweb classifier checkpoint or is damaged" in response.json()["detail"]
+    assert admin_api.get("/api/models/").json()["count"] == before
+
+
+def test_job_field_and_cell_carry_the_model_that_made_their_predictions(
+    owner_api, owner, channel_uploads, ml_settings, tiny_classifier_file
+):
+    ml_settings.ML_MODEL_PATH = str(tiny_classifier_file)
+    job = intake.job_create(owner=owner, uploads=[FieldUpload(name="f1", channel_files=channel_uploads(size_px=256))])
+    field = job.fields.get()
+    processing.field_process(field_id=field.pk)
+    summary = {"name": "tiny-classifier", "version": "1", "kind": "classifier"}
+    job_json = owner_api.get(f"/api/jobs/{job.pk}/").json()
+    assert {k: job_json["classifier"][k] for k in summary} == summary
+    field_json = job_json["fields"][0]
+    assert {k: field_json["model"][k] for k in summary} == summary
+    assert field_json["missing_reference_channels"] == [] and field_json["unfamiliar_share"] is None
+    cell_json = owner_api.get(f"/api/fields/{field.pk}/cells/").json()["results"][0]
+    assert {k: cell_json["model"][k] for k in summary} == summary
+    assert (cell_json["familiarity"], cell_json["unfamiliar"]) == (None, None)
+
+
+def test_a_field_without_red_and_yellow_says_so(owner_api, owner, channel_uploads, ml_settings):
+    ml_settings.ML_MODEL_PATH = ""
+    uploads = [FieldUpload(name="f1", channel_files=channel_uploads(channels=("green", "blue"), size_px=256))]
+    job = intake.job_create(owner=owner, uploads=uploads)
+    field_json = owner_api.get(f"/api/jobs/{job.pk}/").json()["fields"][0]
+    assert field_json["missing_reference_channels"] == ["red", "yellow"]
+
+
+def test_a_finished_job_runs_again_with_another_model_and_the_two_can_be_compared(
+    owner_api, owner, channel_uploads, ml_settings, tiny_classifier_file, django_capture_on_commit_callbacks
+):
+    from cells import registry
+
+    ml_settings.ML_MODEL_PATH = str(tiny_classifier_file)
+    job = intake.job_create(owner=owner, uploads=[FieldUpload(name="f1", channel_files=channel_uploads(size_px=256))])
+    processing.field_process(field_id=job.fields.get().pk)
+    shipped = next(m for m in registry.models_register_installed() if m.name == "hpaweb-synth-v1")
+    ml_settings.CELERY_TASK_ALWAYS_EAGER = True
+    from hpaweb.celery import app
+
+    app.conf.task_always_eager = True
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = owner_api.post(f"/api/jobs/{job.pk}/classify/", {"classifier": shipped.pk}, format="json")
+    finally:
+        app.conf.task_always_eager = False
+    assert response.status_code == 202
+    job_json = owner_api.get(f"/api/jobs/{job.pk}/").json()
+    assert job_json["classifier"]["name"] == "hpaweb-synth-v1"
+    assert job_json["fields"][0]["model"]["name"] == "hpaweb-synth-v1" and job_json["status"] == "done"
+    first = job_json["fields"][0]["model"]["id"]
+    tiny = next(m["id"] for m in owner_api.get("/api/models/").json()["results"] if m["name"] == "tiny-classifier")
+    comparison = owner_api.get(f"/api/jobs/{job.pk}/compare/", {"first": tiny, "second": first}).json()
+    assert comparison["cells"] == 4 and len(comparison["per_class"]) == 19
+    assert 0.0 <= comparison["top_class_agreement"] <= 1.0
+
+
+def test_running_an_unfinished_job_with_another_model_is_refused(owner_api, owner, channel_uploads, ml_settings):
+    from cells import registry
+
+    job = intake.job_create(owner=owner, uploads=[FieldUpload(name="f1", channel_files=channel_uploads())])
+    shipped = registry.models_register_installed()[0]
+    response = owner_api.post(f"/api/jobs/{job.pk}/classify/", {"classifier": shipped.pk}, format="json")
+    assert response.status_code == 409
+    assert response.json()["detail"] == "Only finished fields can be run with another model; f1 is not done."
 
 
 def test_outsider_gets_404_from_every_endpoint_of_another_users_job(outsider_api, processed_job):
@@ -241,7 +362,7 @@ def test_openapi_schema_documents_every_endpoint_and_the_docs_page_is_served_loc
     assert {"/api/jobs/", "/api/jobs/{job_id}/coco.json", "/api/cells/{cell_id}/", "/api/models/"} <= set(
         schema["paths"]
     )
-    assert "tokenAuth" in schema["components"]["securitySchemes"]
+    assert "knoxApiToken" in schema["components"]["securitySchemes"]
     docs = client.get("/api/docs/").content.decode()
     assert "swagger-ui" in docs and "cdn." not in docs and "https://" not in docs
     bundle = re.search(r'src="/static/([^"]+swagger-ui-bundle\.js)"', docs)[1]
@@ -329,6 +450,7 @@ def test_a_multichannel_tiff_without_four_planes_is_refused_by_name(owner_api):
     assert response.status_code == 400
     assert list(response.json()["fields"]) == ["three"]
     assert response.json()["fields"]["three"] == (
-        "The file three.tif must hold 4 planes (red, green, blue, yellow) as (4, H, W) or (H, W, 4), but its shape is 3 x 64 x 64."
+        "The file three.tif must hold 4 planes (red, green, blue, yellow) as (4, H, W) or (H, W, 4), but it has 3 pages (shape 3 x 64 x 64); "
+        "save it with 4 pages, or upload each channel as its own file named {ID}_{channel}.tif."
     )
     assert Job.objects.count() == 0

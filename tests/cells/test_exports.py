@@ -71,7 +71,17 @@ def test_coco_json_loads_in_pycocotools_with_masks_equal_to_the_label_image(clas
     coco = COCO(str(path))
     assert [category["name"] for category in coco.loadCats(coco.getCatIds())] == list(CLASS_NAMES)
     field = classified_job.fields.get(name="f2")
-    assert coco.imgs[field.pk] == {"id": field.pk, "file_name": "f2", "width": 256, "height": 256}
+    assert coco.imgs[field.pk] == {
+        "id": field.pk,
+        "file_name": "f2",
+        "width": 256,
+        "height": 256,
+        "model": "",
+        "model_version": "",
+        "segmentation_backend": "classical",
+        "channels_used": ["blue", "red", "yellow"],
+        "unfamiliar_share": None,
+    }
     annotations = coco.loadAnns(coco.getAnnIds(imgIds=[field.pk]))
     # Per cell: its own class (0.9) and Negative (0.6) reach 0.5.
     assert sorted((a["cell_id"], a["category_id"], a["score"]) for a in annotations) == [
@@ -97,19 +107,46 @@ def test_coco_json_without_threshold_has_every_class_and_skips_unclassified_cell
 
 def test_cells_csv_lists_box_area_and_the_19_confidences(classified_job):
     rows = list(csv.reader(io.StringIO(_text(exports.cells_csv(job=classified_job)))))
-    assert rows[0] == ["field", "cell_id", "min_row", "min_col", "max_row", "max_col", "area_px", *CLASS_NAMES]
+    assert rows[0] == [
+        "field",
+        "cell_id",
+        "min_row",
+        "min_col",
+        "max_row",
+        "max_col",
+        "area_px",
+        *CLASS_NAMES,
+        "model_name",
+        "model_version",
+        "familiarity",
+        "unfamiliar",
+    ]
     assert len(rows) == 1 + 8
     cell = Cell.objects.get(field__name="f2", label=3)
     row = next(r for r in rows if r[:2] == ["f2", "3"])
     assert row[2:7] == [str(v) for v in (*cell.bbox, cell.area_px)]
-    assert [float(v) for v in row[7:]] == _probabilities(3)
+    assert [float(v) for v in row[7 : 7 + NUM_CLASSES]] == _probabilities(3)
+    assert row[7 + NUM_CLASSES :] == ["", "", "", ""]  # made by hand here: no model, no familiarity
 
 
 def test_labels_zip_holds_the_16_bit_label_images_of_every_field(classified_job):
     buffer = io.BytesIO()
     exports.write_labels_zip(job=classified_job, out=buffer)
     with zipfile.ZipFile(buffer) as archive:
-        assert sorted(archive.namelist()) == ["f1_cells.png", "f1_nuclei.png", "f2_cells.png", "f2_nuclei.png"]
+        assert sorted(archive.namelist()) == [
+            "f1_cells.png",
+            "f1_nuclei.png",
+            "f2_cells.png",
+            "f2_nuclei.png",
+            "manifest.json",
+        ]
+        manifest = json.loads(archive.read("manifest.json"))
+        assert manifest["job"] == {"id": classified_job.pk, "name": "exports"}
+        assert [(f["name"], f["cells"], f["nuclei"], f["cell_count"]) for f in manifest["fields"]] == [
+            ("f1", "f1_cells.png", "f1_nuclei.png", 4),
+            ("f2", "f2_cells.png", "f2_nuclei.png", 4),
+        ]
+        assert manifest["segmentation_backend"] == "classical" and manifest["model"] == ""
         with archive.open("f1_cells.png") as handle:
             image = Image.open(handle)
             assert image.mode in ("I;16", "I")
@@ -123,3 +160,33 @@ def test_exports_of_a_job_not_processed_yet_are_empty_but_well_formed(owner, cha
     assert _text(exports.submission_csv(job=job)) == "ID,ImageWidth,ImageHeight,PredictionString\nf1,256,256,\n"
     assert json.loads(_text(exports.coco_json(job=job)))["annotations"] == []
     assert _text(exports.cells_csv(job=job)).count("\n") == 1
+
+
+@pytest.fixture
+def modelled_job(owner, channel_uploads, ml_settings, tiny_classifier_file):
+    """A job processed by a registered (tiny) classifier."""
+    ml_settings.ML_MODEL_PATH = str(tiny_classifier_file)
+    job = intake.job_create(
+        owner=owner, uploads=[FieldUpload(name="g1", channel_files=channel_uploads(field_id="g1", size_px=256))]
+    )
+    processing.field_process(field_id=job.fields.get().pk)
+    return job
+
+
+def test_exports_name_the_model_that_made_them(modelled_job):
+    model = modelled_job.classifier
+    assert (model.name, model.version) == ("tiny-classifier", "1")
+    assert exports.export_filename(job=modelled_job, suffix="submission.csv") == (
+        f"job-{modelled_job.pk}-tiny-classifier-v1-submission.csv"
+    )
+    rows = list(csv.reader(io.StringIO(_text(exports.cells_csv(job=modelled_job)))))
+    assert {tuple(row[7 + NUM_CLASSES : 9 + NUM_CLASSES]) for row in rows[1:]} == {("tiny-classifier", "1")}
+    info = json.loads(_text(exports.coco_json(job=modelled_job)))["info"]
+    assert (info["model"], info["model_version"], info["segmentation_backend"]) == ("tiny-classifier", "1", "classical")
+    assert info["channels_used"] == ["blue", "red", "yellow"] and info["models"] == ["tiny-classifier 1"]
+    assert info["date_created"]
+
+
+def test_the_kaggle_csv_keeps_its_exact_columns_with_a_model(modelled_job):
+    text = _text(exports.submission_csv(job=modelled_job))
+    assert text.splitlines()[0] == "ID,ImageWidth,ImageHeight,PredictionString"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
+from knox.models import AuthToken
 from PIL import Image
-from rest_framework.authtoken.models import Token
 
 from cells import intake, processing
 from cells.models import Cell, Field, Job
@@ -174,7 +174,13 @@ def test_job_delete_removes_files_only_once_committed(stored_field, media_files,
 
 
 def test_api_token_regenerate_replaces_the_previous_token(owner):
-    first = intake.api_token_regenerate(user=owner)
-    second = intake.api_token_regenerate(user=owner)
-    assert first.key != second.key
-    assert list(Token.objects.filter(user=owner).values_list("key", flat=True)) == [second.key]
+    _, first_key = intake.api_token_regenerate(user=owner)
+    second, second_key = intake.api_token_regenerate(user=owner)
+    assert first_key != second_key
+    assert list(AuthToken.objects.filter(user=owner)) == [second]
+
+
+def test_api_token_regenerate_can_keep_the_previous_tokens(owner):
+    first, _ = intake.api_token_regenerate(user=owner)
+    second, _ = intake.api_token_regenerate(user=owner, revoke_previous=False)
+    assert set(AuthToken.objects.filter(user=owner)) == {first, second}

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 
-from cells import ml_config
+from cells import ml_config, registry
+from cells.models import RegisteredModel
 from ml.constants import DEFAULT_MODEL_PATH, DEFAULT_SEGMENTATION_BACKEND, MAX_SIDE_PX
 
 
@@ -38,16 +39,28 @@ def test_classifier_path_is_the_configured_file_or_none(settings, tmp_path):
     assert ml_config.classifier_path() == tmp_path / "hpa-v2.pt"
 
 
-def test_without_a_trained_model_there_is_no_predictor(ml_settings):
-    ml_settings.ML_MODEL_PATH = ""
-    assert ml_config.get_predictor() is None
-
-
-def test_the_shipped_classifier_is_loaded_once_per_process(ml_settings):
-    ml_settings.ML_MODEL_PATH = str(DEFAULT_MODEL_PATH)
-    predictor = ml_config.get_predictor()
+@pytest.mark.django_db
+def test_a_classifier_is_loaded_once_per_process(ml_settings):
+    shipped = registry.models_register_installed()[0]
+    predictor = ml_config.get_classifier(shipped)
     assert predictor.name == "hpaweb-synth-v1"
-    assert ml_config.get_predictor() is predictor
+    assert ml_config.get_classifier(shipped) is predictor
+
+
+@pytest.mark.django_db
+def test_at_most_ml_max_loaded_models_stay_loaded_least_recently_used_first(
+    ml_settings, tmp_path, tiny_classifier_file
+):
+    ml_settings.ML_MAX_LOADED_MODELS = 2
+    rows = [
+        RegisteredModel.objects.create(name=f"m{index}", sha256=f"{index:064d}", source_path=str(tiny_classifier_file))
+        for index in range(3)
+    ]
+    first = ml_config.get_classifier(rows[0])
+    ml_config.get_classifier(rows[1])
+    assert ml_config.get_classifier(rows[0]) is first  # used again: now the most recent
+    ml_config.get_classifier(rows[2])
+    assert [key[0] for key in ml_config.loaded_classifiers.loaded()] == [rows[0].pk, rows[2].pk]
 
 
 def test_a_segmenter_is_loaded_once_per_backend(ml_settings):
@@ -65,7 +78,6 @@ def test_settings_defaults_are_the_ml_library_defaults(monkeypatch):
         str(DEFAULT_MODEL_PATH),
         DEFAULT_SEGMENTATION_BACKEND,
     )
-    assert "HPAWEB_MAX_UPLOAD_BYTES" not in base  # never read, so not offered
 
 
 @pytest.mark.parametrize("setting", ["ML_[A-Z_]+", "HPAWEB_MAX_SIDE_PX"])

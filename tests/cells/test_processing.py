@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cells import processing
-from cells.models import Cell, Field
+from cells import processing, selectors
+from cells.models import Cell, CellPrediction, Field
 from ml.encoding import decode_rle
 from ml.pipeline import analyse_field
 from ml.segmentation import Segmenter
@@ -152,12 +152,15 @@ def test_field_process_stores_viewer_images_and_a_thumbnail_per_cell(stored_fiel
             assert (thumbnail.format, thumbnail.size) == ("JPEG", (128, 128))
 
 
-def test_field_process_run_again_replaces_viewer_files(stored_field, ml_settings, media_files):
+def test_field_process_run_again_replaces_viewer_files(
+    stored_field, ml_settings, media_files, django_capture_on_commit_callbacks
+):
     field = stored_field()
     processing.field_process(field_id=field.pk)
     Field.objects.filter(pk=field.pk).update(status=Field.Status.QUEUED)
     files_once = len(media_files())
-    processing.field_process(field_id=field.pk)
+    with django_capture_on_commit_callbacks(execute=True):  # the previous run's files go once the new rows are in
+        processing.field_process(field_id=field.pk)
     assert field.images.count() == 7
     assert len(media_files()) == files_once
 
@@ -203,3 +206,98 @@ def test_field_set_progress_writes_the_stage_and_share_done(stored_field):
     processing.field_set_progress(field_id=field.pk, status=Field.Status.CLASSIFYING, progress=0.7)
     field.refresh_from_db()
     assert (field.status, field.progress) == ("classifying", 0.7)
+
+
+@pytest.fixture
+def two_models(ml_settings, tiny_classifier_file, tmp_path):
+    """The job default (the tiny classifier named by ML_MODEL_PATH) and a second, differently seeded one."""
+    import torch
+
+    from cells import registry
+    from cells.models import RegisteredModel
+    from ml.checkpoints import save_classifier_checkpoint
+    from ml.classifier.network import CellClassifier
+    from tests.ml.support import TINY_CONFIG
+
+    ml_settings.ML_MODEL_PATH = str(tiny_classifier_file)
+    first = registry.classifier_default()
+    torch.manual_seed(1)
+    other = tmp_path / "other-classifier.pt"
+    save_classifier_checkpoint(
+        other,
+        model=CellClassifier(widths=TINY_CONFIG["widths"], dropout=0.0),
+        config=TINY_CONFIG,
+        metrics={},
+        data={},
+    )
+    second = RegisteredModel.objects.create(
+        name="other-classifier", sha256=registry.file_sha256(other), source_path=str(other), input_size_px=32
+    )
+    return first, second
+
+
+def test_field_process_stores_the_models_predictions_with_the_field_and_cells(stored_field, two_models):
+    first, _ = two_models
+    field = stored_field()
+    processing.field_process(field_id=field.pk)
+    field.refresh_from_db()
+    assert field.classifier == first and field.model_name == "tiny-classifier"
+    prediction = field.predictions.get()
+    assert (prediction.classifier, prediction.model_name, prediction.model_version) == (first, "tiny-classifier", "1")
+    assert prediction.image_probabilities == field.image_probabilities
+    cells = list(field.cells.order_by("label"))
+    assert {cell.classifier_id for cell in cells} == {first.pk}
+    assert [row.probabilities for row in prediction.cells.order_by("cell__label")] == [c.probabilities for c in cells]
+    # The tiny checkpoint carries no description of its training cells: familiarity cannot be told.
+    assert field.unfamiliar_share is None and {cell.familiarity for cell in cells} == {None}
+
+
+def test_field_classify_makes_another_models_predictions_current_and_keeps_the_earlier_ones(stored_field, two_models):
+    first, second = two_models
+    field = stored_field()
+    processing.field_process(field_id=field.pk)
+    before = {cell.label: cell.probabilities for cell in field.cells.all()}
+    processing.field_classify(field_id=field.pk, classifier_id=second.pk)
+    field.refresh_from_db()
+    assert field.status == "done" and field.classifier == second and field.model_name == "other-classifier"
+    assert [p.classifier for p in field.predictions.order_by("id")] == [first, second]
+    kept = field.predictions.get(classifier=first)
+    assert {row.cell.label: row.probabilities for row in kept.cells.select_related("cell")} == before
+    now = {cell.label: cell.probabilities for cell in field.cells.all()}
+    assert now != before and set(now) == set(before)
+    assert {cell.classifier_id for cell in field.cells.all()} == {second.pk}
+
+
+def test_processing_a_field_again_drops_every_models_predictions_of_the_old_cells(stored_field, two_models):
+    _, second = two_models
+    field = stored_field()
+    processing.field_process(field_id=field.pk)
+    processing.field_classify(field_id=field.pk, classifier_id=second.pk)
+    Field.objects.filter(pk=field.pk).update(status=Field.Status.QUEUED)
+    processing.field_process(field_id=field.pk)
+    assert [p.model_name for p in field.predictions.all()] == ["tiny-classifier"]
+
+
+def test_model_comparison_counts_agreement_per_class_and_lists_disagreeing_cells(stored_field, two_models):
+    first, second = two_models
+    field = stored_field()
+    processing.field_process(field_id=field.pk)
+    processing.field_classify(field_id=field.pk, classifier_id=second.pk)
+    comparison = selectors.model_comparison(job=field.job, first=first, second=second, min_confidence=0.5)
+    cells = list(field.cells.all())
+    assert comparison.cells == len(cells)
+    rows = {row.cell_id: {} for row in CellPrediction.objects.filter(cell__field=field)}
+    for row in CellPrediction.objects.filter(cell__field=field).select_related("prediction"):
+        rows[row.cell_id][row.prediction.classifier_id] = row
+    differing = {c for c, pair in rows.items() if pair[first.pk].top_class != pair[second.pk].top_class}
+    assert set(comparison.disagreeing_cell_ids) == differing
+    assert comparison.top_class_agreement == (len(cells) - len(differing)) / len(cells)
+    for entry in comparison.per_class:
+        calls_first = {c for c, pair in rows.items() if pair[first.pk].probabilities[entry["index"]] >= 0.5}
+        calls_second = {c for c, pair in rows.items() if pair[second.pk].probabilities[entry["index"]] >= 0.5}
+        assert (entry["first"], entry["second"], entry["both"]) == (
+            len(calls_first),
+            len(calls_second),
+            len(calls_first & calls_second),
+        )
+    assert selectors.job_models(job=field.job) == [first, second]

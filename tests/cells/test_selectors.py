@@ -3,10 +3,11 @@ and progress, filters, rankings and counts come out as the pages and the API sho
 
 import pytest
 from django.http import Http404
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from cells import selectors
 from cells.models import Field, FieldImage
+from ml.classifier.predictor import UNDESCRIBED_SUMMARY
 from tests.factories import make_cell, make_field, make_job, probabilities_peaking_at
 
 pytestmark = pytest.mark.django_db
@@ -144,27 +145,64 @@ def test_viewer_cells_give_each_cell_its_box_area_and_rounded_probabilities(owne
     cell = make_cell(field=field, label=7, probabilities=[1 / 3] * 19, bbox=(2, 3, 12, 8))
     unclassified = make_cell(field=field, label=8)
     assert selectors.viewer_cells(field=field) == [
-        {"id": cell.pk, "label": 7, "bbox": [2, 3, 12, 8], "area_px": 50, "probabilities": [0.3333] * 19},
-        {"id": unclassified.pk, "label": 8, "bbox": [0, 0, 10, 10], "area_px": 100, "probabilities": None},
+        {
+            "id": cell.pk,
+            "label": 7,
+            "bbox": [2, 3, 12, 8],
+            "area_px": 50,
+            "probabilities": [0.3333] * 19,
+            "familiarity": None,
+            "unfamiliar": None,
+        },
+        {
+            "id": unclassified.pk,
+            "label": 8,
+            "bbox": [0, 0, 10, 10],
+            "area_px": 100,
+            "probabilities": None,
+            "familiarity": None,
+            "unfamiliar": None,
+        },
     ]
 
 
 def test_api_token_get_is_the_users_token_or_none(owner, outsider):
-    token = Token.objects.create(user=owner)
+    token, _ = AuthToken.objects.create(user=owner)
     assert (selectors.api_token_get(user=owner), selectors.api_token_get(user=outsider)) == (token, None)
 
 
-def test_model_list_names_the_installed_classifier_and_which_backends_can_run(settings, tmp_path):
-    (tmp_path / "hpa-v3.pt").write_bytes(b"weights")
-    settings.ML_MODEL_PATH = str(tmp_path / "hpa-v3.pt")
+def test_model_list_names_the_registered_classifiers_and_which_backends_can_run(settings, owner, tiny_classifier_file):
+    settings.ML_MODEL_PATH = str(tiny_classifier_file)
     settings.ML_NUCLEI_WEIGHTS = settings.ML_CELL_WEIGHTS = ""
-    assert [(m.kind, m.name, m.available, m.description) for m in selectors.model_list()] == [
-        ("classifier", "hpa-v3", True, "Cell classifier over the 19 HPA classes."),
+    rows = [(m.kind, m.name, m.available, m.is_default, m.description) for m in selectors.model_list(user=owner)]
+    assert rows == [
+        (
+            "classifier",
+            "hpaweb-synth-v1",
+            True,
+            False,
+            "Trained on synthetic fields only; not validated on real images.",
+        ),
+        ("classifier", "tiny-classifier", True, True, UNDESCRIBED_SUMMARY),
         (
             "segmentation",
             "classical",
             True,
+            False,
             "Seeded watershed on the nucleus and cytoplasm channels; needs no weights.",
         ),
-        ("segmentation", "unet", False, "HPA-compatible DPN-U-Net; needs ML_NUCLEI_WEIGHTS and ML_CELL_WEIGHTS."),
+        (
+            "segmentation",
+            "unet",
+            False,
+            False,
+            "HPA-compatible DPN-U-Net; needs ML_NUCLEI_WEIGHTS and ML_CELL_WEIGHTS.",
+        ),
     ]
+
+
+def test_model_list_says_when_no_default_classifier_is_installed(settings, owner):
+    settings.ML_MODEL_PATH = ""
+    first = selectors.model_list(user=owner)[0]
+    assert (first.kind, first.available, first.name) == ("classifier", False, "")
+    assert first.description.startswith("No default classifier is installed (ML_MODEL_PATH)")

@@ -63,7 +63,7 @@ def test_a_field_over_the_time_limit_fails_with_a_reason_that_says_what_to_do(qu
     tasks.process_field.apply(args=[queued_field.pk])
     field = Field.objects.get(pk=queued_field.pk)
     assert field.status == "failed" and field.error.startswith(
-        "Processing took longer than the time limit; try a smaller field"
+        "Processing took longer than the time limit of 600 s; try a smaller field"
     )
     assert field.finished_at is not None
 

@@ -6,12 +6,15 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
-from rest_framework.authtoken.models import Token
+from knox import crypto as knox_crypto
+from knox.models import AuthToken
 
 from cells import intake, processing
-from cells.models import Cell, Field, Job
+from cells.models import Cell, Field, Job, RegisteredModel
 from cells.uploads import FieldUpload
+from ml.constants import DEFAULT_MODEL_PATH
 from ml.io import FIELD_FILE_PATTERN
+from tests.factories import make_cell, make_field, make_job
 
 pytestmark = pytest.mark.django_db
 
@@ -70,7 +73,7 @@ def test_field_page_says_plainly_when_no_trained_model_is_installed(owner, owner
     field = job.fields.get()
     processing.field_process(field_id=field.pk)
     page = owner_client.get(f"/fields/{field.pk}/").content.decode()
-    assert "No trained model is installed" in page
+    assert "No classifier was chosen for this job" in page
     assert owner_client.get(f"/fields/{field.pk}/preview.jpg")["Content-Type"] == "image/jpeg"
 
 
@@ -199,8 +202,12 @@ def test_job_delete_from_the_page_removes_the_job(owner_client, processed_field)
 
 def test_account_page_makes_an_api_token(owner, owner_client):
     assert "You have no API token yet" in owner_client.get("/accounts/").content.decode()
-    owner_client.post("/accounts/token/")
-    assert Token.objects.get(user=owner).key in owner_client.get("/accounts/").content.decode()
+    shown = owner_client.post("/accounts/token/").content.decode()
+    key = re.search(r'id="api-token" class="mono" value="([^"]+)"', shown).group(1)
+    # Only a hash is kept: the key is shown once, and later the page only says a token exists.
+    assert knox_crypto.hash_token(key) == AuthToken.objects.get(user=owner).digest
+    later = owner_client.get("/accounts/").content.decode()
+    assert key not in later and "You have an API token that works until" in later
 
 
 def test_outsider_gets_404_for_every_file_and_page_of_another_user(outsider, client, processed_field):
@@ -357,3 +364,81 @@ def test_templates_and_static_files_name_no_other_site():
         text = path.read_text()
         assert not re.search(r"(?:https?:)?//[\w-]+(?:\.[\w-]+)+[/\"')]", text), path
         assert not re.search(r"@import|fonts\.g", text), path
+
+
+def test_job_field_and_gallery_pages_name_the_model_and_how_far_to_trust_it(
+    owner, owner_client, channel_uploads, ml_settings
+):
+    ml_settings.ML_MODEL_PATH = str(DEFAULT_MODEL_PATH)
+    job = intake.job_create(owner=owner, uploads=[FieldUpload(name="f1", channel_files=channel_uploads())])
+    field = job.fields.get()
+    processing.field_process(field_id=field.pk)
+    field.refresh_from_db()
+    summary = field.classifier.summary
+    for url in (f"/jobs/{job.pk}/", f"/fields/{field.pk}/", f"/jobs/{job.pk}/gallery/"):
+        page = owner_client.get(url).content.decode()
+        assert "hpaweb-synth-v1 v1" in page, url
+        assert summary in page, url
+    viewer = json.loads(
+        re.search(
+            r'id="viewer-data" type="application/json">(.*?)</script>',
+            owner_client.get(f"/fields/{field.pk}/").content.decode(),
+        ).group(1)
+    )
+    assert viewer["model"] == {"name": "hpaweb-synth-v1", "version": "1", "summary": summary}
+
+
+def test_a_field_without_red_and_yellow_says_so_beside_its_predictions(
+    owner, owner_client, channel_uploads, ml_settings
+):
+    ml_settings.ML_MODEL_PATH = str(DEFAULT_MODEL_PATH)
+    uploads = [FieldUpload(name="f1", channel_files=channel_uploads(channels=("green", "blue")))]
+    field = intake.job_create(owner=owner, uploads=uploads).fields.get()
+    processing.field_process(field_id=field.pk)
+    page = owner_client.get(f"/fields/{field.pk}/").content.decode()
+    assert "This field has no red or yellow channel: the classifier saw blank images there" in page
+
+
+def test_the_models_page_lists_the_classifiers_and_a_model_page_shows_its_card_and_per_class_ap(owner_client, settings):
+    settings.ML_MODEL_PATH = str(DEFAULT_MODEL_PATH)
+    page = owner_client.get("/models/").content.decode()
+    assert "hpaweb-synth-v1 v1" in page and "classical" in page
+    assert "Only administrators add models on this installation." in page
+    model = RegisteredModel.objects.get(name="hpaweb-synth-v1")
+    detail = owner_client.get(f"/models/{model.pk}/").content.decode()
+    assert "Validation average precision per class" in detail
+    assert detail.count('class="chart-label"') == 19
+    assert "Model card" in detail
+
+
+def test_an_administrator_adds_a_model_on_the_models_page_and_makes_it_the_default(
+    client, django_user_model, tiny_classifier_file
+):
+    admin = django_user_model.objects.create_user(username="admin", password="pw", is_staff=True)
+    client.force_login(admin)
+    upload = SimpleUploadedFile("lab.pt", tiny_classifier_file.read_bytes())
+    response = client.post("/models/", {"file": upload, "visibility": "shared", "class_mapping": ""})
+    model = RegisteredModel.objects.get(name="tiny-classifier")
+    assert response.status_code == 302 and response["Location"] == f"/models/{model.pk}/"
+    client.post(f"/models/{model.pk}/default/")
+    model.refresh_from_db()
+    assert model.is_default
+
+
+def test_a_refused_model_file_shows_the_reason_on_the_models_page(client, django_user_model):
+    client.force_login(django_user_model.objects.create_user(username="admin", password="pw", is_staff=True))
+    response = client.post("/models/", {"file": SimpleUploadedFile("x.pt", b"junk"), "visibility": "shared"})
+    assert response.status_code == 400
+    assert "is not an hpaweb classifier checkpoint or is damaged" in response.content.decode()
+
+
+def test_the_gallery_shows_only_unfamiliar_cells_when_asked(owner, owner_client):
+    field = make_field(job=make_job(owner=owner))
+    make_cell(field=field, label=1, probabilities=[0.9] + [0.01] * 18)
+    odd = make_cell(field=field, label=2, probabilities=[0.9] + [0.01] * 18)
+    Cell.objects.filter(pk=odd.pk).update(unfamiliar=True, familiarity=0.001)
+    Cell.objects.filter(label=1).update(unfamiliar=False, familiarity=0.5)
+    page = owner_client.get(
+        f"/jobs/{field.job_id}/gallery/", {"familiarity": "unfamiliar", "min_confidence": 0}
+    ).content.decode()
+    assert "cell 2" in page and "cell 1<" not in page and "1 cell" in page

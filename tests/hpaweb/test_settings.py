@@ -64,3 +64,57 @@ def test_env_int_falls_back_to_the_default(monkeypatch):
     assert env_int("HPAWEB_NUMBER", 7) == 7
     monkeypatch.setenv("HPAWEB_NUMBER", "12")
     assert env_int("HPAWEB_NUMBER", 7) == 12
+
+
+def _production(**environment: str) -> subprocess.CompletedProcess:
+    keep = {key: value for key, value in os.environ.items() if not key.startswith(("ML_", "HPAWEB_", "DJANGO_"))}
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=REPO_ROOT,
+        env={**keep, "DJANGO_SETTINGS_MODULE": "hpaweb.settings.production", **environment},
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("secret_key", [None, "", "   "])
+def test_production_refuses_to_start_without_a_secret_key(tmp_path, secret_key):
+    environment = {"HPAWEB_VAR_DIR": str(tmp_path)}
+    if secret_key is not None:
+        environment["DJANGO_SECRET_KEY"] = secret_key
+    done = _production(**environment)
+    assert done.returncode != 0
+    assert "DJANGO_SECRET_KEY is missing or empty; set it to a long random string" in done.stderr
+    assert "KeyError" not in done.stderr
+
+
+def test_check_deploy_is_clean_behind_a_tls_proxy(tmp_path):
+    done = _production(
+        HPAWEB_VAR_DIR=str(tmp_path),
+        DJANGO_SECRET_KEY="k8Jq2-vX9pLr_7TnWz4YbH1sQeM6cUaD0fGiKoN3jRtV5yPxE8wBlZhCmA",
+        DJANGO_ALLOWED_HOSTS="hpaweb.example.org",
+        DJANGO_BEHIND_TLS_PROXY="1",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "System check identified no issues (0 silenced)." in done.stdout
+
+
+def test_json_log_format_writes_one_object_a_line(tmp_path):
+    code = "import django, logging; django.setup(); logging.getLogger('cells').warning('queued %s', 'f1')"
+    keep = {key: value for key, value in os.environ.items() if not key.startswith(("ML_", "HPAWEB_", "DJANGO_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env={
+            **keep,
+            "DJANGO_SETTINGS_MODULE": "hpaweb.settings.local",
+            "HPAWEB_VAR_DIR": str(tmp_path),
+            "DJANGO_LOG_FORMAT": "json",
+        },
+        capture_output=True,
+        text=True,
+    )
+    records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    (record,) = [record for record in records if record["logger"] == "cells"]
+    assert (record["level"], record["message"]) == ("WARNING", "queued f1")
+    assert set(record) >= {"time", "process"}

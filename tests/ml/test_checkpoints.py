@@ -5,12 +5,14 @@ import torch
 from ml.checkpoints import (
     CHECKPOINT_VERSION,
     CheckpointError,
+    add_familiarity,
     first_line,
     load_classifier_checkpoint,
     load_unet_checkpoint,
     save_classifier_checkpoint,
     save_unet_checkpoint,
 )
+from ml.classifier.familiarity import Familiarity, fit_familiarity
 from ml.classifier.network import CellClassifier
 from ml.constants import CLASS_NAMES
 from ml.segmentation.hpa.config import build_unet, unet_config
@@ -201,3 +203,69 @@ def test_load_unet_checkpoint_names_a_missing_file_and_its_network(tmp_path):
 def test_first_line_keeps_the_first_line_or_names_the_error_type():
     assert first_line(RuntimeError("size mismatch\n\tdetails")) == "size mismatch"
     assert first_line(KeyError()) == "KeyError"
+
+
+def tiny_familiarity(feature_size: int = TINY_CONFIG["widths"][-1]) -> Familiarity:
+    return fit_familiarity(np.random.default_rng(0).normal(size=(40, feature_size)))
+
+
+def test_checkpoint_stores_its_familiarity_as_plain_data_and_loads_it_described(tmp_path):
+    familiarity = tiny_familiarity()
+    save_classifier_checkpoint(
+        tmp_path / "m.pt",
+        model=CellClassifier(widths=TINY_CONFIG["widths"]),
+        config=TINY_CONFIG,
+        metrics={},
+        data={},
+        familiarity=familiarity,
+    )
+    raw = torch.load(tmp_path / "m.pt", map_location="cpu", weights_only=True)
+    assert raw["familiarity"] == familiarity.to_plain()
+    assert raw["version"] == CHECKPOINT_VERSION == 1
+    loaded = load_classifier_checkpoint(tmp_path / "m.pt")[1]["familiarity"]
+    assert loaded.threshold == familiarity.threshold and loaded.training_cells == 40
+    np.testing.assert_array_equal(loaded.covariance, familiarity.covariance)
+
+
+def test_a_checkpoint_without_familiarity_loads_with_none(tiny_checkpoint):
+    assert "familiarity" not in torch.load(tiny_checkpoint, weights_only=True)
+    assert load_classifier_checkpoint(tiny_checkpoint)[1]["familiarity"] is None
+
+
+@pytest.mark.parametrize(
+    ("block", "problem"),
+    [
+        ("close enough", "it is not a mapping"),
+        ({"method": "mahalanobis-ledoit-wolf"}, "feature_size, percentile, threshold, .* missing"),
+        (tiny_familiarity(feature_size=4).to_plain(), "it describes 4 features, the model gives 16"),
+        ({**tiny_familiarity().to_plain(), "threshold": "high"}, "a value has the wrong type"),
+    ],
+)
+def test_load_checkpoint_rejects_a_malformed_familiarity_block_with_a_sentence(tiny_checkpoint, block, problem):
+    checkpoint = torch.load(tiny_checkpoint, weights_only=True)
+    checkpoint["familiarity"] = block
+    torch.save(checkpoint, tiny_checkpoint)
+    message = (
+        f"^tiny-model.pt has an unusable familiarity block: {problem}; fit it again with "
+        r"`python -m ml fit-familiarity --model CKPT --data DIR` \(the model's training data\).$"
+    )
+    with pytest.raises(CheckpointError, match=message):
+        load_classifier_checkpoint(tiny_checkpoint)
+
+
+def test_add_familiarity_keeps_the_weights_and_everything_else(tiny_checkpoint, tmp_path):
+    before = torch.load(tiny_checkpoint, weights_only=True)
+    add_familiarity(tiny_checkpoint, familiarity=tiny_familiarity(), out=tmp_path / "described.pt")
+    after = torch.load(tmp_path / "described.pt", weights_only=True)
+    assert list(after["model"]) == list(before["model"])
+    assert all(torch.equal(after["model"][key], tensor) for key, tensor in before["model"].items())
+    assert {k: v for k, v in after.items() if k not in ("model", "familiarity")} == {
+        k: v for k, v in before.items() if k != "model"
+    }
+    assert "familiarity" not in torch.load(tiny_checkpoint, weights_only=True)
+
+
+def test_add_familiarity_refuses_a_description_of_other_features(tiny_checkpoint):
+    with pytest.raises(CheckpointError, match="it describes 4 features, the model gives 16"):
+        add_familiarity(tiny_checkpoint, familiarity=tiny_familiarity(feature_size=4))
+    assert "familiarity" not in torch.load(tiny_checkpoint, weights_only=True)

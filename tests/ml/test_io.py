@@ -229,7 +229,8 @@ def test_read_multichannel_tiff_rejects_three_planes(tmp_path):
     tifffile.imwrite(tmp_path / "field.tif", np.zeros((3, 5, 6), dtype=np.uint8), photometric="minisblack")
     with rejects(
         "The file field.tif must hold 4 planes (red, green, blue, yellow) as (4, H, W) or (H, W, 4), "
-        "but its shape is 3 x 5 x 6."
+        "but it has 3 pages (shape 3 x 5 x 6); save it with 4 pages, or upload each channel as its own file "
+        "named {ID}_{channel}.tif."
     ):
         read_multichannel_tiff(tmp_path / "field.tif")
 

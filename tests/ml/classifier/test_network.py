@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from ml.classifier.network import CellClassifier
+from ml.constants import DEFAULT_MODEL_PATH
 
 
 @pytest.mark.parametrize("size_px", [32, 96, 128])
@@ -30,3 +31,17 @@ def test_cell_classifier_is_deterministic_in_eval_mode():
     crops = torch.rand(2, 4, 32, 32)
     with torch.inference_mode():
         torch.testing.assert_close(model(crops), model(crops), rtol=0, atol=0)
+
+
+def test_features_then_classify_equal_forward_bit_for_bit():
+    model = CellClassifier(widths=(8, 16, 32), dropout=0.5).eval()
+    crops = torch.rand(5, 4, 48, 48).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        features = model.features(crops)
+        assert features.shape == (5, 32) and model.feature_size == 32
+        assert torch.equal(model.classify(features), model(crops))
+
+
+def test_features_leave_the_state_dict_keys_of_the_shipped_checkpoint():
+    shipped = torch.load(DEFAULT_MODEL_PATH, map_location="cpu", weights_only=True)["model"]
+    assert list(CellClassifier(widths=(16, 32, 64, 128)).state_dict()) == list(shipped)

@@ -3,10 +3,11 @@ import pytest
 import torch
 
 from ml.checkpoints import load_classifier_checkpoint, save_classifier_checkpoint
+from ml.classifier.familiarity import fit_familiarity
 from ml.classifier.network import CellClassifier
 from ml.classifier.predictor import Predictor
 from ml.constants import DEFAULT_MODEL_PATH
-from ml.crops import crop_cells
+from ml.crops import crop_cells, normalize_crops
 from tests.ml.support import TINY_CONFIG
 
 
@@ -111,3 +112,59 @@ def test_blend_weighs_the_cell_against_its_field_in_float32():
     final = blend(np.array([[1.0] * 19], np.float32), np.zeros(19, np.float32), cell_weight=0.7)
     assert final.dtype == np.float32
     assert final[0, 0] == np.float32(0.7)
+
+
+def familiar_checkpoint(path, drawn_field) -> tuple:
+    """A tiny checkpoint whose familiarity describes the drawn field's cells; (path, crops, familiarity, features)."""
+    model = CellClassifier(widths=TINY_CONFIG["widths"], dropout=0.0).eval()
+    crops = crop_cells(drawn_field.field.stack(), drawn_field.cell_labels, size_px=32)
+    with torch.inference_mode():
+        normalized = normalize_crops(torch.from_numpy(crops.images), mean=TINY_CONFIG["mean"], std=TINY_CONFIG["std"])
+        # As the predictor runs it, so the features agree to the last bit.
+        channels_last = model.to(memory_format=torch.channels_last)
+        features = channels_last.features(normalized.contiguous(memory_format=torch.channels_last)).numpy()
+    familiarity = fit_familiarity(np.concatenate([features, features + 0.01]))
+    save_classifier_checkpoint(path, model=model, config=TINY_CONFIG, metrics={}, data={}, familiarity=familiarity)
+    return path, crops, familiarity, features
+
+
+def test_predict_cells_scores_familiarity_from_the_same_forward_pass(tmp_path, drawn_field):
+    path, crops, familiarity, features = familiar_checkpoint(tmp_path / "familiar.pt", drawn_field)
+    predictor = Predictor.from_checkpoint(path, device="cpu")
+
+    predictions = predictor.predict_cells(crops)
+
+    expected_scores, expected_flags = familiarity.score(features)
+    assert predictions.familiarity.dtype == np.float32 and predictions.familiarity.shape == (3,)
+    assert predictions.unfamiliar.dtype == bool and predictions.unfamiliar.shape == (3,)
+    np.testing.assert_array_equal(predictions.familiarity, expected_scores)
+    np.testing.assert_array_equal(predictions.unfamiliar, expected_flags)
+
+
+def test_familiarity_leaves_the_probabilities_bit_identical(tmp_path, drawn_field):
+    path, crops, _familiarity, _features = familiar_checkpoint(tmp_path / "familiar.pt", drawn_field)
+    with_familiarity = Predictor.from_checkpoint(path, device="cpu")
+    model, checkpoint = load_classifier_checkpoint(path)
+    without = Predictor(model, {**checkpoint, "familiarity": None}, device=torch.device("cpu"))
+
+    described, undescribed = with_familiarity.predict_cells(crops), without.predict_cells(crops)
+
+    np.testing.assert_array_equal(described.cell_probabilities, undescribed.cell_probabilities)
+    np.testing.assert_array_equal(described.final_probabilities, undescribed.final_probabilities)
+    np.testing.assert_array_equal(described.cell_probabilities, with_familiarity.predict_crops(crops.images))
+    assert undescribed.familiarity is None and undescribed.unfamiliar is None
+
+
+def test_a_cell_unlike_the_training_cells_is_flagged_unfamiliar(tmp_path, drawn_field):
+    path, crops, _familiarity, _features = familiar_checkpoint(tmp_path / "familiar.pt", drawn_field)
+    predictor = Predictor.from_checkpoint(path, device="cpu")
+    noise = np.random.default_rng(0).random((1, 4, 32, 32), dtype=np.float32)
+    strange = type(crops)(
+        images=np.concatenate([crops.images[:1], noise]),
+        cell_ids=crops.cell_ids[:1].repeat(2),
+        bboxes=crops.bboxes[:1].repeat(2, axis=0),
+        areas_px=crops.areas_px[:1].repeat(2),
+    )
+    predictions = predictor.predict_cells(strange)
+    assert predictions.unfamiliar.tolist() == [False, True]
+    assert predictions.familiarity[1] == 0.0

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from ml.checkpoints import load_classifier_checkpoint
 from ml.classifier.predictor import Predictor
@@ -27,6 +28,27 @@ def test_shipped_checkpoint_is_small_and_describes_itself():
     assert checkpoint["data"]["cell_labels"].startswith("image labels inherited by every cell")
     assert checkpoint["data"]["refine_rounds"] >= 1 and checkpoint["data"]["seed"] == TRAINING_SEED
     assert checkpoint["metrics"]["val_map"] >= QUALITY_TARGET_MAP
+
+
+def test_shipped_checkpoint_describes_its_training_cells_and_carries_its_card():
+    assert DEFAULT_MODEL_PATH.stat().st_size < 5 * 1024 * 1024
+    raw = torch.load(DEFAULT_MODEL_PATH, map_location="cpu", weights_only=True)
+    assert raw["version"] == 1 and raw["model_version"] == "1"
+    assert raw["summary"] == "Trained on synthetic fields only; not validated on real images."
+    assert raw["card"] == MODEL_CARD.read_text(encoding="utf-8")
+    block = raw["familiarity"]
+    assert (block["method"], block["feature_size"], block["percentile"]) == ("mahalanobis-ledoit-wolf", 128, 99.0)
+    assert block["training_cells"] >= 3000
+    familiarity = load_classifier_checkpoint(DEFAULT_MODEL_PATH)[1]["familiarity"]
+    assert familiarity.threshold == block["threshold"]
+    assert "python -m ml fit-familiarity --model" in raw["card"]
+
+
+def test_the_shipped_model_describes_itself_to_the_user():
+    description = Predictor.from_checkpoint(DEFAULT_MODEL_PATH, device="cpu").description
+    assert (description.name, description.version) == ("hpaweb-synth-v1", "1")
+    assert description.summary == "Trained on synthetic fields only; not validated on real images."
+    assert description.card == MODEL_CARD.read_text(encoding="utf-8")
 
 
 def test_model_card_gives_the_commands_and_the_three_held_out_scores():

@@ -15,7 +15,9 @@ def test_backends_are_the_classical_and_the_unet_backend():
 
 
 def test_segmenter_refuses_an_unknown_backend_with_a_sentence():
-    with pytest.raises(ValueError, match=r"^Unknown segmentation backend 'cellpose'; choose one of classical, unet\.$"):
+    with pytest.raises(
+        ValueError, match=r"^Unknown segmentation backend 'cellpose'; choose one of classical, unet, bioimageio\.$"
+    ):
         Segmenter("cellpose")
 
 

@@ -1,8 +1,15 @@
 import numpy as np
+import pytest
 import torch
 
+from ml.checkpoints import load_classifier_checkpoint
+from ml.classifier.network import CellClassifier
 from ml.classifier.predictor import blend, pool_cells
 from ml.constants import NUM_CLASSES
+from ml.crops import normalize_crops
+from ml.io import InputError
+from ml.segmentation import Segmenter
+from ml.synth import write_dataset
 from ml.training import classifier as train
 from tests.ml.training.support import table_of
 
@@ -48,3 +55,58 @@ def test_augment_applies_a_flip_or_quarter_turn_and_a_positive_gain_per_crop():
             turns = [torch.rot90(p, k) for p in (plane, plane.flip(-1)) for k in range(4)]
             assert any(torch.allclose(crop[channel], gain * t) for t in turns)
             assert 0.75 <= float(gain) <= 1.3
+
+
+MEAN, STD = [0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8]
+
+
+def random_table(cells: int):
+    table = table_of([(0,), (3,)], [cells // 2, cells - cells // 2])
+    crops = np.random.default_rng(cells).integers(0, 256, size=(cells, 4, 32, 32), dtype=np.uint8)
+    return type(table)(table.image_ids, table.image_labels, crops, table.field_index, table.cell_ids)
+
+
+def test_predict_features_are_the_networks_penultimate_features_of_the_crops():
+    model = CellClassifier(widths=(8, 16)).eval()
+    table = random_table(5)
+    features = train.predict_features(model, table.crops, device=torch.device("cpu"), mean=MEAN, std=STD, batch_size=2)
+    with torch.inference_mode():
+        expected = model.features(normalize_crops(torch.from_numpy(table.crops / np.float32(255)), mean=MEAN, std=STD))
+    assert features.shape == (5, 16) and features.dtype == np.float32
+    np.testing.assert_allclose(features, expected.numpy(), rtol=0, atol=1e-6)
+
+
+def test_describe_training_cells_fits_the_familiarity_of_every_cell_of_the_table():
+    model = CellClassifier(widths=(8, 16)).eval()
+    table = random_table(30)
+    familiarity = train.describe_training_cells(model, table, device=torch.device("cpu"), mean=MEAN, std=STD)
+    features = train.predict_features(model, table.crops, device=torch.device("cpu"), mean=MEAN, std=STD)
+    assert familiarity.training_cells == 30 and familiarity.feature_size == 16
+    np.testing.assert_allclose(familiarity.mean, features.astype(np.float64).mean(axis=0), rtol=1e-12)
+    assert (
+        familiarity.calibration == "each training cell measured by a description fitted without it (5 folds of cells)"
+    )
+
+
+def test_describe_training_cells_needs_two_cells():
+    message = r"^The fields give 1 cell\(s\); describing the training cells needs at least 3"
+    with pytest.raises(InputError, match=message):
+        train.describe_training_cells(
+            CellClassifier(widths=(8, 16)), random_table(1), device=torch.device("cpu"), mean=MEAN, std=STD
+        )
+
+
+@pytest.mark.slow
+def test_train_saves_the_familiarity_of_its_training_cells_with_the_final_model(tmp_path):
+    data = tmp_path / "data"
+    write_dataset(data, n_images=4, seed=5, size_px=512, bit_depth=8)
+    config = train.TrainConfig(
+        data_dir=data, out=tmp_path / "m.pt", size_px=32, epochs=1, refine_rounds=0, widths=(8, 8, 16, 16),
+        val_fraction=0.5, device="cpu",
+    )  # fmt: skip
+    train.train(config, segmenter=Segmenter("classical"))
+    model, checkpoint = load_classifier_checkpoint(config.out)
+    familiarity = checkpoint["familiarity"]
+    assert familiarity.training_cells == checkpoint["data"]["training_cells"]
+    assert familiarity.feature_size == 16 and familiarity.percentile == 99.0
+    assert torch.load(config.out, weights_only=True)["familiarity"]["method"] == "mahalanobis-ledoit-wolf"
