@@ -12,7 +12,8 @@
 - `bench.fingerprint`: SHA-256 of every result on the real and synthetic fields, to show that a change
   leaves them bit-identical.
 - `bench.familiarity`: the share of cells the shipped classifier flags unfamiliar on held-out synthetic
-  and on real fields, the AUROC of its familiarity score at telling them apart, and its cost.
+  and on real fields, the AUROC of its familiarity score at telling them apart, and its cost;
+- `bench.models_memory`: a process's resident memory holding one loaded classifier against three.
 
 Shared helpers live in `bench.common`.
 """

@@ -41,7 +41,7 @@ def run(field_files: Sequence[dict[str, Path]], *, count: int, var_dir: Path, co
     log_path = Path(settings.VAR_DIR) / "memory-worker.log"
     print(f"Processing {count} {_side_px(field_files[0])} px fields in one worker, watching its memory ...", flush=True)
     command_line = [sys.executable, "-m", "celery", "-A", "hpaweb", "worker", "--loglevel=INFO", "--concurrency=1",
-                    "-Q", settings.CELERY_TASK_DEFAULT_QUEUE, "--hostname", f"bench-memory-{os.getpid()}@%h"]  # fmt: skip
+                    "-Q", ",".join([settings.CELERY_TASK_DEFAULT_QUEUE, *settings.HPAWEB_QUEUES.values()]), "--hostname", f"bench-memory-{os.getpid()}@%h"]  # fmt: skip
     with log_path.open("w") as log:
         worker = subprocess.Popen(
             command_line, cwd=REPO_ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT

@@ -222,7 +222,7 @@ def _web_server(env: dict, log_path: Path) -> Iterator[tuple[str, int]]:
 @contextlib.contextmanager
 def _celery_worker(env: dict, *, workers: int, log_path: Path) -> Iterator[None]:
     command = [sys.executable, "-m", "celery", "-A", "hpaweb", "worker", "--loglevel=INFO",
-               f"--concurrency={workers}", "-Q", env["CELERY_QUEUE"], "--hostname", f"bench-{workers}-{os.getpid()}@%h"]  # fmt: skip
+               f"--concurrency={workers}", "-Q", ",".join(env["CELERY_QUEUE"] + suffix for suffix in ("", "-cpu", "-gpu", "-training")), "--hostname", f"bench-{workers}-{os.getpid()}@%h"]  # fmt: skip
     with _process(command, env, log_path):
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while " ready." not in log_path.read_text():
@@ -283,7 +283,9 @@ def _redis_problem(broker_url: str) -> str | None:
 def _purge_queue(broker_url: str, queue: str) -> None:
     import redis
 
-    redis.Redis.from_url(broker_url, socket_connect_timeout=2).delete(queue, f"_kombu.binding.{queue}")
+    client = redis.Redis.from_url(broker_url, socket_connect_timeout=2)
+    for name in (queue, *(f"{queue}-{kind}" for kind in ("cpu", "gpu", "training"))):
+        client.delete(name, f"_kombu.binding.{name}")
 
 
 def _warm_up_field_files(folder: Path) -> dict[str, Path]:

@@ -72,3 +72,16 @@ class JobCreateAddressThrottle(_Throttle):
 
     def key(self, request, view):
         return self.get_ident(request) if request.method == "POST" else None
+
+
+def page_wait_s(request, *throttle_classes: type[_Throttle]) -> float | None:
+    """For a page (not an API view): the seconds to wait when one of the throttles refuses `request`, else None.
+
+    Every throttle counts the request, as DRF's own check does for API views.
+    """
+    refusals = [
+        throttle for throttle in (cls() for cls in throttle_classes) if not throttle.allow_request(request, None)
+    ]
+    if not refusals:
+        return None
+    return max((throttle.wait() or 0.0) for throttle in refusals)

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from cells import exports, intake, registry, selectors
+from cells import exports, intake, registry, selectors, throttles
 from cells.forms import GalleryFilterForm, JobUploadForm, ModelImportForm
 from cells.models import FieldImage
 from cells.upload_limits import DISK_FULL, is_disk_full
@@ -40,6 +40,19 @@ def job_list(request):
 
 @login_required
 def job_create(request):
+    if request.method == "POST":
+        wait_s = throttles.page_wait_s(request, throttles.JobCreateUserThrottle, throttles.JobCreateAddressThrottle)
+        if wait_s is not None:
+            minutes = max(1, round(wait_s / 60))
+            messages.error(request, f"Too many uploads in a short time; try again in about {minutes} minute(s).")
+            response = render(
+                request,
+                "cells/job_create.html",
+                {"form": JobUploadForm(user=request.user), "upload_errors": {}, "upload_page": UPLOAD_PAGE_DATA},
+                status=429,
+            )
+            response["Retry-After"] = str(int(wait_s))
+            return response
     form = JobUploadForm(request.POST or None, request.FILES or None, user=request.user)
     errors: dict[str, str] = {}
     status = 200

@@ -154,7 +154,7 @@ def worker_process(tmp_path, isolated_media):
                 "--loglevel=INFO",
                 "--concurrency=1",
                 "-Q",
-                settings.CELERY_TASK_DEFAULT_QUEUE,
+                ",".join([settings.CELERY_TASK_DEFAULT_QUEUE, *settings.HPAWEB_QUEUES.values()]),
                 "--hostname",
                 f"e2e-{os.getpid()}@%h",
             ],

@@ -5,6 +5,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from kombu import Queue
 
 from ml.constants import DEFAULT_MODEL_PATH, DEFAULT_SEGMENTATION_BACKEND, MAX_SIDE_PX
 
@@ -345,5 +346,10 @@ LOGGING = {
 # The worker logs through the same handler instead of replacing it with Celery's own format.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
-# Each deployment (and each test run) can keep its own queue on a shared broker.
+# Each deployment (and each test run) can keep its own queues on a shared broker: CELERY_QUEUE names
+# them. GPU work, CPU work and training have queues of their own (cells/queues.py routes each task);
+# a worker started without -Q takes them all.
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "hpaweb")
+HPAWEB_QUEUES = {kind: f"{CELERY_TASK_DEFAULT_QUEUE}-{kind}" for kind in ("cpu", "gpu", "training")}
+CELERY_TASK_QUEUES = [Queue(name) for name in (CELERY_TASK_DEFAULT_QUEUE, *HPAWEB_QUEUES.values())]
+CELERY_TASK_ROUTES = ["cells.queues.route_task"]

@@ -20,6 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
         "bench.seg_quality",
         "bench.fingerprint",
         "bench.familiarity",
+        "bench.models_memory",
         "bench.bioimageio",
     ],
 )

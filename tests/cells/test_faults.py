@@ -72,7 +72,12 @@ class _Worker:
     def __init__(self, tmp_path: Path, *, env: dict[str, str] | None = None, beat: bool = False, name: str = "w"):
         self.log = tmp_path / f"worker-{name}.log"
         command = [sys.executable, "-m", "celery", "-A", "hpaweb", "worker", "--loglevel=INFO", "--concurrency=1"]
-        command += ["-Q", settings.CELERY_TASK_DEFAULT_QUEUE, "--hostname", f"faults-{name}-{os.getpid()}@%h"]
+        command += [
+            "-Q",
+            ",".join([settings.CELERY_TASK_DEFAULT_QUEUE, *settings.HPAWEB_QUEUES.values()]),
+            "--hostname",
+            f"faults-{name}-{os.getpid()}@%h",
+        ]
         if beat:
             command += ["-B", "-s", str(tmp_path / f"beat-{name}")]
         full_env = {

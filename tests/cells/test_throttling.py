@@ -100,3 +100,19 @@ def test_job_creation_is_throttled_per_user(owner_api, settings, channel_uploads
     ]
     assert codes == [201, 201, 429]
     assert owner_api.get("/api/jobs/").status_code == 200  # reading is not job creation
+
+
+def test_job_creation_on_the_upload_page_is_throttled_per_user_too(
+    owner, client, settings, channel_uploads, sent_to_worker
+):
+    _rates(settings, **{"job-create-user": "2/hour"})
+    client.force_login(owner)
+    codes = [
+        client.post("/jobs/new/", {"segmentation_backend": "classical", **channel_uploads()}).status_code
+        for _ in range(3)
+    ]
+    assert codes == [302, 302, 429]
+    refused = client.post("/jobs/new/", {"segmentation_backend": "classical", **channel_uploads()})
+    assert int(refused["Retry-After"]) > 0
+    assert "Too many uploads in a short time" in refused.content.decode()
+    assert client.get("/jobs/new/").status_code == 200

@@ -49,7 +49,7 @@ def test_kustomization_lists_every_manifest():
 
 def test_web_and_workers_share_one_image_and_the_gpu_worker_asks_for_a_gpu():
     deployments = _by_kind("Deployment")
-    assert set(deployments) == {"hpaweb-web", "hpaweb-worker-cpu", "hpaweb-worker-gpu"}
+    assert set(deployments) == {"hpaweb-web", "hpaweb-worker-cpu", "hpaweb-worker-gpu", "hpaweb-beat"}
     assert {_container(deployment)["image"] for deployment in deployments.values()} == {"hpaweb:1.1.0"}
     gpu = _container(deployments["hpaweb-worker-gpu"])["resources"]
     assert gpu["requests"]["nvidia.com/gpu"] == 1 and gpu["limits"]["nvidia.com/gpu"] == 1
@@ -112,7 +112,7 @@ def test_compose_runs_the_same_image_queues_and_settings():
     compose = yaml.safe_load((REPO_ROOT / "docker" / "compose.yml").read_text())
     services = compose["services"]
     app_services = {name: service for name, service in services.items() if name not in ("db", "redis")}
-    assert set(app_services) == {"web", "worker-cpu", "worker-gpu"}
+    assert set(app_services) == {"web", "worker-cpu", "worker-gpu", "beat"}
     assert {service["image"] for service in app_services.values()} == {"hpaweb:1.1.0"}
     config = _by_kind("ConfigMap")["hpaweb-config"]["data"]
     for name, service in app_services.items():
@@ -120,3 +120,9 @@ def test_compose_runs_the_same_image_queues_and_settings():
         assert service["environment"]["DJANGO_SETTINGS_MODULE"] == config["DJANGO_SETTINGS_MODULE"]
     for name, queues in (("worker-cpu", "hpaweb-cpu"), ("worker-gpu", "hpaweb-gpu,hpaweb-training")):
         assert f"-Q {queues}" in services[name]["command"] and services[name]["environment"]["CELERY_QUEUES"] == queues
+
+
+def test_one_beat_runs_the_sweeper_beside_the_workers():
+    beat = _by_kind("Deployment")["hpaweb-beat"]
+    assert beat["spec"]["replicas"] == 1
+    assert _container(beat)["command"][:4] == ["celery", "-A", "hpaweb", "beat"]

@@ -12,7 +12,7 @@ from ml.checkpoints import (
     save_classifier_checkpoint,
     save_unet_checkpoint,
 )
-from ml.classifier.familiarity import Familiarity, fit_familiarity
+from ml.classifier.familiarity import SINGLE_LAYER_METHOD, Familiarity, fit_familiarity
 from ml.classifier.network import CellClassifier
 from ml.constants import CLASS_NAMES
 from ml.segmentation.hpa.config import build_unet, unet_config
@@ -205,8 +205,12 @@ def test_first_line_keeps_the_first_line_or_names_the_error_type():
     assert first_line(KeyError()) == "KeyError"
 
 
-def tiny_familiarity(feature_size: int = TINY_CONFIG["widths"][-1]) -> Familiarity:
-    return fit_familiarity(np.random.default_rng(0).normal(size=(40, feature_size)))
+TINY_LAYER_SIZES = {"stem": 8, "stage1": 8, "stage2": 16}  # CellClassifier(widths=TINY_CONFIG["widths"])
+
+
+def tiny_familiarity(layer_sizes: dict[str, int] = TINY_LAYER_SIZES) -> Familiarity:
+    rng = np.random.default_rng(0)
+    return fit_familiarity({name: rng.normal(size=(40, size)) for name, size in layer_sizes.items()})
 
 
 def test_checkpoint_stores_its_familiarity_as_plain_data_and_loads_it_described(tmp_path):
@@ -223,8 +227,10 @@ def test_checkpoint_stores_its_familiarity_as_plain_data_and_loads_it_described(
     assert raw["familiarity"] == familiarity.to_plain()
     assert raw["version"] == CHECKPOINT_VERSION == 1
     loaded = load_classifier_checkpoint(tmp_path / "m.pt")[1]["familiarity"]
-    assert loaded.threshold == familiarity.threshold and loaded.training_cells == 40
-    np.testing.assert_array_equal(loaded.covariance, familiarity.covariance)
+    assert loaded.thresholds == familiarity.thresholds and loaded.training_cells == 40
+    assert loaded.layer_sizes == TINY_LAYER_SIZES
+    for restored, fitted in zip(loaded.layers, familiarity.layers, strict=True):
+        np.testing.assert_array_equal(restored.covariance, fitted.covariance)
 
 
 def test_a_checkpoint_without_familiarity_loads_with_none(tiny_checkpoint):
@@ -232,13 +238,41 @@ def test_a_checkpoint_without_familiarity_loads_with_none(tiny_checkpoint):
     assert load_classifier_checkpoint(tiny_checkpoint)[1]["familiarity"] is None
 
 
+def test_a_checkpoint_with_the_earlier_single_layer_block_loads_it_as_its_last_layer(tiny_checkpoint):
+    last = tiny_familiarity({"stage2": 16}).layers[0]
+    checkpoint = torch.load(tiny_checkpoint, weights_only=True)
+    checkpoint["familiarity"] = {
+        "method": SINGLE_LAYER_METHOD,
+        "feature_size": 16,
+        "percentile": 99.0,
+        "threshold": 7.5,
+        "training_cells": 40,
+        "shrinkage": last.shrinkage,
+        "calibration": "each training cell measured by a description fitted without it (5 folds of cells)",
+        "mean": last.mean.tolist(),
+        "covariance": last.covariance.tolist(),
+        "distance_quantiles": last.distance_quantiles.tolist(),
+    }
+    torch.save(checkpoint, tiny_checkpoint)
+    familiarity = load_classifier_checkpoint(tiny_checkpoint)[1]["familiarity"]
+    assert familiarity.layer_names == ("stage2",) and familiarity.thresholds == (7.5,)
+    np.testing.assert_array_equal(familiarity.layers[0].covariance, last.covariance)
+
+
 @pytest.mark.parametrize(
     ("block", "problem"),
     [
         ("close enough", "it is not a mapping"),
-        ({"method": "mahalanobis-ledoit-wolf"}, "feature_size, percentile, threshold, .* missing"),
-        (tiny_familiarity(feature_size=4).to_plain(), "it describes 4 features, the model gives 16"),
-        ({**tiny_familiarity().to_plain(), "threshold": "high"}, "a value has the wrong type"),
+        ({"method": SINGLE_LAYER_METHOD}, "feature_size, percentile, threshold, .* missing"),
+        (
+            tiny_familiarity({"stem": 8, "stage1": 4}).to_plain(),
+            "it describes 4 features in layer stage1, the model gives 8",
+        ),
+        (
+            tiny_familiarity({"stage3": 16}).to_plain(),
+            r"it describes layer 'stage3', which the model does not have \(stem, stage1, stage2\)",
+        ),
+        ({**tiny_familiarity().to_plain(), "percentile": "high"}, "a value has the wrong type"),
     ],
 )
 def test_load_checkpoint_rejects_a_malformed_familiarity_block_with_a_sentence(tiny_checkpoint, block, problem):
@@ -266,6 +300,6 @@ def test_add_familiarity_keeps_the_weights_and_everything_else(tiny_checkpoint, 
 
 
 def test_add_familiarity_refuses_a_description_of_other_features(tiny_checkpoint):
-    with pytest.raises(CheckpointError, match="it describes 4 features, the model gives 16"):
-        add_familiarity(tiny_checkpoint, familiarity=tiny_familiarity(feature_size=4))
+    with pytest.raises(CheckpointError, match="it describes 4 features in layer stage2, the model gives 16"):
+        add_familiarity(tiny_checkpoint, familiarity=tiny_familiarity({"stage2": 4}))
     assert "familiarity" not in torch.load(tiny_checkpoint, weights_only=True)

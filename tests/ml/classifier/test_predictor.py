@@ -115,15 +115,17 @@ def test_blend_weighs_the_cell_against_its_field_in_float32():
 
 
 def familiar_checkpoint(path, drawn_field) -> tuple:
-    """A tiny checkpoint whose familiarity describes the drawn field's cells; (path, crops, familiarity, features)."""
+    """A tiny checkpoint whose familiarity describes the drawn field's cells in every layer;
+    (path, crops, familiarity, {layer name: pooled features})."""
     model = CellClassifier(widths=TINY_CONFIG["widths"], dropout=0.0).eval()
     crops = crop_cells(drawn_field.field.stack(), drawn_field.cell_labels, size_px=32)
     with torch.inference_mode():
         normalized = normalize_crops(torch.from_numpy(crops.images), mean=TINY_CONFIG["mean"], std=TINY_CONFIG["std"])
         # As the predictor runs it, so the features agree to the last bit.
         channels_last = model.to(memory_format=torch.channels_last)
-        features = channels_last.features(normalized.contiguous(memory_format=torch.channels_last)).numpy()
-    familiarity = fit_familiarity(np.concatenate([features, features + 0.01]))
+        pooled = channels_last.pooled_layers(normalized.contiguous(memory_format=torch.channels_last))
+        features = {name: layer.numpy() for name, layer in pooled.items()}
+    familiarity = fit_familiarity({name: np.concatenate([layer, layer + 0.01]) for name, layer in features.items()})
     save_classifier_checkpoint(path, model=model, config=TINY_CONFIG, metrics={}, data={}, familiarity=familiarity)
     return path, crops, familiarity, features
 
@@ -167,4 +169,18 @@ def test_a_cell_unlike_the_training_cells_is_flagged_unfamiliar(tmp_path, drawn_
     )
     predictions = predictor.predict_cells(strange)
     assert predictions.unfamiliar.tolist() == [False, True]
-    assert predictions.familiarity[1] == 0.0
+    # As unusual as a cell beyond every training cell in every layer.
+    farthest = predictor.familiarity.familiarity_of(np.full((1, len(predictor.familiarity.layers)), np.inf))
+    assert predictions.familiarity[1] == farthest[0] < predictions.familiarity[0]
+
+
+def test_predict_crops_and_features_gives_the_layers_the_description_names(tmp_path, drawn_field):
+    path, crops, familiarity, features = familiar_checkpoint(tmp_path / "familiar.pt", drawn_field)
+    predictor = Predictor.from_checkpoint(path, device="cpu")
+    probabilities, layer_features = predictor.predict_crops_and_features(crops.images)
+    assert list(layer_features) == list(familiarity.layer_names) == ["stem", *predictor.model.layer_names[1:]]
+    for name, layer in layer_features.items():
+        np.testing.assert_array_equal(layer, features[name])
+    only, stem = predictor.predict_crops_and_features(crops.images, layers=("stem",))
+    np.testing.assert_array_equal(only, probabilities)
+    assert list(stem) == ["stem"] and predictor.predict_crops_and_features(crops.images, layers=())[1] == {}

@@ -37,10 +37,15 @@ def test_shipped_checkpoint_describes_its_training_cells_and_carries_its_card():
     assert raw["summary"] == "Trained on synthetic fields only; not validated on real images."
     assert raw["card"] == MODEL_CARD.read_text(encoding="utf-8")
     block = raw["familiarity"]
-    assert (block["method"], block["feature_size"], block["percentile"]) == ("mahalanobis-ledoit-wolf", 128, 99.0)
+    assert (block["method"], block["percentile"]) == ("mahalanobis-layers-min-p", 99.0)
     assert block["training_cells"] >= 3000
+    layers = [(layer["name"], layer["feature_size"]) for layer in block["layers"]]
+    assert layers == [("stem", 16), ("stage1", 16), ("stage2", 32), ("stage3", 64), ("stage4", 128)]
     familiarity = load_classifier_checkpoint(DEFAULT_MODEL_PATH)[1]["familiarity"]
-    assert familiarity.threshold == block["threshold"]
+    assert familiarity.thresholds == tuple(layer["threshold"] for layer in block["layers"])
+    # The card quotes the thresholds the checkpoint holds.
+    card_words = " ".join(raw["card"].split())
+    assert all(f"{layer['name']} {layer['threshold']:.2f}" in card_words for layer in block["layers"])
     assert "python -m ml fit-familiarity --model" in raw["card"]
 
 

@@ -33,9 +33,11 @@ def test_fit_familiarity_adds_a_block_and_leaves_the_weights_bit_identical(train
     assert all(torch.equal(after["model"][key], tensor) for key, tensor in before["model"].items())
     assert list(after["model"]) == list(before["model"])
     block = after["familiarity"]
-    assert (block["method"], block["feature_size"], block["percentile"]) == (METHOD, 16, 99.0)
-    assert block["training_cells"] == 3
-    assert load_classifier_checkpoint(out)[1]["familiarity"].threshold == block["threshold"]
+    assert (block["method"], block["percentile"], block["training_cells"]) == (METHOD, 99.0, 3)
+    layers = [(layer["name"], layer["feature_size"]) for layer in block["layers"]]
+    assert layers == [("stem", 8), ("stage1", 8), ("stage2", 16)]  # every layer of the tiny network
+    thresholds = tuple(layer["threshold"] for layer in block["layers"])
+    assert load_classifier_checkpoint(out)[1]["familiarity"].thresholds == thresholds
     assert "familiarity" not in torch.load(tiny_checkpoint, weights_only=True)  # --out leaves the input alone
     # The crops came through the training cache at the checkpoint's input size.
     assert sorted(p.name for p in (training_dir / ".hpaweb-cache" / "crops-32px").iterdir()) == ["a-cells.npz", "b-empty.npz"]  # fmt: skip

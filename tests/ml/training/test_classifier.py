@@ -66,23 +66,30 @@ def random_table(cells: int):
     return type(table)(table.image_ids, table.image_labels, crops, table.field_index, table.cell_ids)
 
 
-def test_predict_features_are_the_networks_penultimate_features_of_the_crops():
+def test_predict_layer_features_are_the_networks_pooled_layers_of_the_crops():
     model = CellClassifier(widths=(8, 16)).eval()
     table = random_table(5)
-    features = train.predict_features(model, table.crops, device=torch.device("cpu"), mean=MEAN, std=STD, batch_size=2)
+    cpu = torch.device("cpu")
+    layers = train.predict_layer_features(model, table.crops, device=cpu, mean=MEAN, std=STD, batch_size=2)
     with torch.inference_mode():
-        expected = model.features(normalize_crops(torch.from_numpy(table.crops / np.float32(255)), mean=MEAN, std=STD))
-    assert features.shape == (5, 16) and features.dtype == np.float32
-    np.testing.assert_allclose(features, expected.numpy(), rtol=0, atol=1e-6)
+        crops = normalize_crops(torch.from_numpy(table.crops / np.float32(255)), mean=MEAN, std=STD)
+        expected = model.pooled_layers(crops)
+    assert {name: features.shape for name, features in layers.items()} == {
+        "stem": (5, 8), "stage1": (5, 8), "stage2": (5, 16)
+    }  # fmt: skip
+    for name, features in layers.items():
+        assert features.dtype == np.float32
+        np.testing.assert_allclose(features, expected[name].numpy(), rtol=0, atol=1e-6)
 
 
 def test_describe_training_cells_fits_the_familiarity_of_every_cell_of_the_table():
     model = CellClassifier(widths=(8, 16)).eval()
     table = random_table(30)
     familiarity = train.describe_training_cells(model, table, device=torch.device("cpu"), mean=MEAN, std=STD)
-    features = train.predict_features(model, table.crops, device=torch.device("cpu"), mean=MEAN, std=STD)
-    assert familiarity.training_cells == 30 and familiarity.feature_size == 16
-    np.testing.assert_allclose(familiarity.mean, features.astype(np.float64).mean(axis=0), rtol=1e-12)
+    layers = train.predict_layer_features(model, table.crops, device=torch.device("cpu"), mean=MEAN, std=STD)
+    assert familiarity.training_cells == 30 and familiarity.layer_sizes == {"stem": 8, "stage1": 8, "stage2": 16}
+    for layer in familiarity.layers:
+        np.testing.assert_allclose(layer.mean, layers[layer.name].astype(np.float64).mean(axis=0), rtol=1e-12)
     assert (
         familiarity.calibration == "each training cell measured by a description fitted without it (5 folds of cells)"
     )
@@ -108,5 +115,6 @@ def test_train_saves_the_familiarity_of_its_training_cells_with_the_final_model(
     model, checkpoint = load_classifier_checkpoint(config.out)
     familiarity = checkpoint["familiarity"]
     assert familiarity.training_cells == checkpoint["data"]["training_cells"]
-    assert familiarity.feature_size == 16 and familiarity.percentile == 99.0
-    assert torch.load(config.out, weights_only=True)["familiarity"]["method"] == "mahalanobis-ledoit-wolf"
+    assert familiarity.layer_sizes == {"stem": 8, "stage1": 8, "stage2": 8, "stage3": 16, "stage4": 16}
+    assert familiarity.percentile == 99.0
+    assert torch.load(config.out, weights_only=True)["familiarity"]["method"] == "mahalanobis-layers-min-p"
