@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     forward_s, scoring_s = scoring_seconds(predictor, all_crops)
 
     familiarity = predictor.familiarity
-    thresholds = ", ".join(f"{name} {value:.2f}" for name, value in zip(familiarity.layer_names, familiarity.thresholds))
+    thresholds = ", ".join(
+        f"{name} {value:.2f}" for name, value in zip(familiarity.layer_names, familiarity.thresholds, strict=True)
+    )
     print(
         f"## Unfamiliar cells: {predictor.name}, {familiarity.percentile:g}th percentile of "
         f"{familiarity.training_cells} training cells (distance thresholds: {thresholds})\n"

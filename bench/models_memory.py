@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         copies = [Path(folder) / f"{args.model.stem}-copy-{index}.pt" for index in range(max(COUNTS))]
         for copy in copies:
             shutil.copyfile(args.model, copy)
-        measured = {count: measure_in_fresh_process(copies[:count], cells=args.cells, threads=args.threads) for count in COUNTS}
+        measured = {
+            count: measure_in_fresh_process(copies[:count], cells=args.cells, threads=args.threads) for count in COUNTS
+        }
     one, three = measured[1], measured[3]
     rows = [[stage, f"{one[stage]:.1f}", f"{three[stage]:.1f}", f"{three[stage] / one[stage]:.3f}"] for stage in STAGES]
     held_one = one[STAGES[2]] - one[STAGES[0]]
@@ -94,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_table(["process", "1 classifier, MiB", "3 classifiers, MiB", "ratio"], rows, align="lrrr"))
     ratio = three[STAGES[2]] / one[STAGES[2]]
     verdict = "within" if ratio <= TARGET_RATIO else "NOT within"
-    print(f"\nThree classifiers take {ratio:.2f}x the memory of one after classifying: {verdict} the {TARGET_RATIO}x target.")
+    print(
+        f"\nThree classifiers take {ratio:.2f}x the memory of one after classifying: {verdict} the {TARGET_RATIO}x target."
+    )
     return 0
 
 

@@ -658,6 +658,13 @@ class ClassifierChoiceSerializer(serializers.Serializer):
     classifier = serializers.IntegerField(help_text="The id of the classifier (GET /api/models/).")
 
 
+def _chosen_classifier(request) -> RegisteredModel:
+    """The classifier a request names (one the user may use; else 404)."""
+    choice = ClassifierChoiceSerializer(data=request.data)
+    choice.is_valid(raise_exception=True)
+    return selectors.model_get(user=request.user, model_id=choice.validated_data["classifier"])
+
+
 class JobClassifyApi(APIView):
     @extend_schema(
         summary="Run a finished job again with another classifier",
@@ -668,9 +675,7 @@ class JobClassifyApi(APIView):
     )
     def post(self, request, job_id: int):
         job = selectors.job_get(user=request.user, job_id=job_id)
-        choice = ClassifierChoiceSerializer(data=request.data)
-        choice.is_valid(raise_exception=True)
-        model = selectors.model_get(user=request.user, model_id=choice.validated_data["classifier"])
+        model = _chosen_classifier(request)
         try:
             intake.job_classify(job=job, classifier=model, user=request.user)
         except DjangoValidationError as exc:
@@ -689,9 +694,7 @@ class FieldClassifyApi(APIView):
     )
     def post(self, request, field_id: int):
         field = selectors.field_get(user=request.user, field_id=field_id)
-        choice = ClassifierChoiceSerializer(data=request.data)
-        choice.is_valid(raise_exception=True)
-        model = selectors.model_get(user=request.user, model_id=choice.validated_data["classifier"])
+        model = _chosen_classifier(request)
         try:
             intake.fields_classify(fields=[field], classifier=model, user=request.user)
         except DjangoValidationError as exc:

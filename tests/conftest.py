@@ -87,19 +87,9 @@ def ml_settings(settings):
 @pytest.fixture
 def tiny_classifier_file(tmp_path) -> Path:
     """An untrained classifier checkpoint that runs in milliseconds (32 px crops)."""
-    from ml.checkpoints import save_classifier_checkpoint
-    from ml.classifier.network import CellClassifier
-    from tests.ml.support import TINY_CONFIG
+    from tests.ml.support import save_tiny_classifier
 
-    path = tmp_path / "tiny-classifier.pt"
-    save_classifier_checkpoint(
-        path,
-        model=CellClassifier(widths=TINY_CONFIG["widths"], dropout=TINY_CONFIG["dropout"]),
-        config=TINY_CONFIG,
-        metrics={"val_map": 0.25},
-        data={"images": 3},
-    )
-    return path
+    return save_tiny_classifier(tmp_path / "tiny-classifier.pt")
 
 
 @pytest.fixture(autouse=True)

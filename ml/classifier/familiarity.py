@@ -31,8 +31,8 @@ cells as familiar as its synthetic ones (AUROC 0.61). How this follows the paper
   layer among four typical ones: one layer at its training 99.9th percentile (p = 0.001) and
   four at their medians (p = 0.5) sum to 19.4, under chi-square(10)'s 99th percentile (23.2),
   so such a cell would not be flagged. Bonferroni's correction (L * min_l p_l) bounds the
-  minimum's false-alarm rate whatever the dependence, but layers of one network are strongly
-  dependent and it would flag well under the intended 1 %; so the minimum is calibrated
+  minimum's false-alarm rate whatever the dependence, but for dependent layers it flags fewer
+  than the intended 1 % (anywhere down to 1 % / L, for identical layers); so the minimum is calibrated
   instead on the training cells themselves (Westfall and Young's min-p adjustment, with the
   cross-fitted training cells as the null sample): familiarity = the share of training cells
   whose min_l p_l is at most the cell's (1 = as typical as the most typical training cell,

@@ -195,7 +195,8 @@ def describe_training_cells(
     layer_features = predict_layer_features(model, table.crops, device=device, mean=mean, std=std)
     familiarity = fit_familiarity(layer_features, groups=table.field_index)
     layers = ", ".join(
-        f"{layer.name} (shrinkage {layer.shrinkage:.3f}, distance {layer.threshold:.2f})" for layer in familiarity.layers
+        f"{layer.name} (shrinkage {layer.shrinkage:.3f}, distance {layer.threshold:.2f})"
+        for layer in familiarity.layers
     )
     print(
         f"Familiarity of {familiarity.training_cells} training cells, unfamiliar beyond any of: {layers} "

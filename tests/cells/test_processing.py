@@ -215,21 +215,12 @@ def two_models(ml_settings, tiny_classifier_file, tmp_path):
 
     from cells import registry
     from cells.models import RegisteredModel
-    from ml.checkpoints import save_classifier_checkpoint
-    from ml.classifier.network import CellClassifier
-    from tests.ml.support import TINY_CONFIG
+    from tests.ml.support import save_tiny_classifier
 
     ml_settings.ML_MODEL_PATH = str(tiny_classifier_file)
     first = registry.classifier_default()
-    torch.manual_seed(1)
-    other = tmp_path / "other-classifier.pt"
-    save_classifier_checkpoint(
-        other,
-        model=CellClassifier(widths=TINY_CONFIG["widths"], dropout=0.0),
-        config=TINY_CONFIG,
-        metrics={},
-        data={},
-    )
+    torch.manual_seed(1)  # other weights than the default's
+    other = save_tiny_classifier(tmp_path / "other-classifier.pt")
     second = RegisteredModel.objects.create(
         name="other-classifier", sha256=registry.file_sha256(other), source_path=str(other), input_size_px=32
     )

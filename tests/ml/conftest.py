@@ -4,9 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ml.checkpoints import save_classifier_checkpoint
-from ml.classifier.network import CellClassifier
-from tests.ml.support import TINY_CONFIG, DrawnField, draw_field
+from tests.ml.support import DrawnField, draw_field, save_tiny_classifier
 
 
 @pytest.fixture
@@ -17,12 +15,4 @@ def drawn_field() -> DrawnField:
 @pytest.fixture
 def tiny_checkpoint(tmp_path) -> Path:
     """An untrained classifier small enough to run in milliseconds, saved as a checkpoint."""
-    path = tmp_path / "tiny-model.pt"
-    save_classifier_checkpoint(
-        path,
-        model=CellClassifier(widths=TINY_CONFIG["widths"], dropout=TINY_CONFIG["dropout"]),
-        config=TINY_CONFIG,
-        metrics={"val_map": 0.25},
-        data={"images": 3},
-    )
-    return path
+    return save_tiny_classifier(tmp_path / "tiny-model.pt")

@@ -110,3 +110,18 @@ def constant_network(path: Path, *, kind: str, logits: tuple[float, float, float
         model.final[0].bias.copy_(torch.tensor(logits))
     save_unet_checkpoint(path, state_dict=model.state_dict(), config=config)
     return path
+
+
+def save_tiny_classifier(path: Path) -> Path:
+    """An untrained classifier small enough to run in milliseconds (32 px crops), saved as a checkpoint."""
+    from ml.checkpoints import save_classifier_checkpoint
+    from ml.classifier.network import CellClassifier
+
+    save_classifier_checkpoint(
+        path,
+        model=CellClassifier(widths=TINY_CONFIG["widths"], dropout=TINY_CONFIG["dropout"]),
+        config=TINY_CONFIG,
+        metrics={"val_map": 0.25},
+        data={"images": 3},
+    )
+    return path

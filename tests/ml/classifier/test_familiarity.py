@@ -124,7 +124,7 @@ def test_distances_are_mahalanobis_under_each_layers_stored_covariance():
     familiarity = fit_familiarity(layers)
     distances = familiarity.distances({name: features[:5] for name, features in layers.items()})
     assert distances.shape == (5, 2)
-    for row, (name, features) in enumerate(layers.items()):
+    for row, features in enumerate(layers.values()):
         centred = features[:5] - features.mean(axis=0)
         inverse = np.linalg.inv(familiarity.layers[row].covariance)
         expected = np.sqrt(np.einsum("ni,ij,nj->n", centred, inverse, centred))
