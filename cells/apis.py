@@ -240,7 +240,11 @@ class JobListCreateApi(APIView):
             ref_name = "JobCreate"
 
         name = serializers.CharField(required=False, allow_blank=True, max_length=200)
-        segmentation_backend = serializers.ChoiceField(choices=BACKENDS, required=False)
+        segmentation_backend = serializers.ChoiceField(
+            choices=BACKENDS,
+            required=False,
+            help_text='A builtin backend that can run here, or a segmentation model of GET /api/models/ as "model:<id>".',
+        )
         classifier = serializers.IntegerField(
             required=False, help_text="The id of the classifier to run (GET /api/models/); default: the installation's."
         )
@@ -270,6 +274,13 @@ class JobListCreateApi(APIView):
             required=False, help_text="One TIFF with the 4 channels as (4, H, W) or (H, W, 4)."
         )
 
+        def __init__(self, *args, user=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            if user is not None:
+                self.fields["segmentation_backend"].choices = [
+                    backend for backend, _ in registry.segmentation_choices(user)
+                ]
+
     @extend_schema(summary="List your jobs", responses=JobOutputSerializer(many=True))
     def get(self, request):
         return _paginated(self, request, selectors.job_list(user=request.user), JobOutputSerializer)
@@ -285,7 +296,7 @@ class JobListCreateApi(APIView):
         },
     )
     def post(self, request):
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.InputSerializer(data=request.data, user=request.user)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
@@ -532,7 +543,10 @@ class ModelOutputSerializer(serializers.Serializer):
     class Meta:
         ref_name = "Model"
 
-    id = serializers.IntegerField(allow_null=True, help_text="Null for segmentation backends.")
+    id = serializers.IntegerField(
+        allow_null=True,
+        help_text='Null for builtin segmentation backends; a segmentation model is chosen as backend "model:<id>".',
+    )
     name = serializers.CharField()
     version = serializers.CharField()
     kind = serializers.ChoiceField(choices=["classifier", "segmentation"])
@@ -555,6 +569,7 @@ class ModelDetailSerializer(serializers.ModelSerializer):
             "format",
             "architecture",
             "sha256",
+            "cell_sha256",
             "class_names",
             "class_mapping",
             "input_size_px",
@@ -577,7 +592,17 @@ class ModelListApi(APIView):
         class Meta:
             ref_name = "ModelImport"
 
-        file = serializers.FileField(help_text="An hpaweb checkpoint (.pt) or a bioimage.io package (.zip).")
+        kind = serializers.ChoiceField(choices=RegisteredModel.Kind.values, default=RegisteredModel.Kind.CLASSIFIER)
+        file = serializers.FileField(
+            help_text="A classifier: an hpaweb checkpoint (.pt) or a bioimage.io package (.zip); "
+            "a segmenter: its nucleus bioimage.io package (.zip)."
+        )
+        cell_file = serializers.FileField(
+            required=False, help_text="A segmenter's cell bioimage.io package (.zip); required with kind=segmenter."
+        )
+        name = serializers.CharField(
+            required=False, allow_blank=True, max_length=200, help_text="A segmenter's name; default: its packages'."
+        )
         visibility = serializers.ChoiceField(choices=RegisteredModel.Visibility.values, default="private")
         class_mapping = serializers.CharField(
             required=False,
@@ -585,17 +610,23 @@ class ModelListApi(APIView):
             help_text='JSON mapping output index to HPA class name, for packages whose outputs are not named: {"0": "Nucleoplasm", ...}.',
         )
 
+        def validate(self, data):
+            if data["kind"] == RegisteredModel.Kind.SEGMENTER and "cell_file" not in data:
+                raise serializers.ValidationError({"cell_file": "A segmenter needs its cell package as cell_file."})
+            return data
+
     @extend_schema(
-        summary="List the classifiers you can choose and the segmentation backends",
+        summary="List the classifiers and the segmentations (builtin backends, imported package pairs) you can choose",
         responses=ModelOutputSerializer(many=True),
     )
     def get(self, request):
         return _paginated(self, request, selectors.model_list(user=request.user), ModelOutputSerializer)
 
     @extend_schema(
-        summary="Import a classifier (hpaweb checkpoint or bioimage.io package)",
-        description="The file is checked (a bioimage.io package runs its own test inputs) before anything is stored. "
-        "Shared models are added by administrators only; private ones where the installation allows them.",
+        summary="Import a classifier, or a nucleus + cell segmentation package pair (kind=segmenter)",
+        description="The files are checked (a bioimage.io package runs its own test inputs) before anything is stored. "
+        "Shared models are added by administrators only; private ones where the installation allows them. "
+        'A segmenter is chosen by a job as its segmentation_backend "model:<id>".',
         request={"multipart/form-data": InputSerializer},
         responses={201: ModelDetailSerializer, 400: OpenApiResponse(description="Refused; `detail` says why.")},
     )
@@ -604,10 +635,19 @@ class ModelListApi(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         try:
-            mapping = registry.parse_class_mapping(data.get("class_mapping", ""))
-            model = registry.model_import(
-                owner=request.user, upload=data["file"], visibility=data["visibility"], class_mapping=mapping
-            )
+            if data["kind"] == RegisteredModel.Kind.SEGMENTER:
+                model = registry.segmenter_import(
+                    owner=request.user,
+                    nuclei_upload=data["file"],
+                    cell_upload=data["cell_file"],
+                    visibility=data["visibility"],
+                    name=data.get("name", ""),
+                )
+            else:
+                mapping = registry.parse_class_mapping(data.get("class_mapping", ""))
+                model = registry.model_import(
+                    owner=request.user, upload=data["file"], visibility=data["visibility"], class_mapping=mapping
+                )
         except registry.ModelImportError as exc:
             raise ApiValidationError({"detail": " ".join(exc.messages)}) from None
         except DjangoPermissionDenied as exc:

@@ -3,7 +3,6 @@ from django import forms
 from cells import ml_config, registry
 from cells.models import RegisteredModel
 from ml.constants import CLASS_NAMES
-from ml.segmentation import BACKENDS
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -47,7 +46,7 @@ class JobUploadForm(forms.Form):
     blue = forms.FileField(label="Blue: nucleus", required=False)
     red = forms.FileField(label="Red: microtubules (optional)", required=False)
     yellow = forms.FileField(label="Yellow: endoplasmic reticulum (optional)", required=False)
-    segmentation_backend = forms.ChoiceField(label="Segmentation", choices=[(b, b) for b in BACKENDS])
+    segmentation_backend = forms.ChoiceField(label="Segmentation", choices=[])
     classifier = forms.ModelChoiceField(
         label="Classifier",
         queryset=RegisteredModel.objects.none(),
@@ -60,6 +59,7 @@ class JobUploadForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["segmentation_backend"].initial = ml_config.default_segmentation_backend()
         if user is not None:
+            self.fields["segmentation_backend"].choices = registry.segmentation_choices(user)
             self.fields["classifier"].queryset = registry.classifiers_for(user)
             self.fields["classifier"].label_from_instance = lambda model: (
                 f"{model.name} v{model.version} — {model.summary}"
@@ -81,6 +81,25 @@ class ModelImportForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text='For packages whose outputs are not named after the HPA classes: {"0": "Nucleoplasm", ...}.',
     )
+
+
+class SegmenterImportForm(forms.Form):
+    """A nucleus and a cell bioimage.io segmentation package, registered as one segmentation for jobs."""
+
+    nuclei_file = forms.FileField(
+        label="Nucleus package",
+        help_text="A bioimage.io segmentation package (.zip) that finds nuclei in the blue channel.",
+        widget=forms.ClearableFileInput(attrs={"accept": ".zip"}),
+    )
+    cell_file = forms.FileField(
+        label="Cell package",
+        help_text="A bioimage.io segmentation package (.zip) that finds cells in the red, yellow and blue channels.",
+        widget=forms.ClearableFileInput(attrs={"accept": ".zip"}),
+    )
+    name = forms.CharField(
+        label="Name (optional)", max_length=200, required=False, help_text="Taken from the packages when left empty."
+    )
+    visibility = forms.ChoiceField(label="Who may use it", choices=RegisteredModel.Visibility.choices)
 
 
 class GalleryFilterForm(forms.Form):

@@ -42,14 +42,19 @@ def job_create(
 ) -> Job:
     """Validate every field, store the job and its files, and queue each field once committed.
 
-    The job runs with the classifier `classifier_id` names (one the owner may use), else the
-    installation's default; without either, or with `classify=False`, its fields are segmented
-    but not classified.
+    The job is segmented by `segmentation_backend`: a builtin backend, or a registered segmentation
+    package pair "model:<id>" the owner may use (else the installation's default backend). It runs
+    with the classifier `classifier_id` names (one the owner may use), else the installation's
+    default; without either, or with `classify=False`, its fields are segmented but not classified.
 
     Nothing is stored unless every field is valid; files written before a failure are removed.
     """
     backend = segmentation_backend or ml_config.default_segmentation_backend()
-    if backend not in BACKENDS:
+    try:
+        segmenter = registry.segmenter_for_job(user=owner, backend=backend)
+    except ValidationError as error:
+        raise JobInputError({"segmentation": error.messages[0]}) from None
+    if segmenter is None and backend not in BACKENDS:
         raise JobInputError(
             {"segmentation": f"Unknown segmentation backend {backend!r}; choose one of {', '.join(BACKENDS)}."}
         )

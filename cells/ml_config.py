@@ -14,10 +14,11 @@ from pathlib import Path
 
 from django.conf import settings
 
-from cells.models import RegisteredModel
+from cells.models import RegisteredModel, segmenter_model_id
 from ml.classifier.base import CellClassifierModel
 from ml.classifier.loading import load_classifier
 from ml.segmentation import BACKENDS, Segmenter
+from ml.segmentation.segmenter import PACKAGE_BACKEND
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,22 @@ def classifier_path() -> Path | None:
 
 @functools.cache
 def get_segmenter(backend: str) -> Segmenter:
+    """The process's segmenter for a job's backend: a builtin one, or a registered package pair ("model:<id>")."""
     _limit_threads()
+    model_id = segmenter_model_id(backend)
+    if model_id is not None:
+        model = RegisteredModel.objects.filter(kind=RegisteredModel.Kind.SEGMENTER, pk=model_id).first()
+        if model is None:
+            raise ValueError(
+                f"The segmentation model {model_id} this job was created with has been deleted; "
+                "upload the field again with another segmentation."
+            )
+        return Segmenter(
+            PACKAGE_BACKEND,
+            nuclei_model=model_local_path(model),
+            cell_model=model_local_path(model, cell_package=True),
+            device=settings.ML_DEVICE,
+        )
     return Segmenter(
         backend,
         nuclei_weights=settings.ML_NUCLEI_WEIGHTS or None,
@@ -113,17 +129,18 @@ def _load_options(model: RegisteredModel) -> dict:
     return {}
 
 
-def model_local_path(model: RegisteredModel) -> Path:
+def model_local_path(model: RegisteredModel, *, cell_package: bool = False) -> Path:
     """A local file of the model: the installation's own path, or a copy of the stored file kept by hash
-    (so a worker reading from object storage fetches each model once)."""
+    (so a worker reading from object storage fetches each model once). `cell_package`: a segmenter's
+    cell package rather than its nucleus one."""
     if model.source_path:
         return Path(model.source_path)
-    suffix = Path(model.file.name).suffix
-    cached = Path(settings.VAR_DIR) / "model-cache" / f"{model.sha256}{suffix}"
+    stored, sha256 = (model.cell_file, model.cell_sha256) if cell_package else (model.file, model.sha256)
+    cached = Path(settings.VAR_DIR) / "model-cache" / f"{sha256}{Path(stored.name).suffix}"
     if not cached.is_file():
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_name(f".{cached.name}.{threading.get_ident()}")
-        with model.file.open("rb") as source, open(partial, "wb") as target:
+        with stored.open("rb") as source, open(partial, "wb") as target:
             shutil.copyfileobj(source, target, 1024 * 1024)
         partial.replace(cached)
     return cached

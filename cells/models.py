@@ -30,8 +30,26 @@ def _model_file_path(instance: "RegisteredModel", filename: str) -> str:
     return f"models/{instance.sha256[:16]}/{filename}"
 
 
+def _model_cell_file_path(instance: "RegisteredModel", filename: str) -> str:
+    return f"models/{instance.cell_sha256[:16]}/{filename}"
+
+
+# A job segmented by a registered nucleus + cell package pair names it "model:<id>" as its backend.
+SEGMENTER_BACKEND_PREFIX = "model:"
+
+
+def segmenter_model_id(backend: str) -> int | None:
+    """The registry id a segmentation backend name such as "model:12" names; None for a builtin backend."""
+    number = backend.removeprefix(SEGMENTER_BACKEND_PREFIX)
+    return int(number) if backend.startswith(SEGMENTER_BACKEND_PREFIX) and number.isdigit() else None
+
+
 class RegisteredModel(models.Model):
-    """A model the installation can run: its file, what it is, and how far to trust it."""
+    """A model the installation can run: its file, what it is, and how far to trust it.
+
+    A classifier is one file; a segmenter is a pair of bioimage.io packages, the nucleus one in
+    `file` and the cell one in `cell_file`.
+    """
 
     class Kind(models.TextChoices):
         CLASSIFIER = "classifier", "Classifier"
@@ -49,10 +67,14 @@ class RegisteredModel(models.Model):
     name = models.CharField(max_length=200)
     version = models.CharField(max_length=50, default="1")
     file = models.FileField(upload_to=_model_file_path, blank=True, help_text="An imported model's file.")
+    cell_file = models.FileField(
+        upload_to=_model_cell_file_path, blank=True, help_text="A segmenter's cell package (`file` is its nucleus one)."
+    )
     source_path = models.CharField(
         max_length=500, blank=True, help_text="A model the installation provides (the shipped one, ML_MODEL_PATH)."
     )
     sha256 = models.CharField(max_length=64)
+    cell_sha256 = models.CharField(max_length=64, blank=True, help_text="A segmenter's cell package's hash.")
     format = models.CharField(max_length=20, choices=Format.choices, default=Format.HPAWEB)
     architecture = models.CharField(max_length=200, blank=True)
     class_names = models.JSONField(default=list, blank=True)
@@ -73,7 +95,9 @@ class RegisteredModel(models.Model):
     class Meta:
         ordering = ["kind", "name", "version", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["kind", "sha256", "owner"], name="unique_model_file_per_owner"),
+            models.UniqueConstraint(
+                fields=["kind", "sha256", "cell_sha256", "owner"], name="unique_model_files_per_owner"
+            ),
             models.UniqueConstraint(
                 fields=["kind"], condition=models.Q(is_default=True), name="one_default_model_per_kind"
             ),
@@ -87,8 +111,16 @@ class RegisteredModel(models.Model):
 
     @property
     def label(self) -> str:
-        """How pages name the model: name and version."""
-        return f"{self.name} v{self.version}"
+        """How pages name the model: name and version ("v1.2"; a word such as "unversioned" in brackets)."""
+        return f"{self.name} v{self.version}" if self.version[:1].isdigit() else f"{self.name} ({self.version})"
+
+    @property
+    def segmentation_backend(self) -> str:
+        """What a job segmented by this pair stores as its backend."""
+        return f"{SEGMENTER_BACKEND_PREFIX}{self.pk}"
+
+    def stored_files(self) -> list[models.fields.files.FieldFile]:
+        return [stored for stored in (self.file, self.cell_file) if stored]
 
 
 class Job(models.Model):

@@ -1,10 +1,12 @@
-"""The model registry: which classifiers the installation and its users can run, and which is the default.
+"""The model registry: which classifiers and segmenters the installation and its users can run.
 
 The shipped classifier and the one `ML_MODEL_PATH` names are registered the first time the
 registry is asked (`models_register_installed`), so a fresh database needs no setup step; users
-and administrators import hpaweb checkpoints and bioimage.io packages (`model_import`). A row
-holds what the model file says of itself (name, version, classes, input, normalisation,
-metrics, training data, card) so pages never load weights to describe it.
+and administrators import hpaweb checkpoints and bioimage.io packages (`model_import`), and
+nucleus + cell bioimage.io segmentation package pairs (`segmenter_import`), which a job chooses
+as its segmentation backend "model:<id>". A row holds what the model file says of itself (name,
+version, classes, input, normalisation, metrics, training data, card) so pages never load
+weights to describe it.
 """
 
 import functools
@@ -23,7 +25,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 
 from cells import ml_config
-from cells.models import RegisteredModel
+from cells.files import stored_files_delete
+from cells.models import RegisteredModel, segmenter_model_id
 from ml.classifier.base import ModelDescription
 from ml.classifier.loading import load_classifier
 from ml.constants import CLASS_NAMES, DEFAULT_MODEL_PATH
@@ -59,6 +62,21 @@ def describe_model_file(path: Path, *, class_mapping: Mapping[int, str] | None =
         return load_classifier(path, device="cpu", **options).description
     except (ValueError, OSError) as error:  # CheckpointError and the package errors are ValueErrors
         raise ModelImportError(str(error)) from None
+
+
+def describe_segmentation_file(path: Path, *, kind: str) -> ModelDescription:
+    """What a `kind` ("nuclei" or "cell") segmentation package says of itself, checked as the
+    bioimageio backend runs it; raises `ModelImportError` with the library's sentence."""
+    from ml.bioimageio import check_segmentation_package, open_package
+
+    try:
+        with open_package(path) as package:
+            return check_segmentation_package(package, kind=kind, device="cpu")
+    except (ValueError, OSError) as error:
+        message = str(error)
+        if not message.startswith(f"The {kind} package"):
+            message = f"The {kind} package was refused: {message}"
+        raise ModelImportError(message) from None
 
 
 def parse_class_mapping(text: str) -> dict[int, str] | None:
@@ -159,6 +177,37 @@ def classifier_for_job(*, user: AbstractBaseUser, model_id: int | None) -> Regis
     return model
 
 
+def segmenters_for(user: AbstractBaseUser) -> QuerySet[RegisteredModel]:
+    """The registered segmentation package pairs a user may choose."""
+    return models_visible_to(user).filter(kind=RegisteredModel.Kind.SEGMENTER)
+
+
+def segmenter_for_job(*, user: AbstractBaseUser, backend: str) -> RegisteredModel | None:
+    """The registered pair a backend name such as "model:12" chooses, checked that `user` may use it;
+    None for a builtin backend's name."""
+    model_id = segmenter_model_id(backend)
+    if model_id is None:
+        return None
+    model = segmenters_for(user).filter(pk=model_id).first()
+    if model is None:
+        raise ValidationError(
+            f"There is no segmentation model with id {model_id} that you can use; choose one from /api/models/."
+        )
+    return model
+
+
+def segmentation_choices(user: AbstractBaseUser) -> list[tuple[str, str]]:
+    """(backend name, label) of every segmentation a new job of `user` may choose: the builtin
+    backends that can run here (and the configured default), then the pairs they may use."""
+    default = ml_config.default_segmentation_backend()
+    builtin = [
+        (backend, backend)
+        for backend, available in ml_config.segmentation_backends().items()
+        if available or backend == default
+    ]
+    return builtin + [(model.segmentation_backend, model.label) for model in segmenters_for(user)]
+
+
 def _make_default(model: RegisteredModel) -> None:
     RegisteredModel.objects.filter(kind=model.kind, is_default=True).exclude(pk=model.pk).update(is_default=False)
     RegisteredModel.objects.filter(pk=model.pk).update(is_default=True)
@@ -170,6 +219,8 @@ def model_set_default(*, model: RegisteredModel, user: AbstractBaseUser) -> Regi
     """Make `model` the installation's default of its kind; administrators only, shared models only."""
     if not user.is_staff:
         raise PermissionDenied("Only an administrator sets the installation's default model.")
+    if model.kind != RegisteredModel.Kind.CLASSIFIER:
+        raise ValidationError("Only a classifier can be the installation's default; a job chooses its segmentation.")
     if model.visibility != RegisteredModel.Visibility.SHARED:
         raise ValidationError("Only a shared model can be the installation's default; share it first.")
     _make_default(model)
@@ -188,25 +239,13 @@ def model_import(
     Shared models are added by administrators only; private ones where the installation allows
     them. Nothing is stored when the file is refused.
     """
-    if visibility not in RegisteredModel.Visibility.values:
-        raise ModelImportError(f"Visibility must be one of {', '.join(RegisteredModel.Visibility.values)}.")
-    if visibility == RegisteredModel.Visibility.SHARED and not owner.is_staff:
-        raise PermissionDenied("Only an administrator adds shared models; import it as private instead.")
-    if visibility == RegisteredModel.Visibility.PRIVATE and not (owner.is_staff or ml_config.private_models_allowed()):
-        raise PermissionDenied("This installation does not accept private models; ask an administrator to add it.")
-    limit = ml_config.max_model_bytes()
-    if upload.size is not None and upload.size > limit:
-        raise ModelImportError(
-            f"The model file is {upload.size / 1e6:.0f} MB; this installation accepts at most {limit / 1e6:.0f} MB."
-        )
+    _check_may_import(owner=owner, visibility=visibility)
+    _check_size(upload, what="model file")
     suffix = Path(upload.name or "model").suffix.lower()
     if suffix not in (".pt", ".zip"):
         raise ModelImportError("A model is an hpaweb checkpoint (.pt) or a bioimage.io package (.zip).")
     with tempfile.TemporaryDirectory(prefix="hpaweb-model-") as folder:
-        local = Path(folder) / f"model{suffix}"
-        with open(local, "wb") as handle:
-            upload.seek(0)
-            shutil.copyfileobj(upload, handle, _HASH_CHUNK_BYTES)
+        local = _local_copy(upload, Path(folder) / f"model{suffix}")
         description = describe_model_file(local, class_mapping=class_mapping)
         sha256 = file_sha256(local)
         stored_owner = None if visibility == RegisteredModel.Visibility.SHARED else owner
@@ -227,14 +266,105 @@ def model_import(
                 model.file.save(f"{_safe_stem(description.name)}{suffix}", File(handle), save=False)
                 model.save()
         except IntegrityError:
-            if model.file:
-                model.file.delete(save=False)
+            _stored_files_delete(model)
             raise ModelImportError("This model file is registered already.") from None
         except Exception:
-            if model.file:
-                model.file.delete(save=False)
+            _stored_files_delete(model)
             raise
     return model
+
+
+def _check_may_import(*, owner: AbstractBaseUser, visibility: str) -> None:
+    if visibility not in RegisteredModel.Visibility.values:
+        raise ModelImportError(f"Visibility must be one of {', '.join(RegisteredModel.Visibility.values)}.")
+    if visibility == RegisteredModel.Visibility.SHARED and not owner.is_staff:
+        raise PermissionDenied("Only an administrator adds shared models; import it as private instead.")
+    if visibility == RegisteredModel.Visibility.PRIVATE and not (owner.is_staff or ml_config.private_models_allowed()):
+        raise PermissionDenied("This installation does not accept private models; ask an administrator to add it.")
+
+
+def _check_size(upload: File, *, what: str) -> None:
+    limit = ml_config.max_model_bytes()
+    if upload.size is not None and upload.size > limit:
+        raise ModelImportError(
+            f"The {what} is {upload.size / 1e6:.0f} MB; this installation accepts at most {limit / 1e6:.0f} MB."
+        )
+
+
+def _local_copy(upload: File, local: Path) -> Path:
+    with open(local, "wb") as handle:
+        upload.seek(0)
+        shutil.copyfileobj(upload, handle, _HASH_CHUNK_BYTES)
+    return local
+
+
+def segmenter_import(
+    *,
+    owner: AbstractBaseUser,
+    nuclei_upload: File,
+    cell_upload: File,
+    visibility: str = RegisteredModel.Visibility.PRIVATE,
+    name: str = "",
+) -> RegisteredModel:
+    """Check a nucleus and a cell bioimage.io segmentation package, store both and register the pair
+    as one segmenter, which jobs choose as their segmentation backend ("model:<id>").
+
+    Each package is checked as the bioimageio backend runs it (a classifier is refused); who may
+    add shared and private pairs is as for classifiers. Nothing is stored when either is refused.
+    """
+    _check_may_import(owner=owner, visibility=visibility)
+    uploads = {"nuclei": nuclei_upload, "cell": cell_upload}
+    for kind, upload in uploads.items():
+        _check_size(upload, what=f"{kind} package")
+        if Path(upload.name or "package").suffix.lower() != ".zip":
+            raise ModelImportError(f"The {kind} package must be a bioimage.io model package (.zip).")
+    with tempfile.TemporaryDirectory(prefix="hpaweb-segmenter-") as folder:
+        local = {kind: _local_copy(upload, Path(folder) / f"{kind}.zip") for kind, upload in uploads.items()}
+        described = {kind: describe_segmentation_file(path, kind=kind) for kind, path in local.items()}
+        sha256 = {kind: file_sha256(path) for kind, path in local.items()}
+        stored_owner = None if visibility == RegisteredModel.Visibility.SHARED else owner
+        registered = RegisteredModel.objects.filter(
+            kind=RegisteredModel.Kind.SEGMENTER, sha256=sha256["nuclei"], cell_sha256=sha256["cell"], owner=stored_owner
+        )
+        if registered.exists():
+            raise ModelImportError("This pair of segmentation packages is registered already.")
+        nuclei, cell = described["nuclei"], described["cell"]
+        model = RegisteredModel(
+            kind=RegisteredModel.Kind.SEGMENTER,
+            name=(name.strip() or f"{nuclei.name} + {cell.name}")[:200],
+            version=(nuclei.version if nuclei.version == cell.version else f"{nuclei.version}+{cell.version}")[:50],
+            format=nuclei.format,
+            architecture=f"nuclei: {nuclei.architecture}; cell: {cell.architecture}"[:200],
+            input_size_px=nuclei.input_size_px,
+            training_data={"nuclei": nuclei.data, "cell": cell.data},
+            summary=f"Nuclei: {nuclei.summary} Cells: {cell.summary}"[:500],
+            card=f"# Nucleus package: {nuclei.name}\n\n{nuclei.card}\n\n# Cell package: {cell.name}\n\n{cell.card}",
+            sha256=sha256["nuclei"],
+            cell_sha256=sha256["cell"],
+            owner=stored_owner,
+            visibility=visibility,
+        )
+        try:
+            with (
+                transaction.atomic(),
+                open(local["nuclei"], "rb") as nuclei_file,
+                open(local["cell"], "rb") as cell_file,
+            ):
+                model.file.save(f"{_safe_stem(nuclei.name)}.zip", File(nuclei_file), save=False)
+                model.cell_file.save(f"{_safe_stem(cell.name)}.zip", File(cell_file), save=False)
+                model.save()
+        except IntegrityError:
+            _stored_files_delete(model)
+            raise ModelImportError("This pair of segmentation packages is registered already.") from None
+        except Exception:
+            _stored_files_delete(model)
+            raise
+    return model
+
+
+def _stored_files_delete(model: RegisteredModel) -> None:
+    for stored in model.stored_files():
+        stored.delete(save=False)
 
 
 @transaction.atomic
@@ -247,10 +377,9 @@ def model_delete(*, model: RegisteredModel, user: AbstractBaseUser) -> None:
     model.refresh_from_db(fields=["is_default"])
     if model.is_default:
         raise ValidationError("The default model cannot be deleted; make another model the default first.")
-    stored = (model.file.storage, model.file.name) if model.file else None
+    stored = [(stored.storage, stored.name) for stored in model.stored_files()]
     model.delete()
-    if stored is not None:
-        transaction.on_commit(lambda: stored[0].delete(stored[1]))
+    transaction.on_commit(lambda: stored_files_delete(stored))
 
 
 def _safe_stem(name: str) -> str:

@@ -205,7 +205,8 @@ def api_token_get(*, user) -> AuthToken | None:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """One entry of the models list: a registered classifier, or a segmentation backend."""
+    """One entry of the models list: a registered classifier, a builtin segmentation backend (no id), or a
+    registered segmentation package pair (a job chooses it as backend "model:<id>")."""
 
     name: str
     kind: str  # "classifier" | "segmentation"
@@ -226,7 +227,8 @@ SEGMENTATION_DESCRIPTIONS = {
 
 
 def model_list(*, user) -> list[ModelInfo]:
-    """The classifiers `user` may choose (shared ones and their own) and the segmentation backends."""
+    """The classifiers `user` may choose (shared ones and their own), the builtin segmentation backends
+    and the registered segmentation package pairs they may choose."""
     models = [
         ModelInfo(
             id=model.pk,
@@ -261,6 +263,20 @@ def model_list(*, user) -> list[ModelInfo]:
             description=SEGMENTATION_DESCRIPTIONS.get(backend, ""),
         )
         for backend, available in ml_config.segmentation_backends().items()
+    ]
+    models += [
+        ModelInfo(
+            id=model.pk,
+            name=model.name,
+            version=model.version,
+            kind="segmentation",
+            format=model.format,
+            available=True,
+            description=model.summary,
+            visibility=model.visibility,
+            model=model,
+        )
+        for model in registry.segmenters_for(user)
     ]
     return models
 

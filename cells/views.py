@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from cells import exports, intake, registry, selectors, throttles
-from cells.forms import GalleryFilterForm, JobUploadForm, ModelImportForm
+from cells.forms import GalleryFilterForm, JobUploadForm, ModelImportForm, SegmenterImportForm
 from cells.models import FieldImage
 from cells.upload_limits import DISK_FULL, is_disk_full
 from cells.uploads import JobInputError, request_uploads
@@ -24,6 +24,7 @@ from ml.constants import CHANNELS, CLASS_NAMES, REQUIRED_CHANNELS
 from ml.io import FIELD_FILE_PATTERN
 
 GALLERY_PAGE_SIZE = 48
+SEGMENTER_FORM_PREFIX = "segmenter"
 # What upload.js needs to assign dropped files to fields as the server will.
 UPLOAD_PAGE_DATA = {
     "fieldFilePattern": FIELD_FILE_PATTERN,
@@ -333,29 +334,54 @@ def job_compare(request, job_id: int):
 
 @login_required
 def model_list(request):
-    form = ModelImportForm(request.POST or None, request.FILES or None)
+    """The models page; it imports a classifier (`form`) or a segmentation package pair (`segmenter_form`)."""
+    posted_segmenter = request.method == "POST" and f"{SEGMENTER_FORM_PREFIX}-visibility" in request.POST
+    form = ModelImportForm(request.POST or None, request.FILES or None) if not posted_segmenter else ModelImportForm()
+    segmenter_form = SegmenterImportForm(
+        *((request.POST, request.FILES) if posted_segmenter else ()), prefix=SEGMENTER_FORM_PREFIX
+    )
     can_import = request.user.is_staff or settings.HPAWEB_PRIVATE_MODELS
     if not request.user.is_staff:
-        form.fields["visibility"].choices = [("private", "Private (you only)")]
+        for visibility in (form.fields["visibility"], segmenter_form.fields["visibility"]):
+            visibility.choices = [("private", "Private (you only)")]
     status = 200
-    if request.method == "POST" and can_import and form.is_valid():
+    posted = segmenter_form if posted_segmenter else form
+    if request.method == "POST" and can_import and posted.is_valid():
+        data = posted.cleaned_data
         try:
-            mapping = registry.parse_class_mapping(form.cleaned_data["class_mapping"])
-            model = registry.model_import(
-                owner=request.user,
-                upload=form.cleaned_data["file"],
-                visibility=form.cleaned_data["visibility"],
-                class_mapping=mapping,
-            )
+            if posted_segmenter:
+                model = registry.segmenter_import(
+                    owner=request.user,
+                    nuclei_upload=data["nuclei_file"],
+                    cell_upload=data["cell_file"],
+                    visibility=data["visibility"],
+                    name=data["name"],
+                )
+            else:
+                model = registry.model_import(
+                    owner=request.user,
+                    upload=data["file"],
+                    visibility=data["visibility"],
+                    class_mapping=registry.parse_class_mapping(data["class_mapping"]),
+                )
         except (ValidationError, PermissionDenied) as exc:
-            form.add_error("file", " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc))
+            # A pair's refusal names which of its two packages was refused.
+            posted.add_error(
+                None if posted_segmenter else "file",
+                " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc),
+            )
             status = 400
         else:
             messages.success(request, f"{model.label} was checked and added.")
             return redirect(model.get_absolute_url())
     elif request.method == "POST":
         status = 400
-    context = {"models": selectors.model_list(user=request.user), "form": form, "can_import": can_import}
+    context = {
+        "models": selectors.model_list(user=request.user),
+        "form": form,
+        "segmenter_form": segmenter_form,
+        "can_import": can_import,
+    }
     return render(request, "cells/model_list.html", context, status=status)
 
 

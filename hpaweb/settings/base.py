@@ -5,6 +5,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 from ml.constants import DEFAULT_MODEL_PATH, DEFAULT_SEGMENTATION_BACKEND, MAX_SIDE_PX
@@ -291,6 +292,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Read by the worker where the work runs; messages carry no limits (hpaweb.celery.WorkerLimitsTask).
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 600)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 660)
+if 0 < CELERY_TASK_TIME_LIMIT < CELERY_TASK_SOFT_TIME_LIMIT:
+    # Celery would refuse to send every task (beat's sweeper included) with these.
+    raise ImproperlyConfigured(
+        f"CELERY_TASK_SOFT_TIME_LIMIT ({CELERY_TASK_SOFT_TIME_LIMIT} s) is above CELERY_TASK_TIME_LIMIT "
+        f"({CELERY_TASK_TIME_LIMIT} s); set the soft limit below the hard one, or to 0 to turn it off."
+    )
 # A field still running this long after the hard limit has no live task: the sweeper queues it again.
 HPAWEB_SWEEP_GRACE_S = env_int("HPAWEB_SWEEP_GRACE_S", 30)
 HPAWEB_SWEEP_INTERVAL_S = env_int("HPAWEB_SWEEP_INTERVAL_S", 60)

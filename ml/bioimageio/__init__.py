@@ -6,12 +6,12 @@
   package's own test;
 - `classifier`: `BioimageioClassifier`, a package as a `CellClassifierModel`;
 - `segmentation`: `BioimageioBackend`, a nucleus and a cell package as a segmentation backend;
-- `importing`: what callers use: `check_package`, `import_classifier`;
+- `importing`: what callers use: `check_package`, `check_segmentation_package`, `import_classifier`;
 - `export`: `export_checkpoint`, an hpaweb checkpoint as a bioimage.io 0.5 package.
 """
 
 from ml.bioimageio.classifier import BioimageioClassifier, parse_class_mapping
-from ml.bioimageio.importing import check_package, import_classifier
+from ml.bioimageio.importing import check_package, check_segmentation_package, import_classifier
 from ml.bioimageio.package import (
     DEFAULT_LIMITS,
     ModelImportError,
@@ -29,6 +29,7 @@ __all__ = [
     "ModelPackage",
     "PackageLimits",
     "check_package",
+    "check_segmentation_package",
     "import_classifier",
     "open_package",
     "parse_class_mapping",

@@ -17,8 +17,9 @@ from ml.bioimageio.classifier import (
     is_classifier,
     summary_line,
 )
-from ml.bioimageio.package import DEFAULT_LIMITS, ModelPackage, PackageLimits, open_package
+from ml.bioimageio.package import DEFAULT_LIMITS, ModelImportError, ModelPackage, PackageLimits, open_package
 from ml.bioimageio.runtime import Network, axis_ids, check_test_tensors
+from ml.bioimageio.segmentation import SegmentationPackage
 from ml.classifier.base import ModelDescription
 
 
@@ -35,6 +36,18 @@ def check_package(
         classifier.check()
         return classifier.description
     check_test_tensors(package, Network(package, device=torch.device(device if device != "auto" else "cpu")))
+    return describe_segmentation_package(package)
+
+
+def check_segmentation_package(package: ModelPackage, *, kind: str, device: str = "cpu") -> ModelDescription:
+    """A `kind` ("nuclei" or "cell") package checked as the bioimageio backend runs it (its input,
+    its output channels and its own test), described; a classifier is refused."""
+    if is_classifier(package.description):
+        raise ModelImportError(
+            f"The {kind} package {package.name} is a classifier (it outputs class scores, not maps); "
+            f"give a {kind} segmentation package."
+        )
+    SegmentationPackage(package, kind=kind, device=device)
     return describe_segmentation_package(package)
 
 

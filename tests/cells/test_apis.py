@@ -19,6 +19,9 @@ from cells import intake, processing
 from cells.models import Cell, Job
 from cells.uploads import FieldUpload
 from tests.factories import field_arrays, field_pngs, png_bytes
+from tests.ml.bioimageio import support
+
+bioimageio_packages = support.bioimageio_packages  # the session's packages (a fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -263,6 +266,53 @@ def test_a_user_cannot_add_a_shared_model_nor_use_a_classifier_that_is_not_their
     response = owner_api.post("/api/jobs/", {"classifier": 9999, **channel_uploads()}, format="multipart")
     assert response.status_code == 400
     assert "no classifier with id 9999" in response.json()["detail"]
+
+
+def test_an_administrator_imports_a_segmentation_pair_and_a_user_segments_a_job_with_it(
+    admin_api, owner_api, bioimageio_packages, channel_uploads, sent_to_worker
+):
+    pair = {
+        "kind": "segmenter",
+        "file": SimpleUploadedFile("nuclei.zip", bioimageio_packages.nuclei_zip.read_bytes()),
+        "cell_file": SimpleUploadedFile("cell.zip", bioimageio_packages.cell_zip.read_bytes()),
+        "name": "HPA pair",
+        "visibility": "shared",
+    }
+    created = admin_api.post("/api/models/", pair, format="multipart")
+    assert created.status_code == 201, created.json()
+    model = created.json()
+    assert (model["kind"], model["name"], model["format"]) == ("segmenter", "HPA pair", "bioimage.io")
+    listed = [m for m in owner_api.get("/api/models/").json()["results"] if m["kind"] == "segmentation"]
+    assert [(m["id"], m["name"], m["available"], m["visibility"]) for m in listed] == [
+        (None, "classical", True, "shared"),
+        (None, "unet", False, "shared"),
+        (model["id"], "HPA pair", True, "shared"),
+    ]
+    backend = f"model:{model['id']}"
+    job = owner_api.post("/api/jobs/", {"segmentation_backend": backend, **channel_uploads()}, format="multipart")
+    assert job.status_code == 201, job.json()
+    assert job.json()["segmentation_backend"] == backend
+    refused = owner_api.post("/api/jobs/", {"segmentation_backend": "unet", **channel_uploads()}, format="multipart")
+    assert refused.status_code == 400 and "segmentation_backend" in refused.content.decode()
+
+
+def test_a_segmenter_import_needs_its_cell_package_and_refuses_a_classifier_as_one(admin_api, bioimageio_packages):
+    nuclei = bioimageio_packages.nuclei_zip.read_bytes()
+    missing = admin_api.post(
+        "/api/models/", {"kind": "segmenter", "file": SimpleUploadedFile("n.zip", nuclei)}, format="multipart"
+    )
+    assert missing.status_code == 400 and "cell_file" in missing.content.decode()
+    classifier = SimpleUploadedFile("c.zip", bioimageio_packages.torchscript_zip.read_bytes())
+    refused = admin_api.post(
+        "/api/models/",
+        {"kind": "segmenter", "file": SimpleUploadedFile("n.zip", nuclei), "cell_file": classifier},
+        format="multipart",
+    )
+    assert refused.status_code == 400
+    assert refused.json()["detail"] == (
+        "The cell package tiny linear classifier is a classifier (it outputs class scores, not maps); "
+        "give a cell segmentation package."
+    )
 
 
 def test_a_broken_model_file_gets_a_sentence_and_nothing_is_registered(admin_api):

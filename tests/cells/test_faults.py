@@ -255,7 +255,12 @@ def test_a_field_whose_pool_process_is_killed_is_queued_again_at_once_and_done(o
 def test_a_field_left_running_by_a_worker_killed_whole_is_swept_back_into_the_queue_and_done(
     owner_api, workers, settings
 ):
-    limits = {"CELERY_TASK_TIME_LIMIT": "15", "HPAWEB_SWEEP_GRACE_S": "1", "HPAWEB_SWEEP_INTERVAL_S": "1"}
+    limits = {
+        "CELERY_TASK_SOFT_TIME_LIMIT": "10",
+        "CELERY_TASK_TIME_LIMIT": "15",
+        "HPAWEB_SWEEP_GRACE_S": "1",
+        "HPAWEB_SWEEP_INTERVAL_S": "1",
+    }
     settings.CELERY_TASK_TIME_LIMIT, settings.HPAWEB_SWEEP_GRACE_S = 15, 1  # the web side agrees with the worker
     first = workers(env=limits)
     first.wait_ready()

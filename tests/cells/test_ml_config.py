@@ -89,3 +89,30 @@ def test_no_other_module_of_the_app_reads_the_ml_settings(setting):
         if re.search(rf"settings\.{setting}", path.read_text()) and path.name != "ml_config.py"
     ]
     assert readers == []
+
+
+@pytest.mark.django_db
+def test_a_registered_segmentation_pair_is_built_from_local_copies_of_its_two_files_once_per_process(
+    ml_settings, django_user_model, tmp_path_factory
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.ml.bioimageio.support import session_packages
+
+    packages = session_packages(tmp_path_factory)
+    admin = django_user_model.objects.create_user(username="admin", password="pw", is_staff=True)
+    model = registry.segmenter_import(
+        owner=admin,
+        nuclei_upload=SimpleUploadedFile("n.zip", packages.nuclei_zip.read_bytes()),
+        cell_upload=SimpleUploadedFile("c.zip", packages.cell_zip.read_bytes()),
+        visibility="shared",
+    )
+    cache = Path(django_settings.VAR_DIR) / "model-cache"
+    assert ml_config.model_local_path(model) == cache / f"{model.sha256}.zip"
+    assert ml_config.model_local_path(model, cell_package=True) == cache / f"{model.cell_sha256}.zip"
+    assert ml_config.model_local_path(model, cell_package=True).read_bytes() == packages.cell_zip.read_bytes()
+    segmenter = ml_config.get_segmenter(model.segmentation_backend)
+    assert segmenter.backend == "bioimageio"
+    assert ml_config.get_segmenter(model.segmentation_backend) is segmenter
+    with pytest.raises(ValueError, match="The segmentation model 9999 this job was created with has been deleted"):
+        ml_config.get_segmenter("model:9999")

@@ -21,11 +21,13 @@ def test_queues_are_named_after_the_deployments_queue(settings):
     assert [queue.name for queue in app.conf.task_queues] == [base, f"{base}-cpu", f"{base}-gpu", f"{base}-training"]
 
 
-def test_a_classical_field_goes_to_the_cpu_queue_and_a_unet_field_to_the_gpu_queue(owner, settings):
+def test_a_classical_field_goes_to_the_cpu_queue_and_a_network_segmented_field_to_the_gpu_queue(owner, settings):
     classical = make_field(job=make_job(owner=owner, segmentation_backend="classical"), name="a")
     network = make_field(job=make_job(owner=owner, segmentation_backend="unet"), name="b")
+    package_pair = make_field(job=make_job(owner=owner, segmentation_backend="model:7"), name="c")
     assert routed_queue(process_field, classical.pk) == settings.HPAWEB_QUEUES["cpu"]
     assert routed_queue(process_field, network.pk) == settings.HPAWEB_QUEUES["gpu"]
+    assert routed_queue(process_field, package_pair.pk) == settings.HPAWEB_QUEUES["gpu"]
 
 
 def test_classification_alone_goes_to_the_gpu_queue_and_the_sweeper_to_the_cpu_queue(settings):

@@ -163,3 +163,111 @@ def test_a_pickle_only_package_is_refused_and_nothing_is_stored(admin, bioimagei
         registry.model_import(owner=admin, upload=upload_of(bioimageio_packages.pickle_only), visibility="shared")
     assert not RegisteredModel.objects.filter(format="bioimage.io").exists()
     assert media_files() == []
+
+
+def import_pair(owner, packages, *, visibility="shared", **options) -> RegisteredModel:
+    return registry.segmenter_import(
+        owner=owner,
+        nuclei_upload=upload_of(packages.nuclei_zip, "nuclei.zip"),
+        cell_upload=upload_of(packages.cell_zip, "cell.zip"),
+        visibility=visibility,
+        **options,
+    )
+
+
+def test_an_administrator_imports_a_segmentation_pair_and_a_job_is_segmented_by_it(
+    admin, owner, bioimageio_packages, channel_uploads, ml_settings, media_files
+):
+    from cells import intake, processing
+    from cells.uploads import FieldUpload
+
+    model = import_pair(admin, bioimageio_packages)
+    assert (model.kind, model.format, model.owner, model.visibility) == ("segmenter", "bioimage.io", None, "shared")
+    assert model.name == "tiny nuclei segmentation + tiny cell segmentation"
+    assert model.file.name.endswith("tiny-nuclei-segmentation.zip")
+    assert model.cell_file.name.endswith("tiny-cell-segmentation.zip")
+    assert (model.sha256, model.cell_sha256) == (
+        registry.file_sha256(bioimageio_packages.nuclei_zip),
+        registry.file_sha256(bioimageio_packages.cell_zip),
+    )
+    assert len(media_files()) == 2
+    assert (model.segmentation_backend, model.label) in registry.segmentation_choices(owner)
+    job = intake.job_create(
+        owner=owner,
+        uploads=[FieldUpload(name="f1", channel_files=channel_uploads(size_px=512))],
+        segmentation_backend=f"model:{model.pk}",
+        classify=False,
+    )
+    assert job.segmentation_backend == f"model:{model.pk}"
+    field = job.fields.get()
+    processing.field_process(field_id=field.pk)
+    field.refresh_from_db()
+    assert (field.status, field.error, field.segmentation_backend) == ("done", "", "bioimageio")
+    assert field.cells.count() == 4  # one per nucleus the factory draws
+
+
+def test_a_classifier_given_as_a_segmentation_package_is_refused_naming_it_and_nothing_is_stored(
+    admin, bioimageio_packages, media_files
+):
+    with pytest.raises(registry.ModelImportError, match="The cell package tiny linear classifier is a classifier"):
+        registry.segmenter_import(
+            owner=admin,
+            nuclei_upload=upload_of(bioimageio_packages.nuclei_zip),
+            cell_upload=upload_of(bioimageio_packages.torchscript_zip),
+            visibility="shared",
+        )
+    with pytest.raises(registry.ModelImportError, match="The nuclei package was refused: .*TorchScript"):
+        registry.segmenter_import(
+            owner=admin,
+            nuclei_upload=upload_of(bioimageio_packages.pickle_only, "pickle-only.zip"),
+            cell_upload=upload_of(bioimageio_packages.cell_zip),
+            visibility="shared",
+        )
+    with pytest.raises(registry.ModelImportError, match=r"The cell package must be a bioimage.io model package"):
+        registry.segmenter_import(
+            owner=admin,
+            nuclei_upload=upload_of(bioimageio_packages.nuclei_zip),
+            cell_upload=SimpleUploadedFile("cell.pt", b"x"),
+            visibility="shared",
+        )
+    assert not RegisteredModel.objects.filter(kind="segmenter").exists()
+    assert media_files() == []
+
+
+def test_only_an_administrator_adds_a_shared_segmentation_pair_and_a_private_one_stays_its_owners(
+    settings, owner, outsider, bioimageio_packages, channel_uploads, media_files
+):
+    from cells import intake
+    from cells.uploads import FieldUpload, JobInputError
+
+    with pytest.raises(PermissionDenied, match="Only an administrator adds shared models"):
+        import_pair(owner, bioimageio_packages, visibility="shared")
+    assert media_files() == []
+    settings.HPAWEB_PRIVATE_MODELS = True
+    model = import_pair(owner, bioimageio_packages, visibility="private", name="my HPA pair")
+    assert (model.name, model.owner) == ("my HPA pair", owner)
+    assert registry.segmenters_for(outsider).count() == 0
+    with pytest.raises(JobInputError) as refused:
+        intake.job_create(
+            owner=outsider,
+            uploads=[FieldUpload(name="f1", channel_files=channel_uploads(size_px=64))],
+            segmentation_backend=model.segmentation_backend,
+        )
+    assert refused.value.field_errors == {
+        "segmentation": f"There is no segmentation model with id {model.pk} that you can use; "
+        "choose one from /api/models/."
+    }
+    with pytest.raises(registry.ModelImportError, match="registered already"):
+        import_pair(owner, bioimageio_packages, visibility="private")
+
+
+def test_deleting_a_segmentation_pair_removes_both_files_and_it_cannot_be_the_default(
+    admin, bioimageio_packages, media_files, django_capture_on_commit_callbacks
+):
+    model = import_pair(admin, bioimageio_packages)
+    with pytest.raises(ValidationError, match="Only a classifier can be the installation's default"):
+        registry.model_set_default(model=model, user=admin)
+    with django_capture_on_commit_callbacks(execute=True):
+        registry.model_delete(model=model, user=admin)
+    assert not RegisteredModel.objects.filter(pk=model.pk).exists()
+    assert media_files() == []

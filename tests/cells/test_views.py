@@ -15,6 +15,9 @@ from cells.uploads import FieldUpload
 from ml.constants import DEFAULT_MODEL_PATH
 from ml.io import FIELD_FILE_PATTERN
 from tests.factories import make_cell, make_field, make_job
+from tests.ml.bioimageio import support
+
+bioimageio_packages = support.bioimageio_packages  # the session's packages (a fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -430,6 +433,32 @@ def test_a_refused_model_file_shows_the_reason_on_the_models_page(client, django
     response = client.post("/models/", {"file": SimpleUploadedFile("x.pt", b"junk"), "visibility": "shared"})
     assert response.status_code == 400
     assert "is not an hpaweb classifier checkpoint or is damaged" in response.content.decode()
+
+
+def test_an_administrator_adds_a_segmentation_pair_on_the_models_page_and_the_upload_form_offers_it(
+    client, django_user_model, owner_client, bioimageio_packages, settings
+):
+    settings.ML_SEGMENTATION_BACKEND = "classical"
+    client.force_login(django_user_model.objects.create_user(username="admin", password="pw", is_staff=True))
+    pair = {
+        "segmenter-nuclei_file": SimpleUploadedFile("n.zip", bioimageio_packages.nuclei_zip.read_bytes()),
+        "segmenter-cell_file": SimpleUploadedFile("c.zip", bioimageio_packages.torchscript_zip.read_bytes()),
+        "segmenter-name": "HPA pair",
+        "segmenter-visibility": "shared",
+    }
+    refused = client.post("/models/", pair)
+    assert refused.status_code == 400
+    assert "The cell package tiny linear classifier is a classifier" in refused.content.decode()
+    pair["segmenter-nuclei_file"].seek(0)
+    pair["segmenter-cell_file"] = SimpleUploadedFile("c.zip", bioimageio_packages.cell_zip.read_bytes())
+    response = client.post("/models/", pair)
+    model = RegisteredModel.objects.get(kind="segmenter")
+    assert response.status_code == 302 and response["Location"] == f"/models/{model.pk}/"
+    assert f"<code>model:{model.pk}</code>" in client.get(response["Location"]).content.decode()
+    page = owner_client.get("/jobs/new/").content.decode()
+    options = re.findall(r'<option value="([^"]*)"[^>]*>([^<]*)</option>', page)
+    assert ("classical", "classical") in options and (f"model:{model.pk}", "HPA pair (unversioned)") in options
+    assert "unet" not in dict(options)  # its weights are not installed here
 
 
 def test_the_gallery_shows_only_unfamiliar_cells_when_asked(owner, owner_client):

@@ -118,3 +118,27 @@ def test_json_log_format_writes_one_object_a_line(tmp_path):
     (record,) = [record for record in records if record["logger"] == "cells"]
     assert (record["level"], record["message"]) == ("WARNING", "queued f1")
     assert set(record) >= {"time", "process"}
+
+
+def test_a_soft_time_limit_above_the_hard_one_is_refused_at_start_with_a_sentence(tmp_path):
+    keep = {
+        key: value for key, value in os.environ.items() if not key.startswith(("ML_", "HPAWEB_", "DJANGO_", "CELERY_"))
+    }
+    environment = {
+        **keep,
+        "HPAWEB_VAR_DIR": str(tmp_path),
+        "CELERY_TASK_SOFT_TIME_LIMIT": "600",
+        "CELERY_TASK_TIME_LIMIT": "15",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", "import hpaweb.settings.local"],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode != 0
+    assert (
+        "CELERY_TASK_SOFT_TIME_LIMIT (600 s) is above CELERY_TASK_TIME_LIMIT (15 s); set the soft limit below the hard one"
+        in done.stderr
+    )
