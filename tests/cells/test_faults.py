@@ -213,7 +213,7 @@ def test_broker_down_at_submit_answers_503_stores_nothing_and_the_same_upload_wo
     response = owner_api.post("/api/jobs/", {"files": _field_files()}, format="multipart")
     assert response.status_code == 201
     assert [field["status"] for field in response.json()["fields"]] == ["queued"]
-    assert redis_broker.queue_length(settings.CELERY_TASK_DEFAULT_QUEUE) == 1
+    assert redis_broker.queue_length(settings.HPAWEB_QUEUES["cpu"]) == 1  # a classical field: the CPU queue
 
 
 @pytest.mark.worker
@@ -261,7 +261,8 @@ def test_a_field_left_running_by_a_worker_killed_whole_is_swept_back_into_the_qu
         "HPAWEB_SWEEP_GRACE_S": "1",
         "HPAWEB_SWEEP_INTERVAL_S": "1",
     }
-    settings.CELERY_TASK_TIME_LIMIT, settings.HPAWEB_SWEEP_GRACE_S = 15, 1  # the web side agrees with the worker
+    # The web side agrees with the worker (the sweeper runs in the test's process too).
+    settings.CELERY_TASK_SOFT_TIME_LIMIT, settings.CELERY_TASK_TIME_LIMIT, settings.HPAWEB_SWEEP_GRACE_S = 10, 15, 1
     first = workers(env=limits)
     first.wait_ready()
     job = owner_api.post("/api/jobs/", {"files": _field_files(size_px=1024)}, format="multipart").json()
@@ -285,7 +286,8 @@ def test_the_workers_own_hard_time_limit_fails_the_field_with_a_sentence_and_it_
     # The web side keeps its own limits (600 / 660 s): the worker's are the ones that apply.
     worker = workers(env={"CELERY_TASK_SOFT_TIME_LIMIT": "0", "CELERY_TASK_TIME_LIMIT": "1"})
     worker.wait_ready()
-    job = owner_api.post("/api/jobs/", {"files": _field_files(size_px=1024)}, format="multipart").json()
+    # 3072 px: several seconds of work on any machine, well past the 1 s limit (a 1024 px field can finish first).
+    job = owner_api.post("/api/jobs/", {"files": _field_files(size_px=3072)}, format="multipart").json()
     field_id = job["fields"][0]["id"]
     _wait_for(lambda: _field_state(field_id)[0] == "failed", timeout_s=90, what="field failed", log=worker.log)
     assert _field_state(field_id)[2] == (
