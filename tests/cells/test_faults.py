@@ -173,6 +173,14 @@ class _RedisServer:
             return int(sock.recv(64).decode().strip().lstrip(":"))
 
 
+def _queued_tasks() -> int:
+    """Messages waiting in this test run's queues, on whichever broker the suite runs (filesystem or Redis)."""
+    names = [settings.CELERY_TASK_DEFAULT_QUEUE, *settings.HPAWEB_QUEUES.values()]
+    with celery_app.connection_for_write() as connection:
+        channel = connection.default_channel
+        return sum(channel.queue_declare(queue=name).message_count for name in names)
+
+
 def _forget_broker_connections() -> None:
     """The app connects anew to whatever broker_url says next (its pools are cached per process)."""
     celery_app.close()
@@ -182,12 +190,14 @@ def _forget_broker_connections() -> None:
 
 
 @pytest.fixture
-def redis_broker(tmp_path):
+def redis_broker(tmp_path, monkeypatch):
     """The web side sends to a redis-server of this test's own, which the test stops and starts."""
     server = _RedisServer(tmp_path)
     server.start()
     saved = (celery_app.conf.broker_url, celery_app.conf.broker_transport_options)
     _forget_broker_connections()
+    # Celery reads CELERY_BROKER_URL from the environment before its configuration (CI sets it).
+    monkeypatch.setenv("CELERY_BROKER_URL", server.url)
     celery_app.conf.broker_url, celery_app.conf.broker_transport_options = server.url, {}
     yield server
     _forget_broker_connections()
@@ -331,9 +341,7 @@ def test_deleting_a_job_while_the_worker_processes_it_leaves_no_rows_no_files_an
     )
     deleted_at = time.monotonic()
     assert owner_api.delete(f"/api/jobs/{job['id']}/").status_code == 204
-    queue = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
-    queued = lambda: [path for path in queue.iterdir() if settings.CELERY_TASK_DEFAULT_QUEUE in path.name]  # noqa: E731
-    _wait_for(lambda: not queued(), timeout_s=30, what="tasks of the deleted job drained", log=worker.log)
+    _wait_for(lambda: _queued_tasks() == 0, timeout_s=30, what="tasks of the deleted job drained", log=worker.log)
     drained_s = time.monotonic() - deleted_at
     assert (Job.objects.count(), Field.objects.count(), Cell.objects.count(), FieldImage.objects.count()) == (
         0,
