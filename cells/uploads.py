@@ -20,7 +20,6 @@ import errno
 import json
 import re
 import shutil
-import stat
 import tempfile
 import zipfile
 import zlib
@@ -36,6 +35,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.utils.datastructures import MultiValueDict
 
 from cells import ml_config
+from ml.archives import EntryHazard, entry_hazard, entry_parts
 from ml.constants import CHANNELS
 from ml.io import FIELD_FILE_PATTERN
 
@@ -335,18 +335,19 @@ def _unpack_zip(
         return [_extract(archive, entry, workdir / str(index), refuse, unpacked) for index, entry in enumerate(images)]
 
 
+_HAZARD_SENTENCES = {
+    EntryHazard.ABSOLUTE_PATH: "has an absolute path; archives must hold relative paths only.",
+    EntryHazard.CLIMBS_OUT: "points outside the archive ('..'); archives must not climb out of their folder.",
+    EntryHazard.SYMBOLIC_LINK: "is a symbolic link; put the image files themselves in the archive.",
+    EntryHazard.ENCRYPTED: "is encrypted; upload an archive without a password.",
+}
+
+
 def _entry_problem(entry: zipfile.ZipInfo, limits: ZipLimits) -> str | None:
-    name = entry.filename
-    parts = re.split(r"[\\/]", name)
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        return "has an absolute path; archives must hold relative paths only."
-    if ".." in parts:
-        return "points outside the archive ('..'); archives must not climb out of their folder."
-    if stat.S_ISLNK(entry.external_attr >> 16):
-        return "is a symbolic link; put the image files themselves in the archive."
-    if entry.flag_bits & 0x1:
-        return "is encrypted; upload an archive without a password."
-    if parts[-1].lower().endswith(_ARCHIVE_EXTENSIONS):
+    hazard = entry_hazard(entry)
+    if hazard is not None:
+        return _HAZARD_SENTENCES[hazard]
+    if entry_parts(entry)[-1].lower().endswith(_ARCHIVE_EXTENSIONS):
         return "is an archive inside the archive; unpack it and put its images in the upload directly."
     if entry.file_size > limits.max_entry_bytes:
         return f"unpacks to {_size_text(entry.file_size)}, more than any accepted image; it cannot be a field channel."

@@ -18,7 +18,6 @@ import hashlib
 import os
 import re
 import shutil
-import stat
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -28,6 +27,8 @@ from pathlib import Path, PurePosixPath
 from bioimageio.spec import InvalidDescr, load_description
 from bioimageio.spec.model.v0_5 import ModelDescr
 from bioimageio.spec.utils import open_bioimageio_yaml
+
+from ml.archives import EntryHazard, entry_hazard
 
 # The weight formats that are run, in the order they are preferred.
 EXECUTABLE_WEIGHT_FORMATS: tuple[str, ...] = ("torchscript", "onnx")
@@ -202,19 +203,22 @@ def _unpack(archive_path: Path, root: Path, *, limits: PackageLimits) -> None:
                     out.write(chunk)
 
 
+_HAZARD_SENTENCES = {
+    EntryHazard.ABSOLUTE_PATH: "has an absolute path; a package must hold relative paths only.",
+    EntryHazard.CLIMBS_OUT: "points outside the package ('..'); a package must not climb out of its folder.",
+    EntryHazard.SYMBOLIC_LINK: "is a symbolic link; put the file itself in the package.",
+    EntryHazard.ENCRYPTED: "is encrypted; use a package without a password.",
+}
+
+
 def _entry_problem(entry: zipfile.ZipInfo, limits: PackageLimits) -> str | None:
-    name = entry.filename
-    parts = re.split(r"[\\/]", name)
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        return "has an absolute path; a package must hold relative paths only."
-    if ".." in parts:
-        return "points outside the package ('..'); a package must not climb out of its folder."
-    if "\\" in name:
+    hazard = entry_hazard(entry)
+    if hazard in (EntryHazard.ABSOLUTE_PATH, EntryHazard.CLIMBS_OUT):
+        return _HAZARD_SENTENCES[hazard]
+    if "\\" in entry.filename:
         return "uses backslashes in its path; create the zip again with a standard zip tool."
-    if stat.S_ISLNK(entry.external_attr >> 16):
-        return "is a symbolic link; put the file itself in the package."
-    if entry.flag_bits & 0x1:
-        return "is encrypted; use a package without a password."
+    if hazard is not None:
+        return _HAZARD_SENTENCES[hazard]
     if entry.file_size > limits.max_entry_bytes:
         return f"unpacks to {_size_text(entry.file_size)}, more than the {_size_text(limits.max_entry_bytes)} allowed."
     return None
