@@ -393,7 +393,13 @@ class CellFilterSerializer(serializers.Serializer):
     min_confidence = serializers.FloatField(
         required=False, min_value=0.0, max_value=1.0, help_text="Keep cells whose confidence reaches this."
     )
-    order = serializers.ChoiceField(choices=list(selectors.CELL_ORDERS), required=False, default="field")
+    order = serializers.ChoiceField(
+        choices=list(selectors.CELL_ORDER_LABELS.items()),
+        required=False,
+        default="field",
+        help_text="`-confidence`: highest confidence first (a leading `-` sorts descending); `confidence`: lowest "
+        "first; `field`: by field, then cell id.",
+    )
     unfamiliar = serializers.BooleanField(
         required=False,
         allow_null=True,
@@ -501,13 +507,20 @@ class JobSubmissionApi(_JobExportApi):
 
 
 class CocoFilterSerializer(serializers.Serializer):
-    min_confidence = serializers.FloatField(required=False, min_value=0.0, max_value=1.0, default=0.0)
+    min_confidence = serializers.FloatField(
+        required=False,
+        min_value=0.0,
+        max_value=1.0,
+        default=exports.COCO_DEFAULT_MIN_CONFIDENCE,
+        help_text=f"Leave out annotations scoring below this (default {exports.COCO_DEFAULT_MIN_CONFIDENCE}; 0 keeps all 19 per cell).",
+    )
 
 
 @extend_schema(
     summary="Download COCO instance segmentation JSON",
-    description="images = fields; categories = the 19 classes (id = HPA label 0..18); one annotation per classified "
-    "cell and class with confidence >= min_confidence: compressed RLE segmentation, bbox [x, y, w, h], area, score.",
+    description="images = fields (`file_name` = the protein channel as uploaded); categories = the 19 classes "
+    "(id = HPA label + 1, since COCO tools reserve 0; `hpa_label` = 0..18); one annotation per classified cell and "
+    "class with confidence >= min_confidence: compressed RLE segmentation, bbox [x, y, w, h], area, score.",
     parameters=[CocoFilterSerializer],
     responses={(200, "application/json"): OpenApiTypes.OBJECT},
     examples=[OpenApiExample("Load it", value="pycocotools.coco.COCO('job-1-coco.json')", response_only=True)],

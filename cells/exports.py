@@ -11,6 +11,7 @@ import json
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import BinaryIO
 
 from django.http import FileResponse, Http404, StreamingHttpResponse
@@ -117,19 +118,38 @@ def cells_csv(*, job: Job) -> Iterator[str]:
     return _csv_chunks(rows())
 
 
+# Annotations scoring below this are left out unless asked for: most of a cell's 19 scores are near 0.
+COCO_DEFAULT_MIN_CONFIDENCE = 0.01
+
+
 def coco_categories() -> list[dict]:
-    """The 19 classes; ids are the HPA label numbers (0 = Nucleoplasm ... 18 = Negative), as in the submission CSV."""
-    return [{"id": index, "name": name, "supercategory": "localisation"} for index, name in enumerate(CLASS_NAMES)]
+    """The 19 classes. COCO tools reserve category id 0, so id = HPA label + 1; `hpa_label` is the label
+    of the submission CSV (0 = Nucleoplasm ... 18 = Negative)."""
+    return [
+        {"id": index + 1, "name": name, "supercategory": "localisation", "hpa_label": index}
+        for index, name in enumerate(CLASS_NAMES)
+    ]
 
 
-def coco_json(*, job: Job, min_confidence: float = 0.0) -> Iterator[str]:
+def _coco_file_names(field: Field) -> tuple[str, list[str]]:
+    """(the image COCO points at: the protein channel, or the 4-plane TIFF; every channel file), as uploaded."""
+    stored = field.channel_files() or ({"multichannel": field.multichannel} if field.multichannel else {})
+    names = {slot: f"{field.name}_{slot}{Path(file.name).suffix.lower()}" for slot, file in stored.items()}
+    if "multichannel" in names:
+        names["multichannel"] = f"{field.name}{Path(field.multichannel.name).suffix.lower()}"
+    main = names.get("green") or names.get("multichannel") or f"{field.name}.png"
+    return main, sorted(names.values())
+
+
+def coco_json(*, job: Job, min_confidence: float = COCO_DEFAULT_MIN_CONFIDENCE) -> Iterator[str]:
     """COCO instance segmentation results that `pycocotools.coco.COCO` loads.
 
-    images: one per field (id = field id); categories: `coco_categories()`; annotations: one per
-    classified cell and class whose confidence reaches `min_confidence` (all 19 by default, as
-    the Kaggle submission), with the cell's compressed RLE, bbox [x, y, width, height], area and
-    the class confidence as score. Unclassified cells have no annotation (their masks are in the
-    label images).
+    images: one per field (id = field id; `file_name` its protein channel as uploaded, `channel_files`
+    all of them); categories: `coco_categories()`; annotations: one per classified cell and class
+    whose confidence reaches `min_confidence` (COCO_DEFAULT_MIN_CONFIDENCE by default; 0 gives all
+    19, as the Kaggle submission), with the cell's compressed RLE, bbox [x, y, width, height], area
+    and the class confidence as score. Unclassified cells have no annotation (their masks are in
+    the label images).
     """
     fields = list(_fields(job))
     header = {
@@ -143,7 +163,8 @@ def coco_json(*, job: Job, min_confidence: float = 0.0) -> Iterator[str]:
         "images": [
             {
                 "id": field.pk,
-                "file_name": field.name,
+                "file_name": _coco_file_names(field)[0],
+                "channel_files": _coco_file_names(field)[1],
                 "width": field.width,
                 "height": field.height,
                 "model": _model_of(field)[0],
@@ -169,7 +190,8 @@ def coco_json(*, job: Job, min_confidence: float = 0.0) -> Iterator[str]:
             annotation = {
                 "id": annotation_id,
                 "image_id": cell.field_id,
-                "category_id": class_index,
+                "category_id": class_index + 1,
+                "hpa_label": class_index,
                 "segmentation": cell.mask_rle,
                 "bbox": [min_col, min_row, max_col - min_col, max_row - min_row],
                 "area": cell.area_px,

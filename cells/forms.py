@@ -104,8 +104,8 @@ class SegmenterImportForm(forms.Form):
 
 class GalleryFilterForm(forms.Form):
     ORDERS = [
-        ("confidence", "Confidence, highest first"),
-        ("-confidence", "Confidence, lowest first"),
+        ("-confidence", "Confidence, highest first"),
+        ("confidence", "Confidence, lowest first"),
         ("field", "Field and cell id"),
     ]
 
@@ -126,7 +126,7 @@ class GalleryFilterForm(forms.Form):
         initial=DEFAULT_MIN_CONFIDENCE,
         widget=forms.NumberInput(attrs={"step": "0.05"}),
     )
-    order = forms.ChoiceField(label="Sort by", choices=ORDERS, required=False, initial="confidence")
+    order = forms.ChoiceField(label="Sort by", choices=ORDERS, required=False, initial="-confidence")
     familiarity = forms.ChoiceField(
         label="Cells",
         choices=[("", "All cells"), ("unfamiliar", "Unfamiliar to the model only"), ("familiar", "Familiar only")],
@@ -138,7 +138,7 @@ class GalleryFilterForm(forms.Form):
         return {
             "class_index": None,
             "min_confidence": cls.DEFAULT_MIN_CONFIDENCE,
-            "order": "confidence",
+            "order": "-confidence",
             "familiarity": "",
         }
 
@@ -146,5 +146,5 @@ class GalleryFilterForm(forms.Form):
         data = super().clean()
         if data.get("min_confidence") is None:
             data["min_confidence"] = self.DEFAULT_MIN_CONFIDENCE
-        data["order"] = data.get("order") or "confidence"
+        data["order"] = data.get("order") or "-confidence"
         return data

@@ -21,10 +21,16 @@ from cells import ml_config, registry
 from cells.models import Cell, CellPrediction, Field, FieldImage, Job, RegisteredModel
 from ml.constants import CLASS_NAMES
 
+# The REST convention: a leading "-" sorts descending. Cells without a confidence come last either way.
 CELL_ORDERS = {
-    "confidence": (F("confidence").desc(nulls_last=True), "field_id", "label"),
-    "-confidence": (F("confidence").asc(nulls_last=True), "field_id", "label"),
+    "-confidence": (F("confidence").desc(nulls_last=True), "field_id", "label"),
+    "confidence": (F("confidence").asc(nulls_last=True), "field_id", "label"),
     "field": ("field_id", "label"),
+}
+CELL_ORDER_LABELS = {
+    "field": "by field, then cell id",
+    "-confidence": "confidence, highest first",
+    "confidence": "confidence, lowest first",
 }
 
 
@@ -101,7 +107,7 @@ def cell_list(
     confidence. `min_confidence` keeps cells whose `confidence` reaches it (so with a class: the
     cells predicted to show that class at that confidence; a cell may show several classes).
     `unfamiliar` keeps the cells flagged unfamiliar (True) or the familiar ones (False).
-    `order` is one of CELL_ORDERS: "confidence" (highest first), "-confidence" or "field".
+    `order` is one of CELL_ORDERS: "-confidence" (highest first), "confidence" (lowest first) or "field".
     """
     cells = Cell.objects.filter(field__job__owner=user).select_related("field", "classifier")
     if unfamiliar is not None:

@@ -161,8 +161,13 @@ def test_fields_cells_and_predictions_of_a_job(owner_api, processed_job):
     assert [cell["label"] for cell in cells] == [3]
     cell = owner_api.get(f"/api/cells/{cells[0]['id']}/").json()
     assert cell["predictions"] == [{"class_index": 3, "class_name": "Nucleoli fibrillar center", "confidence": 0.9}]
-    ranked = owner_api.get(f"/api/jobs/{processed_job.pk}/cells/?class_index=18&order=-confidence").json()["results"]
+    ranked = owner_api.get(f"/api/jobs/{processed_job.pk}/cells/?class_index=18&order=confidence").json()["results"]
     assert [c["label"] for c in ranked] == [1, 2, 3, 4]
+    # The REST convention: a leading "-" sorts descending, so the most confident cell comes first.
+    highest = owner_api.get(f"/api/jobs/{processed_job.pk}/cells/?class_index=2&order=-confidence").json()["results"]
+    assert [c["label"] for c in highest] == [2, 1, 3, 4]
+    lowest = owner_api.get(f"/api/jobs/{processed_job.pk}/cells/?class_index=2&order=confidence").json()["results"]
+    assert [c["label"] for c in lowest] == [1, 3, 4, 2]
     counts = owner_api.get(f"/api/jobs/{processed_job.pk}/class-counts/?min_confidence=0.5").json()
     assert [c["cells"] for c in counts] == [0, 1, 1, 1, 1] + [0] * 14
 

@@ -71,9 +71,11 @@ def test_coco_json_loads_in_pycocotools_with_masks_equal_to_the_label_image(clas
     coco = COCO(str(path))
     assert [category["name"] for category in coco.loadCats(coco.getCatIds())] == list(CLASS_NAMES)
     field = classified_job.fields.get(name="f2")
+    assert [(c["id"], c["hpa_label"]) for c in coco.loadCats(coco.getCatIds())][:2] == [(1, 0), (2, 1)]
     assert coco.imgs[field.pk] == {
         "id": field.pk,
-        "file_name": "f2",
+        "file_name": "f2_green.png",
+        "channel_files": ["f2_blue.png", "f2_green.png", "f2_red.png", "f2_yellow.png"],
         "width": 256,
         "height": 256,
         "model": "",
@@ -84,8 +86,10 @@ def test_coco_json_loads_in_pycocotools_with_masks_equal_to_the_label_image(clas
     }
     annotations = coco.loadAnns(coco.getAnnIds(imgIds=[field.pk]))
     # Per cell: its own class (0.9) and Negative (0.6) reach 0.5.
-    assert sorted((a["cell_id"], a["category_id"], a["score"]) for a in annotations) == [
-        (label, class_index, score) for label in (1, 2, 3, 4) for class_index, score in ((label, 0.9), (18, 0.6))
+    assert sorted((a["cell_id"], a["category_id"], a["hpa_label"], a["score"]) for a in annotations) == [
+        (label, class_index + 1, class_index, score)
+        for label in (1, 2, 3, 4)
+        for class_index, score in ((label, 0.9), (18, 0.6))
     ]
     cell_labels = _labels(field.cell_labels)
     for annotation in annotations:
@@ -190,3 +194,15 @@ def test_exports_name_the_model_that_made_them(modelled_job):
 def test_the_kaggle_csv_keeps_its_exact_columns_with_a_model(modelled_job):
     text = _text(exports.submission_csv(job=modelled_job))
     assert text.splitlines()[0] == "ID,ImageWidth,ImageHeight,PredictionString"
+
+
+def test_coco_json_leaves_out_scores_below_its_documented_default(classified_job):
+    cell = Cell.objects.filter(field__job=classified_job, field__name="f1").order_by("label").first()
+    probabilities = list(cell.probabilities)
+    probabilities[5] = 0.001
+    Cell.objects.filter(pk=cell.pk).update(probabilities=probabilities)
+    default = json.loads(_text(exports.coco_json(job=classified_job)))["annotations"]
+    everything = json.loads(_text(exports.coco_json(job=classified_job, min_confidence=0.0)))["annotations"]
+    assert exports.COCO_DEFAULT_MIN_CONFIDENCE == 0.01
+    assert len(everything) - len(default) == 1
+    assert all(annotation["score"] >= 0.01 for annotation in default)

@@ -77,9 +77,9 @@ def test_field_neighbours_are_the_fields_before_and_after_in_the_job(job):
 
 
 def test_cell_list_filters_and_ranks_by_the_chosen_class(owner, job):
-    by_top = selectors.cell_list(user=owner, job=job, min_confidence=0.65, order="confidence")
+    by_top = selectors.cell_list(user=owner, job=job, min_confidence=0.65, order="-confidence")
     assert [(cell.label, round(cell.confidence, 2)) for cell in by_top] == [(3, 0.8), (2, 0.7)]
-    by_class = selectors.cell_list(user=owner, job=job, class_index=2, order="-confidence")
+    by_class = selectors.cell_list(user=owner, job=job, class_index=2, order="confidence")
     assert [(cell.label, cell.confidence) for cell in by_class] == [(1, 0.01), (3, 0.01), (2, 0.7)]
     assert [cell.label for cell in selectors.cell_list(user=owner, field=job.fields.get(name="f2"))] == []
 
