@@ -39,7 +39,13 @@ def test_no_generated_api_request_gets_a_server_error(live_server, owner, stored
         "--report-dir",
         str(tmp_path),
     ]
+    # In the test's own folder: schemathesis keeps its example cache (.schemathesis/) where it runs.
     done = subprocess.run(
-        command, capture_output=True, text=True, timeout=TIME_LIMIT_S, env={**os.environ, "NO_COLOR": "1"}
+        command,
+        capture_output=True,
+        text=True,
+        timeout=TIME_LIMIT_S,
+        env={**os.environ, "NO_COLOR": "1"},
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
