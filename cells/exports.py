@@ -141,6 +141,23 @@ def _coco_file_names(field: Field) -> tuple[str, list[str]]:
     return main, sorted(names.values())
 
 
+def _coco_image(field: Field) -> dict:
+    file_name, channel_files = _coco_file_names(field)
+    model_name, model_version = _model_of(field)
+    return {
+        "id": field.pk,
+        "file_name": file_name,
+        "channel_files": channel_files,
+        "width": field.width,
+        "height": field.height,
+        "model": model_name,
+        "model_version": model_version,
+        "segmentation_backend": field.segmentation_backend,
+        "channels_used": field.channels_used,
+        "unfamiliar_share": field.unfamiliar_share,
+    }
+
+
 def coco_json(*, job: Job, min_confidence: float = COCO_DEFAULT_MIN_CONFIDENCE) -> Iterator[str]:
     """COCO instance segmentation results that `pycocotools.coco.COCO` loads.
 
@@ -160,21 +177,7 @@ def coco_json(*, job: Job, min_confidence: float = COCO_DEFAULT_MIN_CONFIDENCE) 
             **_provenance(job, fields),
         },
         "licenses": [],
-        "images": [
-            {
-                "id": field.pk,
-                "file_name": _coco_file_names(field)[0],
-                "channel_files": _coco_file_names(field)[1],
-                "width": field.width,
-                "height": field.height,
-                "model": _model_of(field)[0],
-                "model_version": _model_of(field)[1],
-                "segmentation_backend": field.segmentation_backend,
-                "channels_used": field.channels_used,
-                "unfamiliar_share": field.unfamiliar_share,
-            }
-            for field in fields
-        ],
+        "images": [_coco_image(field) for field in fields],
         "categories": coco_categories(),
     }
     yield json.dumps(header)[:-1] + ', "annotations": ['

@@ -235,21 +235,7 @@ SEGMENTATION_DESCRIPTIONS = {
 def model_list(*, user) -> list[ModelInfo]:
     """The classifiers `user` may choose (shared ones and their own), the builtin segmentation backends
     and the registered segmentation package pairs they may choose."""
-    models = [
-        ModelInfo(
-            id=model.pk,
-            name=model.name,
-            version=model.version,
-            kind="classifier",
-            format=model.format,
-            available=True,
-            description=model.summary,
-            is_default=model.is_default,
-            visibility=model.visibility,
-            model=model,
-        )
-        for model in registry.classifiers_for(user)
-    ]
+    models = [_registered_info(model, kind="classifier") for model in registry.classifiers_for(user)]
     if not any(info.is_default for info in models):
         models.insert(
             0,
@@ -270,21 +256,23 @@ def model_list(*, user) -> list[ModelInfo]:
         )
         for backend, available in ml_config.segmentation_backends().items()
     ]
-    models += [
-        ModelInfo(
-            id=model.pk,
-            name=model.name,
-            version=model.version,
-            kind="segmentation",
-            format=model.format,
-            available=True,
-            description=model.summary,
-            visibility=model.visibility,
-            model=model,
-        )
-        for model in registry.segmenters_for(user)
-    ]
+    models += [_registered_info(model, kind="segmentation") for model in registry.segmenters_for(user)]
     return models
+
+
+def _registered_info(model: RegisteredModel, *, kind: str) -> ModelInfo:
+    return ModelInfo(
+        id=model.pk,
+        name=model.name,
+        version=model.version,
+        kind=kind,
+        format=model.format,
+        available=True,
+        description=model.summary,
+        is_default=model.is_default,
+        visibility=model.visibility,
+        model=model,
+    )
 
 
 def model_get(*, user, model_id: int) -> RegisteredModel:
