@@ -312,7 +312,8 @@ def test_the_workers_own_hard_time_limit_fails_the_field_with_a_sentence_and_it_
 def test_the_workers_own_soft_time_limit_fails_the_field_with_a_sentence(owner_api, workers):
     worker = workers(env={"CELERY_TASK_SOFT_TIME_LIMIT": "1", "CELERY_TASK_TIME_LIMIT": "60"})
     worker.wait_ready()
-    job = owner_api.post("/api/jobs/", {"files": _field_files(size_px=2048)}, format="multipart").json()
+    # 3072 px, as for the hard limit: a 2048 px field can be done in about a second, before the limit.
+    job = owner_api.post("/api/jobs/", {"files": _field_files(size_px=3072)}, format="multipart").json()
     field_id = job["fields"][0]["id"]
     _wait_for(lambda: _field_state(field_id)[0] == "failed", timeout_s=90, what="field failed", log=worker.log)
     assert _field_state(field_id)[2].startswith("Processing took longer than the time limit of 1 s;")
