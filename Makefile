@@ -22,7 +22,17 @@ FLOOD_LIB := ml/segmentation/hpa/_flood.so
 $(FLOOD_LIB): ml/segmentation/hpa/_flood.c
 	$(CC) -O2 -shared -fPIC -o $@ $< || echo "No C compiler: the HPA post-processing uses scikit-image's loop."
 
-venv: $(VENV)/.installed $(FLOOD_LIB)
+# axe-core (npm registry, pinned in package-lock.json) for the browser tests' accessibility checks,
+# served by the app's own static files (never a CDN).
+AXE_JS := static/vendor/axe.min.js
+node_modules/axe-core/axe.min.js: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+$(AXE_JS): node_modules/axe-core/axe.min.js
+	mkdir -p $(@D)
+	cp $< $@
+
+venv: $(VENV)/.installed $(FLOOD_LIB) $(AXE_JS)
 
 setup: venv
 	mkdir -p var

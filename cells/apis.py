@@ -12,9 +12,16 @@ from django.conf import settings
 from django.contrib.auth import authenticate
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import FileResponse
+from django.http import FileResponse, Http404, StreamingHttpResponse
+from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied, Throttled
 from rest_framework.exceptions import ValidationError as ApiValidationError
@@ -25,8 +32,9 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from cells import exports, intake, registry, selectors
-from cells.models import Cell, Field, Job, RegisteredModel
+from cells import curation, exports, intake, mask_edits, registry, selectors, training_jobs
+from cells.image_labels import labels_from_request
+from cells.models import Cell, CellAnnotation, Field, Job, MaskEdit, RegisteredModel, TrainingJob
 from cells.throttles import (
     AnonAddressThrottle,
     JobCreateAddressThrottle,
@@ -38,6 +46,7 @@ from cells.throttles import (
 from cells.upload_limits import DISK_FULL, is_disk_full
 from cells.uploads import JobInputError, request_uploads
 from ml.constants import CLASS_NAMES
+from ml.qc import QC_FLAGS
 from ml.segmentation import BACKENDS
 
 
@@ -201,6 +210,10 @@ class CellOutputSerializer(serializers.ModelSerializer):
         help_text="The cell's likeliest classes (confidence >= 0.3, at least one), most confident first."
     )
     model = ModelSummarySerializer(source="classifier", read_only=True, allow_null=True)
+    annotation = serializers.SerializerMethodField(help_text="The cell's current annotation; null when none.")
+    annotation_version = serializers.SerializerMethodField(
+        help_text="Send it with an annotation: a newer one means another tab changed the cell (409)."
+    )
 
     class Meta:
         model = Cell
@@ -220,7 +233,28 @@ class CellOutputSerializer(serializers.ModelSerializer):
             "model",
             "familiarity",
             "unfamiliar",
+            "qc_flags",
+            "measurements",
+            "annotation",
+            "annotation_version",
         ]
+
+    @extend_schema_field(serializers.DictField(allow_null=True))
+    def get_annotation(self, cell: Cell) -> dict | None:
+        """The cell's current annotation (cells.curation): kind, classes, author, when; null when none."""
+        annotation = curation.current_annotation(cell=cell)
+        if annotation is None:
+            return None
+        return {
+            "id": annotation.pk,
+            "kind": annotation.kind,
+            "classes": annotation.classes,
+            "author": annotation.author.username if annotation.author else "",
+            "created_at": annotation.created_at.isoformat(timespec="seconds"),
+        }
+
+    def get_annotation_version(self, cell: Cell) -> int:
+        return curation.cell_version(field_id=cell.field_id, cell_label=cell.label)
 
     @extend_schema_field(PredictionSerializer(many=True))
     def get_predictions(self, cell: Cell) -> list[dict]:
@@ -260,12 +294,26 @@ class JobListCreateApi(APIView):
             help_text="JSON mapping a file name in `files` to its field and channel, for files not named by the "
             'convention: {"scan 1.png": {"field": "A1", "channel": "green"}}; channel "multichannel" for a 4-plane TIFF.',
         )
+        paths = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            help_text="JSON list of the relative path of each file in `files`, in order, for a folder upload: "
+            '["plate1/A3/blue.png", "plate1/A4/blue.png"]. Folders name the fields: a bare blue.png is the blue '
+            "channel of the field named after its folder, and files of the same name in two folders are two fields.",
+        )
         field_name = serializers.CharField(
             required=False,
             allow_blank=True,
             max_length=200,
             help_text="The ID of the one field sent in the channel slots below.",
         )
+        labels = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            help_text="The fields' known classes, one `ID,Label` line per field (Label: class numbers 0..18 or "
+            "names joined by '|', e.g. `plate1-A3,0|16`). A `train.csv` inside a zip or a CSV in `files` works too.",
+        )
+        labels_file = serializers.FileField(required=False, help_text="A CSV with the columns ID,Label.")
         red = serializers.FileField(required=False)
         green = serializers.FileField(required=False)
         blue = serializers.FileField(required=False)
@@ -301,7 +349,10 @@ class JobListCreateApi(APIView):
         data = serializer.validated_data
         try:
             with request_uploads(
-                request.FILES, field_name=data.get("field_name", ""), assignments=data.get("assignments", "")
+                request.FILES,
+                field_name=data.get("field_name", ""),
+                assignments=data.get("assignments", ""),
+                paths=data.get("paths", ""),
             ) as uploads:
                 job = intake.job_create(
                     owner=request.user,
@@ -309,6 +360,7 @@ class JobListCreateApi(APIView):
                     name=data.get("name", ""),
                     segmentation_backend=data.get("segmentation_backend"),
                     classifier_id=data.get("classifier"),
+                    image_labels=labels_from_request(request.FILES, typed=data.get("labels", "")),
                 )
         except JobInputError as exc:
             _raise_input_error(exc)
@@ -406,6 +458,13 @@ class CellFilterSerializer(serializers.Serializer):
         default=None,
         help_text="true: only cells unlike the classifier's training cells; false: only familiar ones.",
     )
+    qc = serializers.ChoiceField(
+        choices=["clean", "flagged", *QC_FLAGS],
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Quality control: `clean` (no flag), `flagged` (any flag), or the cells carrying one flag.",
+    )
 
 
 class JobCellListApi(APIView):
@@ -496,14 +555,35 @@ class _JobExportApi(APIView):
         return {}
 
 
+class SubmissionFilterSerializer(serializers.Serializer):
+    exclude_qc = serializers.CharField(
+        required=False,
+        default="",
+        help_text="Leave out cells carrying any of these quality-control flags: comma-separated names of "
+        f"{', '.join(QC_FLAGS)}, or `all`.",
+    )
+
+    def validate_exclude_qc(self, value: str) -> list[str]:
+        try:
+            return exports.parse_exclude_qc(value)
+        except ValueError as error:
+            raise serializers.ValidationError(str(error)) from None
+
+
 @extend_schema(
     summary="Download the Kaggle submission CSV",
     description="`ID,ImageWidth,ImageHeight,PredictionString`: one row per field, a `label confidence mask` triple "
-    "for each of the 19 classes of every classified cell.",
+    "for each of the 19 classes of every classified cell; `exclude_qc` leaves flagged cells out.",
+    parameters=[SubmissionFilterSerializer],
     responses={(200, "text/csv"): OpenApiTypes.STR},
 )
 class JobSubmissionApi(_JobExportApi):
     export = "submission"
+
+    def _options(self, request) -> dict:
+        filters = SubmissionFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        return filters.validated_data
 
 
 class CocoFilterSerializer(serializers.Serializer):
@@ -550,6 +630,81 @@ class JobCellsCsvApi(_JobExportApi):
 )
 class JobLabelsApi(_JobExportApi):
     export = "labels"
+
+
+@extend_schema(
+    summary="Download the per-cell features CSV",
+    description="field, cell_id, qc_flags (joined by |) and every measurement of `ml.measure`: shape, intensity "
+    "per channel, the protein's nucleus-to-cytoplasm ratio and correlations, focus, Haralick, LBP and scattering.",
+    responses={(200, "text/csv"): OpenApiTypes.STR},
+)
+class JobFeaturesCsvApi(_JobExportApi):
+    export = "features"
+
+
+@extend_schema(
+    summary="Download the per-cell features as Parquet",
+    description="The features CSV's columns: measurements float64 (null where they do not apply), qc_flags a list.",
+    responses={(200, "application/vnd.apache.parquet"): OpenApiTypes.BINARY},
+)
+class JobFeaturesParquetApi(_JobExportApi):
+    export = "features-parquet"
+
+
+class CropFilterSerializer(CellFilterSerializer):
+    order = None
+    image_format = serializers.ChoiceField(
+        choices=list(exports.CROP_FORMATS),
+        required=False,
+        default="png",
+        help_text="png: one 8- or 16-bit PNG per channel and cell; tiff: one 4-plane TIFF per cell (red, green, blue, yellow).",
+    )
+    field = serializers.IntegerField(required=False, min_value=1, help_text="Only this field's cells (its id).")
+    cells = serializers.RegexField(
+        r"^\d+(,\d+)*$",
+        required=False,
+        help_text="Only these cells: cell numbers of `field` when it is given, else cell ids, separated by commas.",
+    )
+
+
+@extend_schema(
+    summary="Download cell crops (zip)",
+    description="Each chosen cell's bounding box cut from its field's four channels at full resolution and the "
+    "field's bit depth, its mask ({field}/cell-{n}_mask.png) and crops.csv. Filters as for the cell list.",
+    parameters=[CropFilterSerializer],
+    responses={(200, "application/zip"): OpenApiTypes.BINARY},
+)
+class JobCropsApi(APIView):
+    renderer_classes = [JSONRenderer, _AnyMediaRenderer]
+
+    def get(self, request, job_id: int):
+        filters = CropFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        data = dict(filters.validated_data)
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        field = selectors.field_get(user=request.user, field_id=data.pop("field")) if data.get("field") else None
+        if field is not None and field.job_id != job.pk:
+            raise Http404("No such field in this job.")
+        image_format = data.pop("image_format")
+        chosen = [int(part) for part in data.pop("cells", "").split(",") if part]
+        cells = selectors.cell_list(user=request.user, job=job, field=field, **data)
+        if chosen:
+            cells = cells.filter(**{"label__in" if field else "pk__in": chosen})
+        name = f"{field.name}-crops" if field else "crops"
+        return exports.crops_response(job=job, cells=cells, image_format=image_format, name=name)
+
+
+@extend_schema(
+    summary="Download everything the job produced (zip)",
+    description="submission.csv, coco.json, cells.csv, labels/ (16-bit label images and their manifest) and "
+    "crops/ (every cell's PNG crops with crops.csv).",
+    responses={(200, "application/zip"): OpenApiTypes.BINARY},
+)
+class JobArchiveApi(APIView):
+    renderer_classes = [JSONRenderer, _AnyMediaRenderer]
+
+    def get(self, request, job_id: int):
+        return exports.job_zip_response(job=selectors.job_get(user=request.user, job_id=job_id))
 
 
 class ModelOutputSerializer(serializers.Serializer):
@@ -607,7 +762,8 @@ class ModelListApi(APIView):
 
         kind = serializers.ChoiceField(choices=RegisteredModel.Kind.values, default=RegisteredModel.Kind.CLASSIFIER)
         file = serializers.FileField(
-            help_text="A classifier: an hpaweb checkpoint (.pt) or a bioimage.io package (.zip); "
+            help_text="A classifier: an hpaweb checkpoint (.pt), a classical classifier (.skops) or a bioimage.io "
+            "package (.zip); "
             "a segmenter: its nucleus bioimage.io package (.zip)."
         )
         cell_file = serializers.FileField(
@@ -794,3 +950,418 @@ class JobCompareApi(APIView):
             job=job, first=first, second=second, min_confidence=data["min_confidence"]
         )
         return Response(self.OutputSerializer(comparison).data)
+
+
+# Curation: labels summary, annotations, mask fixes, training jobs (cells.curation, cells.mask_edits, cells.training).
+
+
+def _conflict_or_invalid(exc: DjangoValidationError) -> Response:
+    """409 for a conflict with the stored state (a stale version, something undone already), else 400."""
+    return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
+
+
+class JobSummaryApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "JobSummary"
+
+        class FieldSummarySerializer(serializers.Serializer):
+            class Meta:
+                ref_name = "FieldSummary"
+
+            field = serializers.CharField(source="field.name")
+            field_id = serializers.IntegerField(source="field.pk")
+            labels = serializers.ListField(
+                child=serializers.DictField(), help_text="index, name, rank among the 19 field-level confidences, confidence."
+            )
+            top_classes = serializers.ListField(child=serializers.ListField(), help_text="[class name, confidence].")
+            agreement = serializers.FloatField(
+                allow_null=True, help_text="IoU of the labels and the classes the field shows at 0.5."
+            )
+
+        fields = FieldSummarySerializer(many=True)
+        mean_agreement = serializers.FloatField(allow_null=True)
+        labelled_fields = serializers.IntegerField()
+        class_counts = serializers.SerializerMethodField(help_text="Cells per class at confidence 0.5.")
+        histogram = serializers.ListField(child=serializers.DictField(), help_text="Top-confidence bins: low, high, cells.")
+
+        def get_class_counts(self, summary) -> list[dict]:
+            return [{"index": c.index, "name": c.name, "cells": c.cells} for c in summary.class_counts]
+
+    @extend_schema(summary="A job's summary: labels against predictions, cells per class, confidences", responses=OutputSerializer)
+    def get(self, request, job_id: int):
+        summary = selectors.job_summary(job=selectors.job_get(user=request.user, job_id=job_id))
+        return Response(self.OutputSerializer(summary).data)
+
+
+@extend_schema(summary="Download the job summary CSV", responses={(200, "text/csv"): OpenApiTypes.STR})
+class JobSummaryCsvApi(APIView):
+    renderer_classes = [JSONRenderer, _AnyMediaRenderer]
+
+    def get(self, request, job_id: int):
+        return exports.job_summary_response(job=selectors.job_get(user=request.user, job_id=job_id))
+
+
+class AnnotationOutputSerializer(serializers.ModelSerializer):
+    field = serializers.CharField(source="field.name")
+    cell = serializers.IntegerField(source="cell_id", allow_null=True, help_text="Null while a mask fix changed the cell.")
+    author = serializers.CharField(source="author.username", default="")
+    class_names = serializers.SerializerMethodField()
+    corrected_model = ModelSummarySerializer(read_only=True, allow_null=True)
+    version = serializers.SerializerMethodField(help_text="The cell's annotation version after this action.")
+
+    class Meta:
+        model = CellAnnotation
+        ref_name = "CellAnnotation"
+        fields = [
+            "id", "field", "field_id", "cell", "cell_label", "kind", "classes", "class_names", "author", "created_at",
+            "corrected_model", "corrected_model_name", "corrected_probabilities", "undone_at", "version",
+        ]  # fmt: skip
+
+    def get_class_names(self, annotation) -> list[str]:
+        return [CLASS_NAMES[index] for index in annotation.classes]
+
+    def get_version(self, annotation) -> int:
+        return curation.cell_version(field_id=annotation.field_id, cell_label=annotation.cell_label)
+
+
+class AnnotationInputSerializer(serializers.Serializer):
+    class Meta:
+        ref_name = "CellAnnotationCreate"
+
+    kind = serializers.ChoiceField(choices=CellAnnotation.Kind.values, default=CellAnnotation.Kind.CLASSES)
+    classes = serializers.ListField(
+        child=serializers.IntegerField(min_value=0, max_value=len(CLASS_NAMES) - 1), required=False, default=list
+    )
+    version = serializers.IntegerField(
+        required=False, allow_null=True, default=None,
+        help_text="The cell's annotation version you saw; a newer one answers 409 and nothing is saved.",
+    )  # fmt: skip
+
+
+def _annotate(request, calls, data) -> Response:
+    try:
+        created = curation.annotations_create(
+            user=request.user, calls=calls, kind=data["kind"], classes=data.get("classes", [])
+        )
+    except curation.AnnotationConflict as exc:
+        return _conflict_or_invalid(exc)
+    except DjangoValidationError as exc:
+        raise ApiValidationError({"detail": " ".join(exc.messages)}) from None
+    return created
+
+
+class CellAnnotationApi(APIView):
+    pagination_class = Pagination
+
+    @extend_schema(summary="A cell's annotations, newest first (undone ones included)", responses=AnnotationOutputSerializer(many=True))
+    def get(self, request, cell_id: int):
+        cell = selectors.cell_get(user=request.user, cell_id=cell_id)
+        rows = curation.annotation_list(user=request.user, field=cell.field).filter(cell_label=cell.label)
+        return _paginated(self, request, rows, AnnotationOutputSerializer)
+
+    @extend_schema(
+        summary="Annotate a cell: its classes, or not a cell / badly outlined",
+        request=AnnotationInputSerializer,
+        responses={201: AnnotationOutputSerializer, 409: OpenApiResponse(description="Annotated elsewhere since.")},
+    )
+    def post(self, request, cell_id: int):
+        cell = selectors.cell_get(user=request.user, cell_id=cell_id)
+        serializer = AnnotationInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        created = _annotate(request, [curation.CellCall(cell=cell, version=data["version"])], data)
+        if isinstance(created, Response):
+            return created
+        return Response(AnnotationOutputSerializer(created[0]).data, status=status.HTTP_201_CREATED)
+
+
+class JobAnnotationListApi(APIView):
+    pagination_class = Pagination
+
+    class InputSerializer(AnnotationInputSerializer):
+        class Meta:
+            ref_name = "CellAnnotationBatch"
+
+        class CellVersionSerializer(serializers.Serializer):
+            class Meta:
+                ref_name = "CellVersion"
+
+            id = serializers.IntegerField()
+            version = serializers.IntegerField(required=False, allow_null=True, default=None)
+
+        cells = CellVersionSerializer(many=True, help_text="The cells (ids) and the annotation versions you saw.")
+
+    @extend_schema(
+        summary="List a job's annotations, newest first",
+        parameters=[OpenApiParameter("include_undone", bool, default=True)],
+        responses=AnnotationOutputSerializer(many=True),
+    )
+    def get(self, request, job_id: int):
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        include_undone = request.query_params.get("include_undone", "true").lower() not in ("false", "0")
+        rows = curation.annotation_list(user=request.user, job=job, include_undone=include_undone)
+        return _paginated(self, request, rows, AnnotationOutputSerializer)
+
+    @extend_schema(
+        summary="Annotate several cells of a job alike (all or nothing)",
+        request=InputSerializer,
+        responses={201: AnnotationOutputSerializer(many=True), 409: OpenApiResponse(description="A cell changed.")},
+    )
+    def post(self, request, job_id: int):
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        cells = {cell.pk: cell for cell in selectors.cell_list(user=request.user, job=job).filter(pk__in=[c["id"] for c in data["cells"]])}
+        missing = [c["id"] for c in data["cells"] if c["id"] not in cells]
+        if missing:
+            raise ApiValidationError({"detail": f"This job has no cell with id {missing[0]}; choose cells of this job."})
+        calls = [curation.CellCall(cell=cells[c["id"]], version=c["version"]) for c in data["cells"]]
+        created = _annotate(request, calls, data)
+        if isinstance(created, Response):
+            return created
+        return Response(AnnotationOutputSerializer(created, many=True).data, status=status.HTTP_201_CREATED)
+
+
+class AnnotationUndoApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "CellAnnotationUndo"
+
+        version = serializers.IntegerField(required=False, allow_null=True, default=None)
+
+    @extend_schema(
+        summary="Undo an annotation (the cell's previous one is current again)",
+        request=InputSerializer,
+        responses={200: AnnotationOutputSerializer, 409: OpenApiResponse(description="Undone already, or changed since.")},
+    )
+    def post(self, request, annotation_id: int):
+        annotation = curation.annotation_get(user=request.user, annotation_id=annotation_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            annotation = curation.annotation_undo(
+                user=request.user, annotation=annotation, version=serializer.validated_data["version"]
+            )
+        except DjangoValidationError as exc:
+            return _conflict_or_invalid(exc)
+        return Response(AnnotationOutputSerializer(annotation).data)
+
+
+@extend_schema(summary="Download a job's annotations (CSV)", responses={(200, "text/csv"): OpenApiTypes.STR})
+class JobAnnotationsCsvApi(APIView):
+    renderer_classes = [JSONRenderer, _AnyMediaRenderer]
+
+    def get(self, request, job_id: int):
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        return curation_response(job=job, user=request.user)
+
+
+def curation_response(*, job: Job, user) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(curation.annotations_csv(user=user, job=job), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-annotations.csv"'
+    return response
+
+
+class JobAnnotationImportApi(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "CellAnnotationImport"
+
+        file = serializers.FileField(help_text="CSV with the columns field, cell_id, classes (kind optional), as exported.")
+
+    @extend_schema(
+        summary="Import annotations from a CSV (all rows or none)",
+        request={"multipart/form-data": InputSerializer},
+        responses={201: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="A row is unusable; `detail` says which.")},
+    )
+    def post(self, request, job_id: int):
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            created = curation.annotations_import_csv(user=request.user, job=job, data=serializer.validated_data["file"].read())
+        except DjangoValidationError as exc:
+            raise ApiValidationError({"detail": " ".join(exc.messages)}) from None
+        return Response({"imported": len(created)}, status=status.HTTP_201_CREATED)
+
+
+class MaskEditOutputSerializer(serializers.ModelSerializer):
+    author = serializers.CharField(source="author.username", default="")
+
+    class Meta:
+        model = MaskEdit
+        ref_name = "MaskEdit"
+        fields = ["id", "field_id", "kind", "details", "author", "created_at", "undone_at"]
+
+
+def _mask_fix(request, action) -> Response:
+    try:
+        edit = action()
+    except DjangoValidationError as exc:
+        raise ApiValidationError({"detail": " ".join(exc.messages)}) from None
+    return Response(MaskEditOutputSerializer(edit).data, status=status.HTTP_201_CREATED)
+
+
+class CellMaskDeleteApi(APIView):
+    @extend_schema(summary="Delete a cell from its field (undoable)", request=None, responses={201: MaskEditOutputSerializer})
+    def post(self, request, cell_id: int):
+        cell = selectors.cell_get(user=request.user, cell_id=cell_id)
+        return _mask_fix(request, lambda: mask_edits.cell_delete(user=request.user, cell=cell))
+
+
+class CellMaskMergeApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "CellMerge"
+
+        other = serializers.IntegerField(help_text="The id of a touching cell of the same field.")
+
+    @extend_schema(summary="Merge a cell with a touching one (undoable)", request=InputSerializer, responses={201: MaskEditOutputSerializer})
+    def post(self, request, cell_id: int):
+        cell = selectors.cell_get(user=request.user, cell_id=cell_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        other = selectors.cell_get(user=request.user, cell_id=serializer.validated_data["other"])
+        return _mask_fix(request, lambda: mask_edits.cells_merge(user=request.user, first=cell, second=other))
+
+
+class CellMaskSplitApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "CellSplit"
+
+        line = serializers.ListField(
+            child=serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2),
+            min_length=2,
+            max_length=200,
+            help_text="The line as [row, col] points in field pixels; it must cross the cell.",
+        )
+
+    @extend_schema(summary="Split a cell along a line (undoable)", request=InputSerializer, responses={201: MaskEditOutputSerializer})
+    def post(self, request, cell_id: int):
+        cell = selectors.cell_get(user=request.user, cell_id=cell_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        points = [tuple(point) for point in serializer.validated_data["line"]]
+        return _mask_fix(request, lambda: mask_edits.cell_split(user=request.user, cell=cell, points=points))
+
+
+class FieldMaskEditListApi(APIView):
+    pagination_class = Pagination
+
+    @extend_schema(summary="A field's mask fixes, newest first", responses=MaskEditOutputSerializer(many=True))
+    def get(self, request, field_id: int):
+        field = selectors.field_get(user=request.user, field_id=field_id)
+        return _paginated(self, request, field.mask_edits.select_related("author"), MaskEditOutputSerializer)
+
+
+class MaskEditUndoApi(APIView):
+    @extend_schema(summary="Undo a field's latest mask fix", request=None, responses={200: MaskEditOutputSerializer})
+    def post(self, request, edit_id: int):
+        edit = get_object_or_404(MaskEdit.objects.filter(field__job__owner=request.user), pk=edit_id)
+        try:
+            edit = mask_edits.mask_edit_undo(user=request.user, edit=edit)
+        except DjangoValidationError as exc:
+            return _conflict_or_invalid(exc)
+        return Response(MaskEditOutputSerializer(edit).data)
+
+
+class TrainingJobOutputSerializer(serializers.ModelSerializer):
+    jobs = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    base_model = ModelSummarySerializer(read_only=True, allow_null=True)
+    result_model = ModelSummarySerializer(
+        read_only=True, allow_null=True, help_text="The registered classifier it made; choose it for new jobs and re-runs."
+    )
+
+    class Meta:
+        model = TrainingJob
+        ref_name = "TrainingJob"
+        fields = [
+            "id", "name", "status", "source", "jobs", "base_model", "backbone", "epochs", "refine_rounds",
+            "progress", "history", "data_summary", "error", "cancel_requested", "result_model",
+            "created_at", "started_at", "finished_at",
+        ]  # fmt: skip
+
+
+class TrainingJobListCreateApi(APIView):
+    pagination_class = Pagination
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "TrainingJobCreate"
+
+        name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+        source = serializers.ChoiceField(
+            choices=TrainingJob.Source.values,
+            default=TrainingJob.Source.CELLS,
+            help_text="cells: annotated cells (cell-level labels); jobs: fields uploaded with labels (weak); both.",
+        )
+        jobs = serializers.ListField(child=serializers.IntegerField(), help_text="Jobs to take cells and labels from.")
+        base_model = serializers.IntegerField(
+            required=False, allow_null=True, default=None, help_text="A classifier to fine-tune (GET /api/models/)."
+        )
+        backbone = serializers.CharField(
+            required=False, allow_blank=True, default="", help_text="Without base_model: compact or a timm name."
+        )
+        epochs = serializers.IntegerField(required=False, default=6)
+        refine_rounds = serializers.IntegerField(required=False, default=1)
+
+    @extend_schema(summary="List your training jobs", responses=TrainingJobOutputSerializer(many=True))
+    def get(self, request):
+        return _paginated(self, request, training_jobs.training_job_list(user=request.user), TrainingJobOutputSerializer)
+
+    @extend_schema(
+        summary="Train a classifier from annotated cells, labelled jobs or both",
+        description="Runs on the training queue; poll the job for its progress. The result is registered as a "
+        "private classifier of yours.",
+        request=InputSerializer,
+        responses={
+            201: TrainingJobOutputSerializer,
+            400: OpenApiResponse(description="Nothing usable to train on, or an unknown job or model."),
+        },
+    )
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            training_job = training_jobs.training_job_create(
+                owner=request.user,
+                job_ids=data["jobs"],
+                source=data["source"],
+                name=data.get("name", ""),
+                base_model_id=data["base_model"],
+                backbone=data["backbone"],
+                epochs=data["epochs"],
+                refine_rounds=data["refine_rounds"],
+            )
+        except DjangoValidationError as exc:
+            raise ApiValidationError({"detail": " ".join(exc.messages)}) from None
+        training_job.refresh_from_db()
+        return Response(TrainingJobOutputSerializer(training_job).data, status=status.HTTP_201_CREATED)
+
+
+class TrainingJobDetailApi(APIView):
+    @extend_schema(summary="Read a training job: status, progress, error, resulting model", responses=TrainingJobOutputSerializer)
+    def get(self, request, training_job_id: int):
+        training_job = training_jobs.training_job_get(user=request.user, training_job_id=training_job_id)
+        return Response(TrainingJobOutputSerializer(training_job).data)
+
+
+class TrainingJobCancelApi(APIView):
+    @extend_schema(
+        summary="Cancel a queued or running training job",
+        request=None,
+        responses={200: TrainingJobOutputSerializer, 409: OpenApiResponse(description="It has finished.")},
+    )
+    def post(self, request, training_job_id: int):
+        training_job = training_jobs.training_job_get(user=request.user, training_job_id=training_job_id)
+        try:
+            training_job = training_jobs.training_job_cancel(user=request.user, training_job=training_job)
+        except DjangoValidationError as exc:
+            return _conflict_or_invalid(exc)
+        return Response(TrainingJobOutputSerializer(training_job).data)

@@ -10,17 +10,24 @@ import itertools
 import json
 import tempfile
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
+import tifffile
 from django.http import FileResponse, Http404, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.utils import timezone
+from PIL import Image
 
+from cells.curation import coco_annotated_entries
 from cells.models import Cell, Field, Job
-from ml.constants import CLASS_NAMES
+from cells.selectors import job_summary, job_summary_rows
+from ml.constants import CHANNELS, CLASS_NAMES
 from ml.encoding import SUBMISSION_COLUMNS, SubmissionRow, prediction_string, rle_to_kaggle
+from ml.io import read_field, read_multichannel_tiff
+from ml.qc import QC_FLAGS
 
 _ROWS_PER_QUERY = 500
 
@@ -41,31 +48,48 @@ def _fields(job: Job) -> Iterator[Field]:
     return job.fields.select_related("classifier").order_by("id").iterator(chunk_size=_ROWS_PER_QUERY)
 
 
-def _cells(job: Job) -> Iterator[Cell]:
+def _cells(job: Job, field: Field | None = None) -> Iterator[Cell]:
+    cells = Cell.objects.filter(field__job=job) if field is None else Cell.objects.filter(field=field)
     return (
-        Cell.objects.filter(field__job=job)
-        .select_related("field", "classifier")
-        .order_by("field_id", "label")
-        .iterator(chunk_size=_ROWS_PER_QUERY)
+        cells.select_related("field", "classifier").order_by("field_id", "label").iterator(chunk_size=_ROWS_PER_QUERY)
     )
 
 
-def submission_rows(*, job: Job) -> Iterator[SubmissionRow]:
-    """One Kaggle submission row per field, every class of every classified cell; unclassified cells give none."""
+def parse_exclude_qc(text: str) -> list[str]:
+    """Quality-control flags named in a comma-separated list, or `all` for every one; a ValueError names a wrong one."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if names == ["all"]:
+        return list(QC_FLAGS)
+    unknown = [name for name in names if name not in QC_FLAGS]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a quality-control flag; use {', '.join(QC_FLAGS)} or all.")
+    return names
+
+
+def submission_rows(*, job: Job, exclude_qc: Collection[str] = ()) -> Iterator[SubmissionRow]:
+    """One Kaggle submission row per field, every class of every classified cell; unclassified cells give none,
+    nor do cells carrying any of the quality-control flags `exclude_qc` names (`ml.qc.QC_FLAGS`)."""
+    excluded = set(exclude_qc)
     for field in _fields(job):
         cells = [
             (rle_to_kaggle(mask_rle), probabilities)
-            for mask_rle, probabilities in field.cells.order_by("label").values_list("mask_rle", "probabilities")
-            if probabilities is not None
+            for mask_rle, probabilities, flags in field.cells.order_by("label").values_list(
+                "mask_rle", "probabilities", "qc_flags"
+            )
+            if probabilities is not None and not excluded.intersection(flags or ())
         ]
         yield SubmissionRow(
             image_id=field.name, width=field.width, height=field.height, prediction_string=prediction_string(cells)
         )
 
 
-def submission_csv(*, job: Job) -> Iterator[str]:
-    """The Kaggle submission (`ID,ImageWidth,ImageHeight,PredictionString`), field by field."""
-    rows = ((row.image_id, row.width, row.height, row.prediction_string) for row in submission_rows(job=job))
+def submission_csv(*, job: Job, exclude_qc: Collection[str] = ()) -> Iterator[str]:
+    """The Kaggle submission (`ID,ImageWidth,ImageHeight,PredictionString`), field by field; cells flagged with
+    any of `exclude_qc` are left out."""
+    rows = (
+        (row.image_id, row.width, row.height, row.prediction_string)
+        for row in submission_rows(job=job, exclude_qc=exclude_qc)
+    )
     return _csv_chunks(itertools.chain([SUBMISSION_COLUMNS], rows))
 
 
@@ -82,6 +106,7 @@ CELLS_CSV_HEADER = (
     "model_version",
     "familiarity",
     "unfamiliar",
+    "qc_flags",
 )
 
 
@@ -92,13 +117,13 @@ def _model_of(item: Cell | Field) -> tuple[str, str]:
     return item.model_name, ""
 
 
-def cells_csv(*, job: Job) -> Iterator[str]:
-    """One row per cell: field, cell id, bounding box (half-open, px), area, the 19 confidences (empty when
-    unclassified), the model that made them, the cell's familiarity to it and its unfamiliar flag (1/0)."""
+def cells_csv(*, job: Job, field: Field | None = None) -> Iterator[str]:
+    """One row per cell (of one `field` when given): field, cell id, bounding box (half-open, px), area, the 19
+    confidences (empty when unclassified), the model that made them, the cell's familiarity and unfamiliar flag (1/0)."""
 
     def rows():
         yield CELLS_CSV_HEADER
-        for cell in _cells(job):
+        for cell in _cells(job, field):
             probabilities = (
                 [f"{p:.6f}" for p in cell.probabilities] if cell.probabilities is not None else [""] * len(CLASS_NAMES)
             )
@@ -113,9 +138,61 @@ def cells_csv(*, job: Job) -> Iterator[str]:
                 *_model_of(cell),
                 familiarity,
                 unfamiliar,
+                "|".join(cell.qc_flags or ()),
             )
 
     return _csv_chunks(rows())
+
+
+def _feature_names(job: Job) -> list[str]:
+    """The measurement names of the job's cells, in `ml.measure` order (every measured cell has the same)."""
+    first = Cell.objects.filter(field__job=job, measurements__isnull=False).order_by("field_id", "label").first()
+    return list(first.measurements) if first is not None else []
+
+
+FEATURES_ID_COLUMNS = ("field", "cell_id", "qc_flags")
+
+
+def features_csv(*, job: Job) -> Iterator[str]:
+    """One row per cell: field, cell id, its quality-control flags (joined by |) and every measurement
+    (`ml.measure`: shape, intensity per channel, textures), empty where it does not apply."""
+    names = _feature_names(job)
+
+    def rows():
+        yield (*FEATURES_ID_COLUMNS, *names)
+        for cell in _cells(job):
+            measured = cell.measurements or {}
+            values = ("" if measured.get(name) is None else f"{measured[name]:.6g}" for name in names)
+            yield (cell.field.name, cell.label, "|".join(cell.qc_flags or ()), *values)
+
+    return _csv_chunks(rows())
+
+
+def write_features_parquet(*, job: Job, out: BinaryIO) -> None:
+    """The features table (`features_csv`'s columns) as Parquet: measurements float64 (null where they do not
+    apply), `qc_flags` a list of strings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = _feature_names(job)
+    fields, labels, flags = [], [], []
+    columns: dict[str, list] = {name: [] for name in names}
+    for cell in _cells(job):
+        fields.append(cell.field.name)
+        labels.append(cell.label)
+        flags.append(list(cell.qc_flags or ()))
+        measured = cell.measurements or {}
+        for name in names:
+            columns[name].append(measured.get(name))
+    table = pa.table(
+        {
+            "field": pa.array(fields, pa.string()),
+            "cell_id": pa.array(labels, pa.int64()),
+            "qc_flags": pa.array(flags, pa.list_(pa.string())),
+            **{name: pa.array(values, pa.float64()) for name, values in columns.items()},
+        }
+    )
+    pq.write_table(table, out)
 
 
 # Annotations scoring below this are left out unless asked for: most of a cell's 19 scores are near 0.
@@ -203,8 +280,13 @@ def coco_json(*, job: Job, min_confidence: float = COCO_DEFAULT_MIN_CONFIDENCE) 
                 "cell_id": cell.label,
                 "familiarity": cell.familiarity,
                 "unfamiliar": cell.unfamiliar,
+                "qc_flags": list(cell.qc_flags or ()),
             }
             yield ("" if annotation_id == 1 else ", ") + json.dumps(annotation)
+    # The classes users gave cells (cells.curation), beside the model's scores.
+    for annotated in coco_annotated_entries(job=job):
+        annotation_id += 1
+        yield ("" if annotation_id == 1 else ", ") + json.dumps({"id": annotation_id, **annotated})
     yield "]}"
 
 
@@ -266,6 +348,8 @@ EXPORTS: dict[str, tuple[str, str, str]] = {
     "coco": ("COCO instance segmentation JSON", "application/json", "coco.json"),
     "cells": ("Per-cell CSV", "text/csv", "cells.csv"),
     "labels": ("16-bit label images (zip)", "application/zip", "labels.zip"),
+    "features": ("Per-cell features CSV", "text/csv", "features.csv"),
+    "features-parquet": ("Per-cell features Parquet", "application/vnd.apache.parquet", "features.parquet"),
 }
 
 
@@ -289,7 +373,144 @@ def export_response(*, job: Job, export: str, **options) -> HttpResponseBase:
         write_labels_zip(job=job, out=archive)
         archive.seek(0)
         return FileResponse(archive, content_type=content_type, as_attachment=True, filename=filename)
-    chunks = {"submission": submission_csv, "coco": coco_json, "cells": cells_csv}[export](job=job, **options)
+    if export == "features-parquet":
+        table = tempfile.SpooledTemporaryFile(max_size=64 * 1024**2)  # noqa: SIM115 (the response closes it once sent)
+        write_features_parquet(job=job, out=table)
+        table.seek(0)
+        return FileResponse(table, content_type=content_type, as_attachment=True, filename=filename)
+    builders = {"submission": submission_csv, "coco": coco_json, "cells": cells_csv, "features": features_csv}
+    chunks = builders[export](job=job, **options)
     response = StreamingHttpResponse(chunks, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def job_summary_response(*, job: Job) -> StreamingHttpResponse:
+    """The job summary (`selectors.job_summary`) as a CSV download: per field its labels, their ranks,
+    the top classes and the agreement."""
+    rows = job_summary_rows(summary=job_summary(job=job))
+    response = StreamingHttpResponse(_csv_chunks(rows), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{export_filename(job=job, suffix="summary.csv")}"'
+    return response
+
+
+CROP_FORMATS = ("png", "tiff")
+
+
+def _field_channels(field: Field) -> np.ndarray:
+    """The field's four channels at full resolution and its own bit depth, (4, H, W) in CHANNELS order
+    (a channel it was uploaded without is zeros)."""
+    if field.multichannel:
+        with field.multichannel.open("rb") as handle:
+            images = read_multichannel_tiff(handle, max_side_px=max(field.width, field.height))
+    else:
+        handles = {channel: stored.open("rb") for channel, stored in field.channel_files().items()}
+        try:
+            images = read_field(handles, max_side_px=max(field.width, field.height))
+        finally:
+            for handle in handles.values():
+                handle.close()
+    dtype = np.uint16 if images.bit_depth == 16 else np.uint8
+    return np.rint(images.stack() * np.iinfo(dtype).max).astype(dtype)
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_crops_zip(*, cells: Iterable[Cell], out: BinaryIO, image_format: str = "png") -> int:
+    """Each cell's bounding box cut from its field's four channels at full resolution and the field's bit
+    depth, with its mask; returns the number of cells written.
+
+    png: `{field}/cell-{label}_{channel}.png` for red, green, blue and yellow (a channel the field lacks
+    is black); tiff: `{field}/cell-{label}.tif`, 4 planes in that order. Both: `{field}/cell-{label}_mask.png`
+    (255 inside the cell) and `crops.csv` (field, cell id, box, area, top class, confidence)."""
+    if image_format not in CROP_FORMATS:
+        raise ValueError(f"Crops come as {' or '.join(CROP_FORMATS)}, not {image_format!r}.")
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(
+        ("field", "cell_id", "min_row", "min_col", "max_row", "max_col", "area_px", "top_class", "confidence", "files")
+    )
+    written = 0
+    ordered = sorted(cells, key=lambda cell: (cell.field_id, cell.label))
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
+        for _, field_cells in itertools.groupby(ordered, key=lambda cell: cell.field_id):
+            field_cells = list(field_cells)
+            field = field_cells[0].field
+            if not field.cell_labels:
+                continue
+            channels = _field_channels(field)
+            with field.cell_labels.open("rb") as handle, Image.open(handle) as labels_image:
+                labels = np.asarray(labels_image)
+            for cell in field_cells:
+                top, left, bottom, right = cell.bbox
+                crop = channels[:, top:bottom, left:right]
+                base = f"{field.name}/cell-{cell.label}"
+                if image_format == "png":
+                    names = [f"{base}_{channel}.png" for channel in CHANNELS]
+                    for name, plane in zip(names, crop, strict=True):
+                        archive.writestr(name, _png_bytes(plane))
+                else:
+                    names = [f"{base}.tif"]
+                    buffer = io.BytesIO()
+                    tifffile.imwrite(buffer, crop, photometric="minisblack", metadata={"axes": "CYX"})
+                    archive.writestr(names[0], buffer.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
+                mask = np.where(labels[top:bottom, left:right] == cell.label, 255, 0).astype(np.uint8)
+                archive.writestr(f"{base}_mask.png", _png_bytes(mask))
+                top_class = "" if cell.top_class is None else CLASS_NAMES[cell.top_class]
+                confidence = "" if cell.top_confidence is None else f"{cell.top_confidence:.6f}"
+                writer.writerow(
+                    (field.name, cell.label, *cell.bbox, cell.area_px, top_class, confidence, " ".join(names))
+                )
+                written += 1
+        archive.writestr("crops.csv", table.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
+    return written
+
+
+def crops_response(*, job: Job, cells: Iterable[Cell], image_format: str, name: str = "crops") -> FileResponse:
+    """A zip of `cells`' crops (`write_crops_zip`) as a download named after the job and its model."""
+    archive = tempfile.SpooledTemporaryFile(max_size=64 * 1024**2)  # noqa: SIM115 (the response closes it once sent)
+    write_crops_zip(cells=cells, out=archive, image_format=image_format)
+    archive.seek(0)
+    filename = export_filename(job=job, suffix=f"{name}-{image_format}.zip")
+    return FileResponse(archive, content_type="application/zip", as_attachment=True, filename=filename)
+
+
+def write_job_zip(*, job: Job, out: BinaryIO) -> None:
+    """Everything the job produced, in one zip: the Kaggle submission, COCO JSON, per-cell CSV, the label images
+    (`labels/`, with their manifest) and every cell's crops as PNG (`crops/`)."""
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for export, builder in (("submission", submission_csv), ("coco", coco_json), ("cells", cells_csv)):
+            with archive.open(EXPORTS[export][2], "w") as entry:
+                for chunk in builder(job=job):
+                    entry.write(chunk.encode())
+        labels = io.BytesIO()
+        write_labels_zip(job=job, out=labels)
+        with zipfile.ZipFile(labels) as inner:
+            for info in inner.infolist():
+                archive.writestr(f"labels/{info.filename}", inner.read(info), compress_type=zipfile.ZIP_STORED)
+        crops = io.BytesIO()
+        write_crops_zip(cells=_cells(job), out=crops)
+        with zipfile.ZipFile(crops) as inner:
+            for info in inner.infolist():
+                archive.writestr(f"crops/{info.filename}", inner.read(info), compress_type=zipfile.ZIP_STORED)
+
+
+def job_zip_response(*, job: Job) -> FileResponse:
+    archive = tempfile.SpooledTemporaryFile(max_size=64 * 1024**2)  # noqa: SIM115 (the response closes it once sent)
+    write_job_zip(job=job, out=archive)
+    archive.seek(0)
+    return FileResponse(
+        archive, content_type="application/zip", as_attachment=True, filename=export_filename(job=job, suffix="all.zip")
+    )
+
+
+def field_cells_csv_response(*, field: Field) -> StreamingHttpResponse:
+    """One field's per-cell CSV (`cells_csv`), named after the job and the field."""
+    response = StreamingHttpResponse(cells_csv(job=field.job, field=field), content_type="text/csv")
+    filename = export_filename(job=field.job, suffix=f"{field.name}-cells.csv")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

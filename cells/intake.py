@@ -20,6 +20,7 @@ from kombu.exceptions import KombuError
 
 from cells import ml_config, registry, sweeper
 from cells.files import field_file_save, stored_files_delete
+from cells.image_labels import check_labels_match_fields as image_labels_check
 from cells.models import Field, Job, RegisteredModel
 from cells.tasks import classify_field, process_field
 from cells.uploads import FieldUpload, JobInputError
@@ -39,6 +40,7 @@ def job_create(
     segmentation_backend: str | None = None,
     classifier_id: int | None = None,
     classify: bool = True,
+    image_labels: Mapping[str, Sequence[int]] | None = None,
 ) -> Job:
     """Validate every field, store the job and its files, and queue each field once committed.
 
@@ -47,7 +49,9 @@ def job_create(
     with the classifier `classifier_id` names (one the owner may use), else the installation's
     default; without either, or with `classify=False`, its fields are segmented but not classified.
 
-    Nothing is stored unless every field is valid; files written before a failure are removed.
+    `image_labels` maps field names to their known classes (`cells.image_labels`); labels naming a
+    field the upload does not hold are refused. Nothing is stored unless every field is valid;
+    files written before a failure are removed.
     """
     backend = segmentation_backend or ml_config.default_segmentation_backend()
     try:
@@ -63,6 +67,8 @@ def job_create(
     except ValidationError as error:
         raise JobInputError({"classifier": error.messages[0]}) from None
     checked = _validate_uploads(uploads)
+    labels = dict(image_labels or {})
+    image_labels_check(labels, [upload.name for upload in uploads])
 
     stored_files = []
     try:
@@ -74,6 +80,8 @@ def job_create(
                 field = Field(
                     job=job, name=upload.name, width=image.width, height=image.height, bit_depth=image.bit_depth
                 )
+                if upload.name in labels:
+                    field.image_labels = sorted(int(index) for index in labels[upload.name])
                 files = dict(upload.channel_files)
                 if upload.multichannel_file is not None:
                     files["multichannel"] = upload.multichannel_file

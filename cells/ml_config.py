@@ -13,10 +13,13 @@ from collections import OrderedDict
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from cells.models import RegisteredModel, segmenter_model_id
 from ml.classifier.base import CellClassifierModel
 from ml.classifier.loading import load_classifier
+from ml.pipeline import MeasureOptions
+from ml.qc import QcThresholds
 from ml.segmentation import BACKENDS, Segmenter
 from ml.segmentation.segmenter import PACKAGE_BACKEND
 
@@ -68,6 +71,21 @@ def get_segmenter(backend: str) -> Segmenter:
         nuclei_weights=settings.ML_NUCLEI_WEIGHTS or None,
         cell_weights=settings.ML_CELL_WEIGHTS or None,
         device=settings.ML_DEVICE,
+    )
+
+
+def qc_thresholds() -> QcThresholds:
+    """The quality-control thresholds: `ml.qc`'s defaults, each replaced by its ML_QC_<NAME> setting."""
+    try:
+        return QcThresholds.from_mapping(settings.ML_QC_THRESHOLDS)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"An ML_QC_ setting is wrong: {error}") from None
+
+
+def measure_options() -> MeasureOptions:
+    """What the worker measures per cell (ML_MEASURE_TEXTURE, ML_MEASURE_SCATTERING) and the QC thresholds."""
+    return MeasureOptions(
+        texture=settings.ML_MEASURE_TEXTURE, scattering=settings.ML_MEASURE_SCATTERING, qc=qc_thresholds()
     )
 
 

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
-from ml.constants import CHANNELS
+from ml.constants import CHANNELS, CLASS_NAMES
 
 
 def _field_upload_path(instance: "Field", filename: str) -> str:
@@ -58,6 +58,7 @@ class RegisteredModel(models.Model):
     class Format(models.TextChoices):
         HPAWEB = "hpaweb", "hpaweb checkpoint"
         BIOIMAGEIO = "bioimage.io", "bioimage.io package"
+        CLASSICAL = "hpaweb-classical", "classical classifier (skops)"
 
     class Visibility(models.TextChoices):
         PRIVATE = "private", "Private (its owner only)"
@@ -132,6 +133,15 @@ class Job(models.Model):
         help_text="The classifier the job's fields are run with.",
     )  # fmt: skip
     created_at = models.DateTimeField(auto_now_add=True)
+    pixel_size_um = models.FloatField(
+        null=True, blank=True, help_text="Microns per pixel of the job's fields, if given; sets the segmentation's scale."
+    )
+    nucleus_diameter_px = models.FloatField(
+        null=True, blank=True, help_text="Typical nucleus diameter in pixels, if given; sets the segmentation's scale."
+    )
+    channel_mapping = models.JSONField(
+        default=dict, blank=True, help_text="OME-TIFF channel name -> red/green/blue/yellow, if given."
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -178,6 +188,9 @@ class Field(models.Model):
         help_text="The classifier that made the current predictions.",
     )  # fmt: skip
     image_probabilities = models.JSONField(null=True, blank=True)
+    image_labels = models.JSONField(
+        null=True, blank=True, help_text="The field's known classes (0..18), as given at upload; null when none."
+    )
     unfamiliar_share = models.FloatField(
         null=True, blank=True, help_text="Share of the cells unlike the classifier's training cells."
     )
@@ -267,6 +280,10 @@ class Cell(models.Model):
     thumbnail = models.FileField(
         upload_to=_cell_thumbnail_path, blank=True, help_text="The cell centred on its neighbours, dimmed."
     )
+    measurements = models.JSONField(
+        null=True, blank=True, help_text="Shape, intensity and texture by name (ml.measure); null when not measured."
+    )
+    qc_flags = models.JSONField(default=list, blank=True, help_text="Quality-control flags (ml.qc.QC_FLAGS) that apply.")
 
     class Meta:
         ordering = ["field_id", "label"]
@@ -311,3 +328,150 @@ class CellPrediction(models.Model):
     class Meta:
         ordering = ["prediction_id", "cell_id"]
         constraints = [models.UniqueConstraint(fields=["prediction", "cell"], name="one_cell_prediction_per_model")]
+
+
+# Curation: what users teach the model (annotations, mask fixes, training jobs) and who may use which job.
+
+
+class JobShare(models.Model):
+    """A job an administrator shared with another user, whose annotations and labels that user may train on."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="shares")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="shared_jobs")
+    shared_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "user"], name="one_share_per_job_and_user")]
+
+    def __str__(self) -> str:
+        return f"{self.job} shared with {self.user}"
+
+
+class CellAnnotation(models.Model):
+    """One user's call on one cell: its classes, or that it is not a cell or badly outlined.
+
+    It names the cell by field and label, and by the digest of the mask it was made on: a mask fix
+    detaches it (`cell` null) and undoing the fix attaches it again. The newest annotation of a cell
+    that is not undone is the cell's current one.
+    """
+
+    class Kind(models.TextChoices):
+        CLASSES = "classes", "Classes"
+        NOT_A_CELL = "not_a_cell", "Not a cell"
+        BADLY_OUTLINED = "badly_outlined", "Badly outlined"
+
+    field = models.ForeignKey(Field, on_delete=models.CASCADE, related_name="annotations")
+    cell = models.ForeignKey(Cell, on_delete=models.SET_NULL, null=True, blank=True, related_name="annotations")
+    cell_label = models.PositiveIntegerField()
+    mask_digest = models.CharField(max_length=64, help_text="sha256 of the cell's mask RLE when it was annotated.")
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.CLASSES)
+    classes = models.JSONField(default=list, blank=True, help_text="Class indices 0..18 (kind classes).")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    corrected_model = models.ForeignKey(
+        RegisteredModel, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        help_text="The classifier whose prediction this corrected.",
+    )  # fmt: skip
+    corrected_model_name = models.CharField(max_length=260, blank=True)
+    corrected_probabilities = models.JSONField(null=True, blank=True)
+    undone_at = models.DateTimeField(null=True, blank=True)
+    undone_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["field", "cell_label"], name="cells_annot_field_label_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.field.name} cell {self.cell_label}: {self.kind}"
+
+    @property
+    def class_names(self) -> list[str]:
+        return [CLASS_NAMES[index] for index in self.classes]
+
+
+def _mask_edit_path(instance: "MaskEdit", filename: str) -> str:
+    return f"fields/{instance.field.job_id}/{instance.field.uid}/edits/{filename}"
+
+
+class MaskEdit(models.Model):
+    """A mask fix on a field (delete, merge, split) with the label images from before it, for undo."""
+
+    class Kind(models.TextChoices):
+        DELETE = "delete", "Delete a cell"
+        MERGE = "merge", "Merge two cells"
+        SPLIT = "split", "Split a cell"
+
+    field = models.ForeignKey(Field, on_delete=models.CASCADE, related_name="mask_edits")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    cell_labels_before = models.FileField(upload_to=_mask_edit_path)
+    nuclei_labels_before = models.FileField(upload_to=_mask_edit_path)
+    details = models.JSONField(default=dict, blank=True, help_text="The cells and line of the fix.")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    undone_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.field.name}: {self.kind}"
+
+
+class TrainingJob(models.Model):
+    """Training a classifier from the product: its data, starting point, live progress and result."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class Source(models.TextChoices):
+        CELLS = "cells", "Annotated cells (cell-level labels)"
+        JOBS = "jobs", "Labelled jobs (image-level labels, weak)"
+        BOTH = "both", "Both"
+
+    FINISHED = (Status.DONE, Status.FAILED, Status.CANCELLED)
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="training_jobs")
+    name = models.CharField(max_length=200)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.CELLS)
+    jobs = models.ManyToManyField(Job, related_name="training_jobs", blank=True)
+    base_model = models.ForeignKey(
+        RegisteredModel, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        help_text="The classifier fine-tuned; empty: trained from the backbone.",
+    )  # fmt: skip
+    backbone = models.CharField(max_length=100, blank=True)
+    epochs = models.PositiveSmallIntegerField(default=6)
+    refine_rounds = models.PositiveSmallIntegerField(default=1)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    progress = models.JSONField(default=dict, blank=True, help_text="epoch, epochs, loss, validation score, stage.")
+    history = models.JSONField(default=list, blank=True)
+    data_summary = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    result_model = models.ForeignKey(
+        RegisteredModel, on_delete=models.SET_NULL, null=True, blank=True, related_name="training_jobs"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("training-detail", args=[self.pk])
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED

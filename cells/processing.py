@@ -80,6 +80,7 @@ def field_process(*, field_id: int, resume: bool = False) -> None:
         segmenter=ml_config.get_segmenter(field.job.segmentation_backend),
         predictor=ml_config.get_classifier(classifier) if classifier is not None else None,
         progress=report,
+        measure=ml_config.measure_options(),
     )
     field_set_progress(field_id=field_id, status=Field.Status.CLASSIFYING, progress=STAGE_START["saving"])
     viewer = viewer_images(images, result.segmentation)
@@ -200,6 +201,13 @@ def _cell_prediction(prediction: FieldPrediction, cell: Cell) -> CellPrediction:
     )
 
 
+def _rounded(measurements: dict[str, float | None] | None) -> dict[str, float | None] | None:
+    """Measurements to 6 significant digits: a third of the JSON, and more than any of them is worth."""
+    if measurements is None:
+        return None
+    return {name: None if value is None else float(f"{value:.6g}") for name, value in measurements.items()}
+
+
 def _read_stored_field(field: Field) -> FieldImages:
     max_side_px = ml_config.max_side_px()
     if field.multichannel:
@@ -297,6 +305,8 @@ def _replace_results(
                 classifier=classifier if probabilities else None,
                 familiarity=cell.familiarity,
                 unfamiliar=cell.unfamiliar,
+                measurements=_rounded(cell.measurements),
+                qc_flags=list(cell.qc_flags),
             )
         )
         save(cells[-1].thumbnail, f"{cell.cell_id}.jpg", thumbnail)

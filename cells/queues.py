@@ -36,6 +36,8 @@ def route_task(name, args, kwargs, options, task=None, **kw) -> dict | None:
         return {"queue": field_queue(segmentation_backend=backend or NETWORK_FREE_BACKENDS[0])}
     if name == "cells.tasks.classify_field":
         return {"queue": settings.HPAWEB_QUEUES["gpu"]}
+    if name == "cells.tasks.train_classifier":
+        return {"queue": settings.HPAWEB_QUEUES["training"]}
     if name == "cells.tasks.sweep_fields":
         return {"queue": settings.HPAWEB_QUEUES["cpu"]}
     return None

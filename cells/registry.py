@@ -242,8 +242,11 @@ def model_import(
     _check_may_import(owner=owner, visibility=visibility)
     _check_size(upload, what="model file")
     suffix = Path(upload.name or "model").suffix.lower()
-    if suffix not in (".pt", ".zip"):
-        raise ModelImportError("A model is an hpaweb checkpoint (.pt) or a bioimage.io package (.zip).")
+    if suffix not in (".pt", ".zip", ".skops"):
+        raise ModelImportError(
+            "A model is an hpaweb checkpoint (.pt), a classical classifier (.skops, from `python -m ml "
+            "train-classical`) or a bioimage.io package (.zip)."
+        )
     with tempfile.TemporaryDirectory(prefix="hpaweb-model-") as folder:
         local = _local_copy(upload, Path(folder) / f"model{suffix}")
         description = describe_model_file(local, class_mapping=class_mapping)
@@ -385,3 +388,29 @@ def model_delete(*, model: RegisteredModel, user: AbstractBaseUser) -> None:
 def _safe_stem(name: str) -> str:
     stem = "".join(char if char.isalnum() or char in "-_." else "-" for char in name).strip("-.")
     return stem[:80] or "model"
+
+
+def model_register_trained(
+    *, owner: AbstractBaseUser, path: Path, name: str, version: str, summary: str, card: str, training_data: dict
+) -> RegisteredModel:
+    """Register a classifier a training job of `owner` made: private to them (an administrator may share it),
+    described by the checkpoint itself plus the card and summary the training job wrote."""
+    description = describe_model_file(path)
+    fields = {**_row_fields(description), "name": name[:200], "version": version[:50], "summary": summary[:500]}
+    fields["card"] = card
+    fields["training_data"] = {**(description.data or {}), **training_data}
+    model = RegisteredModel(
+        kind=RegisteredModel.Kind.CLASSIFIER,
+        sha256=file_sha256(path),
+        owner=owner,
+        visibility=RegisteredModel.Visibility.PRIVATE,
+        **fields,
+    )
+    try:
+        with transaction.atomic(), open(path, "rb") as handle:
+            model.file.save(f"{_safe_stem(name)}.pt", File(handle), save=False)
+            model.save()
+    except Exception:
+        _stored_files_delete(model)
+        raise
+    return model

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-from django.db.models import Count, F, FloatField, Prefetch, QuerySet
+from django.db.models import Count, F, FloatField, Prefetch, QuerySet, TextField
 from django.db.models.fields.files import FieldFile
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
@@ -99,6 +99,7 @@ def cell_list(
     class_index: int | None = None,
     min_confidence: float | None = None,
     unfamiliar: bool | None = None,
+    qc: str | None = None,
     order: str = "field",
 ) -> QuerySet[Cell]:
     """The user's cells, each annotated with `confidence`.
@@ -107,11 +108,14 @@ def cell_list(
     confidence. `min_confidence` keeps cells whose `confidence` reaches it (so with a class: the
     cells predicted to show that class at that confidence; a cell may show several classes).
     `unfamiliar` keeps the cells flagged unfamiliar (True) or the familiar ones (False).
+    `qc` keeps the cells without quality-control flags ("clean"), with any ("flagged"), or with one flag (its name).
     `order` is one of CELL_ORDERS: "-confidence" (highest first), "confidence" (lowest first) or "field".
     """
     cells = Cell.objects.filter(field__job__owner=user).select_related("field", "classifier")
     if unfamiliar is not None:
         cells = cells.filter(unfamiliar=unfamiliar)
+    if qc is not None:
+        cells = _filter_qc(cells, qc)
     if job is not None:
         cells = cells.filter(field__job=job)
     if field is not None:
@@ -126,6 +130,16 @@ def cell_list(
     return cells.order_by(*CELL_ORDERS[order])
 
 
+def _filter_qc(cells: QuerySet[Cell], qc: str) -> QuerySet[Cell]:
+    # The flags list as its JSON text, searched for the quoted name: works on SQLite and PostgreSQL alike.
+    cells = cells.annotate(qc_text=Cast("qc_flags", TextField()))
+    if qc == "clean":
+        return cells.exclude(qc_text__contains='"')
+    if qc == "flagged":
+        return cells.filter(qc_text__contains='"')
+    return cells.filter(qc_text__contains=f'"{qc}"')
+
+
 @dataclass(frozen=True)
 class JobProgress:
     status: str  # queued | running | done | failed | partial
@@ -133,10 +147,20 @@ class JobProgress:
     counts: dict[str, int]
     total: int  # fields
     cells: int
+    seconds_left: float | None = None  # while running, estimated from the finished fields' durations
 
     @property
     def is_finished(self) -> bool:
         return self.status in {"done", "failed", "partial"}
+
+    @property
+    def time_left_text(self) -> str:
+        """"about 40 s left", "about 3 min left"; empty while nothing can be estimated."""
+        if self.seconds_left is None:
+            return ""
+        if self.seconds_left < 60:
+            return f"about {max(5, round(self.seconds_left / 5) * 5)} s left"
+        return f"about {round(self.seconds_left / 60)} min left"
 
 
 def job_progress(*, job: Job) -> JobProgress:
@@ -156,7 +180,30 @@ def job_progress(*, job: Job) -> JobProgress:
         status = "running"
     fraction = sum(1.0 if field.is_finished else field.progress for field in fields) / total if total else 0.0
     cells = sum(field.cell_count if hasattr(field, "cell_count") else field.cells.count() for field in fields)
-    return JobProgress(status=status, fraction=fraction, counts=dict(counts), total=total, cells=cells)
+    return JobProgress(
+        status=status,
+        fraction=fraction,
+        counts=dict(counts),
+        total=total,
+        cells=cells,
+        seconds_left=None if status in {"done", "failed", "partial"} else job_seconds_left(fields=fields),
+    )
+
+
+def job_seconds_left(*, fields: list[Field]) -> float | None:
+    """Time left: the mean duration of the fields done so far, times the work left (a running field counts
+    its share not done), over the fields being processed side by side now (at least one). None before any
+    field is done."""
+    durations = [
+        (field.finished_at - field.started_at).total_seconds()
+        for field in fields
+        if field.status == Field.Status.DONE and field.started_at and field.finished_at
+    ]
+    if not durations:
+        return None
+    work_left = sum(1.0 - field.progress for field in fields if not field.is_finished)
+    running = sum(1 for field in fields if field.status in (Field.Status.SEGMENTING, Field.Status.CLASSIFYING))
+    return sum(durations) / len(durations) * work_left / max(running, 1)
 
 
 def cell_top_classes(cell: Cell, *, min_confidence: float = 0.3, limit: int = 5) -> list[tuple[str, float]]:
@@ -164,6 +211,15 @@ def cell_top_classes(cell: Cell, *, min_confidence: float = 0.3, limit: int = 5)
     if cell.probabilities is None:
         return []
     ranked = sorted(enumerate(cell.probabilities), key=lambda item: item[1], reverse=True)
+    top = [(CLASS_NAMES[index], confidence) for index, confidence in ranked[:limit] if confidence >= min_confidence]
+    return top or [(CLASS_NAMES[ranked[0][0]], ranked[0][1])]
+
+
+def field_top_classes(*, field: Field, min_confidence: float = 0.1, limit: int = 5) -> list[tuple[str, float]]:
+    """(class name, confidence) of the field-level prediction's likeliest classes; empty without one."""
+    if not field.image_probabilities:
+        return []
+    ranked = sorted(enumerate(field.image_probabilities), key=lambda item: item[1], reverse=True)
     top = [(CLASS_NAMES[index], confidence) for index, confidence in ranked[:limit] if confidence >= min_confidence]
     return top or [(CLASS_NAMES[ranked[0][0]], ranked[0][1])]
 
@@ -199,9 +255,47 @@ def viewer_cells(*, field: Field) -> list[dict]:
             "probabilities": None if cell.probabilities is None else [round(p, 4) for p in cell.probabilities],
             "familiarity": None if cell.familiarity is None else round(cell.familiarity, 4),
             "unfamiliar": cell.unfamiliar,
+            "qc_flags": list(cell.qc_flags or []),
+            "measurements": _panel_measurements(cell.measurements),
         }
         for cell in field.cells.all()
     ]
+
+
+# The measurements the viewer's cell panel shows (the API and the features exports carry all of them).
+PANEL_MEASUREMENTS: tuple[str, ...] = (
+    "area_px",
+    "perimeter_px",
+    "eccentricity",
+    "solidity",
+    "form_factor",
+    "major_axis_px",
+    "minor_axis_px",
+    "nucleus_area_px",
+    "red_mean",
+    "green_mean",
+    "green_median",
+    "green_std",
+    "green_max",
+    "green_integrated",
+    "blue_mean",
+    "yellow_mean",
+    "green_nucleus_cytoplasm_ratio",
+    "green_red_correlation",
+    "green_blue_correlation",
+    "green_yellow_correlation",
+    "focus",
+    "haralick_contrast",
+    "haralick_correlation",
+    "haralick_entropy",
+    "haralick_homogeneity",
+)
+
+
+def _panel_measurements(measurements: dict | None) -> dict | None:
+    if measurements is None:
+        return None
+    return {name: measurements[name] for name in PANEL_MEASUREMENTS if measurements.get(name) is not None}
 
 
 def api_token_get(*, user) -> AuthToken | None:
@@ -366,3 +460,128 @@ def model_ap_bars(*, model: RegisteredModel) -> list[dict]:
         {"name": name, "ap": ap, "percent": None if ap is None else round(100 * ap)}
         for name, ap in zip(names, per_class, strict=False)
     ]
+
+
+# Image labels against predictions (job page, gallery filter, job summary).
+
+LABEL_CALL_CONFIDENCE = 0.5  # a field (or cell) "shows" a class at this confidence
+HISTOGRAM_BINS = 10
+
+
+def label_ranks(*, labels: list[int] | None, probabilities: list[float] | None) -> list[dict]:
+    """Each label of a field with its rank among the 19 field-level confidences (1 = the likeliest)."""
+    if not labels:
+        return []
+    order = sorted(range(len(CLASS_NAMES)), key=lambda index: -probabilities[index]) if probabilities else []
+    return [
+        {
+            "index": label,
+            "name": CLASS_NAMES[label],
+            "rank": order.index(label) + 1 if order else None,
+            "confidence": round(probabilities[label], 4) if probabilities else None,
+        }
+        for label in labels
+    ]
+
+
+def label_agreement(*, labels: list[int] | None, probabilities: list[float] | None) -> float | None:
+    """Intersection over union of a field's labels and the classes its prediction shows at
+    LABEL_CALL_CONFIDENCE (its top class when none reaches it); None without labels or prediction."""
+    if not labels or not probabilities:
+        return None
+    called = {index for index, p in enumerate(probabilities) if p >= LABEL_CALL_CONFIDENCE}
+    called = called or {int(np.argmax(probabilities))}
+    known = set(labels)
+    return len(known & called) / len(known | called)
+
+
+def cells_by_field_labels(cells: QuerySet[Cell], *, shows: bool, min_confidence: float) -> QuerySet[Cell]:
+    """The cells of labelled fields that show (`shows`) or do not show one of their field's labels at `min_confidence`."""
+    chosen = []
+    rows = cells.filter(field__image_labels__isnull=False).values_list("pk", "probabilities", "field__image_labels")
+    for pk, probabilities, labels in rows:
+        if not labels:
+            continue
+        showing = probabilities is not None and any(probabilities[label] >= min_confidence for label in labels)
+        if showing == shows:
+            chosen.append(pk)
+    return cells.filter(pk__in=chosen)
+
+
+@dataclass(frozen=True)
+class FieldSummary:
+    field: Field
+    top_classes: list[tuple[str, float]]  # the field-level prediction's three likeliest classes
+    labels: list[dict]  # label_ranks
+    agreement: float | None
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    fields: list[FieldSummary]
+    mean_agreement: float | None  # over the labelled, classified fields
+    labelled_fields: int
+    class_counts: list[ClassCount]  # cells per class at LABEL_CALL_CONFIDENCE
+    max_count: int
+    histogram: list[dict]  # confidence bins of the cells' top class: low, high, cells, percent
+
+
+def job_summary(*, job: Job) -> JobSummary:
+    """Per field the top classes and the agreement with its labels; cells per class; a histogram of
+    the cells' top confidences."""
+    summaries = []
+    for field in job.fields.order_by("id"):
+        probabilities = field.image_probabilities
+        ranked = sorted(enumerate(probabilities), key=lambda item: -item[1])[:3] if probabilities else []
+        summaries.append(
+            FieldSummary(
+                field=field,
+                top_classes=[(CLASS_NAMES[index], confidence) for index, confidence in ranked],
+                labels=label_ranks(labels=field.image_labels, probabilities=probabilities),
+                agreement=label_agreement(labels=field.image_labels, probabilities=probabilities),
+            )
+        )
+    agreements = [summary.agreement for summary in summaries if summary.agreement is not None]
+    confidences = np.array(
+        [c for c in Cell.objects.filter(field__job=job).values_list("top_confidence", flat=True) if c is not None]
+    )
+    counts, edges = np.histogram(confidences, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
+    most = max(int(counts.max()) if len(counts) else 0, 1)
+    counted = class_counts(job=job, min_confidence=LABEL_CALL_CONFIDENCE)
+    return JobSummary(
+        fields=summaries,
+        mean_agreement=float(np.mean(agreements)) if agreements else None,
+        labelled_fields=sum(1 for summary in summaries if summary.labels),
+        class_counts=counted,
+        max_count=max([count.cells for count in counted] + [1]),
+        histogram=[
+            {
+                "low": round(float(edges[i]), 2),
+                "high": round(float(edges[i + 1]), 2),
+                "cells": int(counts[i]),
+                "percent": round(100 * int(counts[i]) / most),
+            }
+            for i in range(HISTOGRAM_BINS)
+        ],
+    )
+
+
+JOB_SUMMARY_CSV_HEADER = ("field", "status", "cells", "labels", "label_ranks", "top_classes", "agreement")
+
+
+def job_summary_rows(*, summary: JobSummary) -> list[tuple]:
+    """The job summary as CSV rows: labels and top classes joined by '|', ranks as class:rank."""
+    rows = [JOB_SUMMARY_CSV_HEADER]
+    for item in summary.fields:
+        rows.append(
+            (
+                item.field.name,
+                item.field.status,
+                item.field.cells.count(),
+                "|".join(str(label["index"]) for label in item.labels),
+                " ".join(f"{label['index']}:{label['rank'] or ''}" for label in item.labels),
+                "|".join(f"{name}:{confidence:.4f}" for name, confidence in item.top_classes),
+                "" if item.agreement is None else f"{item.agreement:.4f}",
+            )
+        )
+    return rows

@@ -17,7 +17,8 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.conf import settings
 from django.db import OperationalError, transaction
 
-from cells import processing, sweeper
+from cells import processing, sweeper, training
+from ml.checkpoints import CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +53,31 @@ def process_field(self, field_id: int) -> None:
             reason="The server's disk is full, so the results could not be stored (nothing was kept); "
             "ask the administrator to free space, then run the field again.",
         )
+    except CheckpointError as exc:
+        # The checkpoint's own message is for the administrator (the log keeps it); the user reads what to do.
+        logger.exception("Field %s failed: a model file cannot be used", field_id)
+        processing.field_fail(field_id=field_id, reason=_model_unusable_reason(str(exc)))
     except Exception as exc:
         logger.exception("Field %s failed", field_id)
         processing.field_fail(
             field_id=field_id,
-            reason=f"Processing failed unexpectedly: {exc}. The inputs were kept; run the field again or report this message.",
+            reason=f"Processing failed unexpectedly: {str(exc).rstrip('. ')}. "
+            "The inputs were kept; run the field again or report this message.",
         )
+
+
+def _model_unusable_reason(message: str) -> str:
+    """A sentence for the user when a model file the field needs cannot be loaded on this server."""
+    if "segmentation" in message:
+        return (
+            "The segmentation this job chose cannot run on this server: its network weights are missing or "
+            "unusable. Upload the field again with the classical segmentation, or ask the administrator to "
+            "install the weights (ML_NUCLEI_WEIGHTS and ML_CELL_WEIGHTS)."
+        )
+    return (
+        "The classifier this job chose cannot be loaded on this server: its model file is missing or unusable. "
+        "Run the job with another classifier from its page, or ask the administrator to replace the model."
+    )
 
 
 @shared_task
@@ -110,4 +130,17 @@ def classify_field(self, field_id: int, classifier_id: int) -> None:
         processing.field_fail(
             field_id=field_id,
             reason=f"Running the field with another model failed: {exc}. Its earlier results were kept; try again.",
+        )
+
+
+@shared_task(bind=True, acks_late=True)
+def train_classifier(self, training_job_id: int) -> None:
+    """Train a classifier for a training job (cells.training), on the training queue."""
+    try:
+        training.training_run(training_job_id=training_job_id)
+    except Exception as exc:
+        logger.exception("Training job %s failed", training_job_id)
+        training.training_job_fail(
+            training_job_id=training_job_id,
+            reason=f"Training failed unexpectedly: {str(exc).rstrip('. ')}. Start it again, or report this message.",
         )

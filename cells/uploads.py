@@ -7,6 +7,14 @@ Three ways in, combinable in one request:
 - zip archives in `files`, holding fields in the Kaggle layout (`{ID}_{channel}.png|tif|tiff`,
   at any folder depth).
 
+Folders name fields. A file's folder is its relative path (a folder upload sends them in `paths`,
+one per file of `files`, since the multipart file name carries no folder) or, inside a zip, the
+zip's name and the entry's folders. A bare `blue.png` (`red`, `green`, `yellow`) is that channel of
+the field named after its folder; an `{ID}_{channel}` file keeps its ID unless the same ID comes
+from several folders, when each becomes `{folder}_{ID}`. A folder is named by its last component,
+or by as many trailing components as tell it from the others. Two files with the same relative
+path are refused, never one silently replacing the other.
+
 Archives are treated as hostile: entries with absolute paths, `..`, symlinks, encryption or
 nested archives, too many entries or too many bytes reject the whole archive before anything is
 unpacked. Unpacking is checked as it inflates: an entry stops at the size it declared, one that
@@ -40,6 +48,9 @@ from ml.constants import CHANNELS
 from ml.io import FIELD_FILE_PATTERN
 
 _FIELD_FILE = re.compile(FIELD_FILE_PATTERN, re.IGNORECASE)
+# A file named after its channel alone, as many microscopes write one folder per field.
+BARE_CHANNEL_FILE_PATTERN = rf"^({'|'.join(CHANNELS)})\.(?:png|tiff?)$"
+_BARE_CHANNEL_FILE = re.compile(BARE_CHANNEL_FILE_PATTERN, re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _IMAGE_EXTENSIONS = (".png", ".tif", ".tiff")
 _TIFF_EXTENSIONS = (".tif", ".tiff")
@@ -164,15 +175,17 @@ def parse_assignments(text: str) -> dict[str, Assignment]:
 
 @contextlib.contextmanager
 def request_uploads(
-    files: MultiValueDict, *, field_name: str = "", assignments: str = ""
+    files: MultiValueDict, *, field_name: str = "", assignments: str = "", paths: str = ""
 ) -> Iterator[list[FieldUpload]]:
-    """Every field of a request; files unpacked from archives live in a folder removed on exit."""
+    """Every field of a request; files unpacked from archives live in a folder removed on exit.
+    `paths` (JSON list) gives the relative path of each file in `files`, in order (a folder upload)."""
     workdir = Path(tempfile.mkdtemp(prefix="hpaweb-upload-"))
     try:
         yield fields_from_files(
             files,
             field_name=field_name,
             assignments=parse_assignments(assignments),
+            paths=parse_paths(paths, count=len(files.getlist("files"))),
             workdir=workdir,
             limits=ZipLimits.from_settings(),
         )
@@ -180,8 +193,45 @@ def request_uploads(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def parse_paths(text: str, *, count: int) -> list[tuple[str, ...]]:
+    """`["plate1/A3/blue.png", ...]` (JSON, one per uploaded file) -> each file's folder parts; empty: no folders."""
+    if not text.strip():
+        return [()] * count
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError:
+        raw = None
+    if not isinstance(raw, list) or len(raw) != count or not all(isinstance(path, str) for path in raw):
+        raise JobInputError(
+            {
+                "paths": f"The file paths must be a JSON list of {count} relative path(s), one for each uploaded "
+                'file in order, such as ["plate1/A3/blue.png"]; send them again or leave them out.'
+            }
+        )
+    return [_folder_parts(path) for path in raw]
+
+
+@dataclass(frozen=True, eq=False)
+class _Named:
+    """One image of the request: its folder parts, file name and file."""
+
+    folder: tuple[str, ...]
+    name: str
+    file: File
+
+    @property
+    def path(self) -> str:
+        return "/".join((*self.folder, self.name))
+
+
 def fields_from_files(
-    files: MultiValueDict, *, field_name: str, assignments: Mapping[str, Assignment], workdir: Path, limits: ZipLimits
+    files: MultiValueDict,
+    *,
+    field_name: str,
+    assignments: Mapping[str, Assignment],
+    workdir: Path,
+    limits: ZipLimits,
+    paths: list[tuple[str, ...]] | None = None,
 ) -> list[FieldUpload]:
     uploads: list[FieldUpload] = []
     errors: dict[str, str] = {}
@@ -192,39 +242,114 @@ def fields_from_files(
             errors.update(exc.field_errors)
 
     loose = files.getlist("files")
-    names = [f.name or "" for f in loose]
-    groups = _FieldGroups()
+    folders = paths or [()] * len(loose)
+    images: list[_Named] = []
+    seen: dict[str, int] = {}
     unpacked = _Unpacked(limit_bytes=limits.max_total_bytes)
-    for index, upload_file in enumerate(loose):
+    for index, (upload_file, folder) in enumerate(zip(loose, folders, strict=True)):
         name = _base_name(upload_file.name or "")
+        shown = "/".join((*folder, name))
+        seen[shown] = seen.get(shown, 0) + 1
         if len(upload_file.name or "") >= _MAX_FILE_NAME_CHARS:
             shown = f"{name[:40]}…"
             errors[shown] = (
                 f"The file name {shown} is too long ({_MAX_FILE_NAME_CHARS} characters or more are cut off, "
                 "so its field and channel are lost); rename it {ID}_{channel}.png with a field ID of at most 200 characters."
             )
-        elif names.count(upload_file.name or "") > 1:
-            errors[name] = f"Two uploaded files are named {name}; rename one so each file can be told apart."
+        elif seen[shown] > 1:
+            what = f"named {name}" if not folder else f"at the same path {shown}"
+            errors[shown] = f"Two uploaded files are {what}; rename one (or remove it) so each file can be told apart."
+        elif name.lower().endswith(".csv"):
+            continue  # a labels CSV beside the files, read by cells.image_labels
         elif name.lower().endswith(".zip"):
             try:
-                for entry_name, entry in _unpack_zip(
-                    upload_file, workdir=workdir / f"zip{index}", limits=limits, unpacked=unpacked
-                ):
-                    groups.add_by_name(entry_name, entry)
+                zip_folder = (*folder, _stem(name))
+                images += [
+                    _Named(folder=(*zip_folder, *entry_folder), name=entry_name, file=entry)
+                    for entry_folder, entry_name, entry in _unpack_zip(
+                        upload_file, workdir=workdir / f"zip{index}", limits=limits, unpacked=unpacked
+                    )
+                ]
             except JobInputError as exc:
                 errors.update(exc.field_errors)
-        elif name in assignments:
-            groups.add(assignments[name], upload_file)
         else:
-            groups.add_by_name(name, upload_file)
+            images.append(_Named(folder=folder, name=name, file=upload_file))
     if not uploads and not loose:
         errors["upload"] = (
             "No files were uploaded; add the green and blue channels (at least) of a field, a multi-channel TIFF or a zip of fields."
         )
+    groups = _FieldGroups()
+    for image, assignment in _assign(images, assignments=assignments, field_name=field_name).items():
+        if assignment is None:
+            groups.errors[image.path] = (
+                f"{image.path} is not named {{ID}}_{{channel}}.png or .tif, nor after its channel alone "
+                "(blue.png); rename it, assign its channel on the upload page, or upload it as a multi-channel TIFF."
+            )
+        else:
+            groups.add(assignment, image.file, name=image.path)
     errors.update(groups.errors)
     if errors:
         raise JobInputError(errors)
     return uploads + groups.uploads()
+
+
+def _assign(
+    images: list[_Named], *, assignments: Mapping[str, Assignment], field_name: str
+) -> dict[_Named, Assignment | None]:
+    """Each image's field and channel: the user's assignment (by path, or by name for a file without a
+    folder), else its name read with its folder (see the module doc); None when nothing tells."""
+    labels = _folder_labels({image.folder for image in images if image.folder})
+    guessed: dict[_Named, tuple[str, str, bool]] = {}  # image -> (field ID or "", channel, from its folder)
+    for image in images:
+        if match := _FIELD_FILE.match(image.name):
+            guessed[image] = (match[1], match[2].lower(), False)
+        elif match := _BARE_CHANNEL_FILE.match(image.name):
+            guessed[image] = ("", match[1].lower(), True)
+        elif image.name.lower().endswith(_TIFF_EXTENSIONS):
+            guessed[image] = (_stem(image.name), "multichannel", False)
+    folders_of_id: dict[str, set[tuple[str, ...]]] = {}
+    for image, (field_id, _, _) in guessed.items():
+        if field_id:
+            folders_of_id.setdefault(field_id, set()).add(image.folder)
+    chosen: dict[_Named, Assignment | None] = {}
+    for image in images:
+        assigned = assignments.get(image.path) or (assignments.get(image.name) if not image.folder else None)
+        if assigned is not None:
+            chosen[image] = assigned
+        elif image not in guessed:
+            chosen[image] = None
+        else:
+            field_id, channel, bare = guessed[image]
+            folder = labels.get(image.folder, "")
+            if bare:
+                field_id = folder or field_name.strip() or "field"
+            elif folder and len(folders_of_id[field_id]) > 1:
+                field_id = f"{folder}_{field_id}"
+            chosen[image] = Assignment(field=field_id, channel=channel)
+    return chosen
+
+
+def _folder_labels(folders: set[tuple[str, ...]]) -> dict[tuple[str, ...], str]:
+    """Each folder's name as a field ID: its last component, or as many trailing ones as tell it apart."""
+    labels = {}
+    for folder in folders:
+        for depth in range(1, len(folder) + 1):
+            suffix = folder[-depth:]
+            if depth == len(folder) or not any(other != folder and other[-depth:] == suffix for other in folders):
+                break
+        labels[folder] = _field_id_from_folder("_".join(suffix))
+    return labels
+
+
+def _field_id_from_folder(name: str) -> str:
+    """A folder name made into a field ID: characters outside the allowed set become '-'."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).lstrip("._-")[:200].rstrip("-")
+    return cleaned or "field"
+
+
+def _folder_parts(path: str) -> tuple[str, ...]:
+    """The folders of a relative path (the file's own name dropped); '.', '..' and empty parts are ignored."""
+    return tuple(part for part in re.split(r"[\\/]", path)[:-1] if part not in ("", ".", ".."))
 
 
 class _FieldGroups:
@@ -234,17 +359,6 @@ class _FieldGroups:
         self.channels: dict[str, dict[str, File]] = {}
         self.multichannel: dict[str, File] = {}
         self.errors: dict[str, str] = {}
-
-    def add_by_name(self, name: str, upload_file: File) -> None:
-        if match := _FIELD_FILE.match(name):
-            self.add(Assignment(field=match[1], channel=match[2].lower()), upload_file, name=name)
-        elif name.lower().endswith(_TIFF_EXTENSIONS):
-            self.add(Assignment(field=_stem(name), channel="multichannel"), upload_file, name=name)
-        else:
-            self.errors[name] = (
-                f"{name} is not named {{ID}}_{{channel}}.png or .tif (channel red, green, blue or yellow); "
-                "rename it, assign its channel on the upload page, or upload it as a multi-channel TIFF."
-            )
 
     def add(self, assignment: Assignment, upload_file: File, *, name: str | None = None) -> None:
         name = name or _base_name(upload_file.name or "")
@@ -297,8 +411,8 @@ class _Unpacked:
 
 def _unpack_zip(
     upload_file: UploadedFile, *, workdir: Path, limits: ZipLimits, unpacked: _Unpacked
-) -> list[tuple[str, File]]:
-    """(file name, closed `File`) for each image of a zip, after checking every entry; see the module doc."""
+) -> list[tuple[tuple[str, ...], str, File]]:
+    """(folder parts, file name, closed `File`) for each image of a zip, after checking every entry; see the module doc."""
     zip_name = _base_name(upload_file.name or "archive.zip")
 
     def refuse(reason: str) -> JobInputError:
@@ -332,7 +446,10 @@ def _unpack_zip(
             raise refuse(
                 "it holds no PNG or TIFF images named {ID}_{channel}.png; put the fields' channel files in it."
             )
-        return [_extract(archive, entry, workdir / str(index), refuse, unpacked) for index, entry in enumerate(images)]
+        return [
+            (_folder_parts(entry.filename), *_extract(archive, entry, workdir / str(index), refuse, unpacked))
+            for index, entry in enumerate(images)
+        ]
 
 
 _HAZARD_SENTENCES = {

@@ -4,22 +4,33 @@ Every stored file (channels, viewer images, thumbnails, label images, exports) i
 view here that checks the signed-in user owns it; MEDIA_URL is never exposed.
 """
 
+from urllib.parse import urlencode
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse, HttpResponsePermanentRedirect, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from cells import exports, intake, registry, selectors, throttles
-from cells.forms import GalleryFilterForm, JobUploadForm, ModelImportForm, SegmenterImportForm
+from cells import curation, exports, intake, registry, selectors, throttles, training_jobs
+from cells.forms import (
+    CropsExportForm,
+    GalleryFilterForm,
+    JobUploadForm,
+    ModelImportForm,
+    SegmenterImportForm,
+    TrainingJobForm,
+)
+from cells.image_labels import labels_from_request
 from cells.models import FieldImage
 from cells.upload_limits import DISK_FULL, is_disk_full
-from cells.uploads import JobInputError, request_uploads
+from cells.uploads import BARE_CHANNEL_FILE_PATTERN, JobInputError, request_uploads
 from ml.constants import CHANNELS, CLASS_NAMES, REQUIRED_CHANNELS
 from ml.io import FIELD_FILE_PATTERN
 
@@ -28,6 +39,7 @@ SEGMENTER_FORM_PREFIX = "segmenter"
 # What upload.js needs to assign dropped files to fields as the server will.
 UPLOAD_PAGE_DATA = {
     "fieldFilePattern": FIELD_FILE_PATTERN,
+    "bareChannelFilePattern": BARE_CHANNEL_FILE_PATTERN,
     "channels": list(CHANNELS),
     "requiredChannels": list(REQUIRED_CHANNELS),
 }
@@ -62,7 +74,10 @@ def job_create(request):
     elif request.method == "POST" and form.is_valid():
         try:
             with request_uploads(
-                request.FILES, field_name=form.cleaned_data["field_name"], assignments=form.cleaned_data["assignments"]
+                request.FILES,
+                field_name=form.cleaned_data["field_name"],
+                assignments=form.cleaned_data["assignments"],
+                paths=form.cleaned_data["paths"],
             ) as uploads:
                 job = intake.job_create(
                     owner=request.user,
@@ -72,6 +87,7 @@ def job_create(request):
                     classifier_id=form.cleaned_data["classifier"].pk if form.cleaned_data["classifier"] else None,
                     # "None: segment only" chosen; a form without the field gets the default.
                     classify=bool(form.cleaned_data["classifier"]) or "classifier" not in request.POST,
+                    image_labels=labels_from_request(request.FILES, typed=form.cleaned_data["labels"]),
                 )
         except JobInputError as exc:
             errors, status = exc.field_errors, 400
@@ -104,8 +120,15 @@ def job_detail(request, job_id: int):
         "fields": selectors.field_list(user=request.user, job=job),
         "classifiers": registry.classifiers_for(request.user),
         "job_models": selectors.job_models(job=job),
+        "summary": selectors.job_summary(job=job),
     }
     return render(request, "cells/job_detail.html", context)
+
+
+@login_required
+def job_summary_csv(request, job_id: int):
+    job = selectors.job_get(user=request.user, job_id=job_id)
+    return exports.job_summary_response(job=job)
 
 
 @login_required
@@ -145,8 +168,13 @@ def job_gallery(request, job_id: int):
         class_index=filters["class_index"],
         min_confidence=filters["min_confidence"],
         unfamiliar={"unfamiliar": True, "familiar": False}.get(filters.get("familiarity") or ""),
+        qc=filters.get("qc") or None,
         order=filters["order"],
     )
+    if filters.get("field_labels"):
+        cells = selectors.cells_by_field_labels(
+            cells, shows=filters["field_labels"] == "shows", min_confidence=filters["min_confidence"] or 0.0
+        )
     page = Paginator(cells, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
     counts = selectors.class_counts(job=job, min_confidence=filters["min_confidence"] or 0.0) if classified else []
     query = request.GET.copy()
@@ -161,7 +189,20 @@ def job_gallery(request, job_id: int):
         "counts": counts,
         "max_count": max([count.cells for count in counts] + [1]),
         "query": query.urlencode(),
+        # The same cells' crops: the gallery's filters as job_crops reads them.
+        "crops_query": urlencode(
+            {
+                key: value
+                for key, value in {
+                    "class_index": filters["class_index"],
+                    "min_confidence": filters["min_confidence"],
+                    "familiarity": filters.get("familiarity") or "",
+                }.items()
+                if value not in (None, "")
+            }
+        ),
         "class_name": CLASS_NAMES[filters["class_index"]] if filters["class_index"] is not None else None,
+        "class_names": CLASS_NAMES,
     }
     return render(request, "cells/job_gallery.html", context)
 
@@ -169,7 +210,58 @@ def job_gallery(request, job_id: int):
 @login_required
 def job_export(request, job_id: int, export: str):
     job = selectors.job_get(user=request.user, job_id=job_id)
-    return exports.export_response(job=job, export=export)
+    options = {}
+    if export == "submission" and request.GET.get("exclude_qc"):
+        try:
+            options["exclude_qc"] = exports.parse_exclude_qc(request.GET["exclude_qc"])
+        except ValueError as error:
+            return HttpResponse(f"The submission could not be made: {error}", status=400, content_type="text/plain")
+    return exports.export_response(job=job, export=export, **options)
+
+
+@login_required
+def job_archive(request, job_id: int):
+    """One zip of everything the job produced."""
+    job = selectors.job_get(user=request.user, job_id=job_id)
+    return exports.job_zip_response(job=job)
+
+
+@login_required
+def job_crops(request, job_id: int):
+    """The crops (all four channels, PNG or TIFF) of the cells a gallery filter, a field or a list of cells chooses.
+    `cells` are cell numbers of `field` when a field is given, else cell ids."""
+    job = selectors.job_get(user=request.user, job_id=job_id)
+    form = CropsExportForm(request.GET)
+    if not form.is_valid():
+        reasons = " ".join(error for errors in form.errors.values() for error in errors)
+        return HttpResponse(f"The crops could not be chosen: {reasons}", status=400, content_type="text/plain")
+    choice = form.cleaned_data
+    field = selectors.field_get(user=request.user, field_id=choice["field"]) if choice["field"] else None
+    if field is not None and field.job_id != job.pk:
+        raise Http404("No such field in this job.")
+    cells = selectors.cell_list(
+        user=request.user,
+        job=job,
+        field=field,
+        class_index=choice["class_index"],
+        min_confidence=choice["min_confidence"],
+        unfamiliar={"unfamiliar": True, "familiar": False}.get(choice["familiarity"] or ""),
+    )
+    if choice["cells"]:
+        cells = cells.filter(**{"label__in" if field else "pk__in": choice["cells"]})
+    name = f"{field.name}-crops" if field else "crops"
+    return exports.crops_response(job=job, cells=cells, image_format=choice["image_format"], name=name)
+
+
+@login_required
+def field_cells_csv(request, field_id: int):
+    field = selectors.field_get(user=request.user, field_id=field_id)
+    return exports.field_cells_csv_response(field=field)
+
+
+def favicon(request):
+    """Browsers ask for /favicon.ico whatever the page links; the icon is a static SVG."""
+    return HttpResponsePermanentRedirect(static("favicon.svg"))
 
 
 @login_required
@@ -179,14 +271,20 @@ def field_detail(request, field_id: int):
     cells = [(cell, selectors.cell_top_classes(cell)) for cell in selectors.cell_list(user=request.user, field=field)]
     images = {image.kind: image for image in field.images.all()}
     version = field.finished_at.timestamp() if field.finished_at else 0
+    # A field's own pixel size where it has one, else its job's; None: the scale bar counts pixels.
+    pixel_size_um = getattr(field, "pixel_size_um", None) or getattr(field.job, "pixel_size_um", None)
     context = {
         "field": field,
         "cells": cells,
         "images": images,
         "channels": [(channel, channel in images) for channel in CHANNELS],
+        "pixel_size_um": pixel_size_um,
+        "field_prediction": selectors.field_top_classes(field=field),
+        "class_choices": list(enumerate(CLASS_NAMES)),
         "viewer": {
             "width": field.width,
             "height": field.height,
+            "pixelSizeUm": pixel_size_um,
             "classNames": list(CLASS_NAMES),
             "model": (
                 {
@@ -204,6 +302,7 @@ def field_detail(request, field_id: int):
         },
         "previous_field": previous_field,
         "next_field": next_field,
+        "class_names": CLASS_NAMES,
     }
     return render(request, "cells/field_detail.html", context)
 
@@ -402,3 +501,97 @@ def model_make_default(request, model_id: int):
     else:
         messages.success(request, f"{model.label} is now the installation's default classifier.")
     return redirect(model.get_absolute_url())
+
+
+# Curation pages: annotations of a job, training jobs (cells.curation, cells.training_jobs).
+
+
+@login_required
+def job_annotations(request, job_id: int):
+    """A job's annotations, newest first, each undoable; the CSV export and import."""
+    job = selectors.job_get(user=request.user, job_id=job_id)
+    if request.method == "POST" and request.FILES.get("file"):
+        try:
+            created = curation.annotations_import_csv(user=request.user, job=job, data=request.FILES["file"].read())
+        except ValidationError as exc:
+            messages.error(request, f"Nothing was imported: {' '.join(exc.messages)}")
+        else:
+            messages.success(request, f"{len(created)} annotation{'s' if len(created) != 1 else ''} imported.")
+        return redirect("job-annotations", job_id=job.pk)
+    rows = curation.annotation_list(user=request.user, job=job)
+    page = Paginator(rows, 100).get_page(request.GET.get("page"))
+    return render(request, "cells/annotation_list.html", {"job": job, "page": page})
+
+
+@login_required
+@require_POST
+def annotation_undo(request, annotation_id: int):
+    annotation = curation.annotation_get(user=request.user, annotation_id=annotation_id)
+    try:
+        curation.annotation_undo(user=request.user, annotation=annotation)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.info(request, f"The annotation of cell {annotation.cell_label} of {annotation.field.name} was undone.")
+    return redirect("job-annotations", job_id=annotation.field.job_id)
+
+
+@login_required
+def job_annotations_csv(request, job_id: int):
+    job = selectors.job_get(user=request.user, job_id=job_id)
+    response = StreamingHttpResponse(curation.annotations_csv(user=request.user, job=job), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="job-{job.pk}-annotations.csv"'
+    return response
+
+
+@login_required
+def training_list(request):
+    """"Train a model": the form, and the user's training jobs."""
+    usable = curation.jobs_usable_for_training(user=request.user).order_by("-created_at")
+    form = TrainingJobForm(request.POST or None, user=request.user, jobs=usable)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                training_job = training_jobs.training_job_create(
+                    owner=request.user,
+                    job_ids=[job.pk for job in data["jobs"]],
+                    source=data["source"],
+                    name=data["name"],
+                    base_model_id=data["base_model"].pk if data["base_model"] else None,
+                    backbone=data["backbone"],
+                    epochs=data["epochs"],
+                    refine_rounds=data["refine_rounds"],
+                )
+            except ValidationError as exc:
+                form.add_error(None, " ".join(exc.messages))
+            else:
+                messages.success(request, f"{training_job} is queued for training.")
+                return redirect(training_job.get_absolute_url())
+        status = 400
+    context = {"form": form, "training_jobs": training_jobs.training_job_list(user=request.user)}
+    return render(request, "cells/train_list.html", context, status=status)
+
+
+@login_required
+def training_detail(request, training_job_id: int):
+    training_job = training_jobs.training_job_get(user=request.user, training_job_id=training_job_id)
+    template = "cells/_train_progress.html" if request.htmx else "cells/train_detail.html"
+    response = render(request, template, {"training_job": training_job})
+    if request.htmx and training_job.is_finished:
+        response["HX-Refresh"] = "true"
+    return response
+
+
+@login_required
+@require_POST
+def training_cancel(request, training_job_id: int):
+    training_job = training_jobs.training_job_get(user=request.user, training_job_id=training_job_id)
+    try:
+        training_jobs.training_job_cancel(user=request.user, training_job=training_job)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.info(request, f"{training_job} will stop after the batch it is on.")
+    return redirect(training_job.get_absolute_url())

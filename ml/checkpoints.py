@@ -10,7 +10,10 @@ training:
 - the cell classifier (`save_classifier_checkpoint`, `load_classifier_checkpoint`, `build_classifier`):
   {"model": state_dict, "config": {"architecture": "cell-classifier", "widths", "input_size_px",
   "mean", "std", "blend_cell_weight", "image_pooling", "dropout"}, "class_names", "mean", "std",
-  "version", "metrics", "data", "name"}, written by `python -m ml train`, and optionally
+  "version", "metrics", "data", "name"}, written by `python -m ml train`; a timm backbone has
+  "architecture": "timm-cell-classifier" and "backbone" (its timm name; "widths" is then empty), and
+  new checkpoints record "preprocessing" (`PREPROCESSING`: how crops are made and scaled, which
+  serving checks it can do; a file without it was made the same way), and optionally
   "familiarity" (`ml.classifier.familiarity`: a description of the training cells, checked on
   loading, added to an existing file by `add_familiarity`), "summary", "card" and "model_version";
 - the segmentation U-Nets (`save_unet_checkpoint`, `load_unet_checkpoint`):
@@ -32,13 +35,18 @@ import torch
 from torch import nn
 
 from ml.classifier.familiarity import Familiarity, single_layer_block_as_layers
-from ml.classifier.network import CellClassifier
+from ml.classifier.network import BackboneCellClassifier, CellClassifier
 from ml.constants import CHANNELS, CLASS_NAMES
 from ml.segmentation.hpa.config import UNET_ARCHITECTURE, build_unet
 from ml.segmentation.hpa.network import DPNUnet
 
 CHECKPOINT_VERSION = 1  # the format version this release writes and reads, of both kinds
-CLASSIFIER_ARCHITECTURE = "cell-classifier"
+CLASSIFIER_ARCHITECTURE = "cell-classifier"  # the compact network (`CellClassifier`)
+BACKBONE_ARCHITECTURE = "timm-cell-classifier"  # a timm backbone (`BackboneCellClassifier`), config "backbone"
+# How serving turns a field into the network's input; the only way this release knows: each cell
+# cropped alone (neighbours masked out), centred on a square, resized bilinearly to input_size_px,
+# channels in CHANNELS order scaled to [0, 1], then (x - mean) / std per channel.
+PREPROCESSING = {"crop": "masked-square-bilinear", "channels": list(CHANNELS), "scale": "unit", "normalize": "mean-std"}
 CONFIG_KEYS: tuple[str, ...] = (
     "architecture",
     "widths",
@@ -134,8 +142,13 @@ def load_classifier_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as error:
+        shape = (
+            f"backbone {config['backbone']}"
+            if config["architecture"] == BACKBONE_ARCHITECTURE
+            else (f"widths {list(config['widths'])}")
+        )
         raise CheckpointError(
-            f"The weights in {path.name} do not fit a cell classifier with widths {list(config['widths'])} "
+            f"The weights in {path.name} do not fit a cell classifier with {shape} "
             f"({first_line(error)}); the file is damaged or its config does not match its weights."
         ) from None
     model.eval()
@@ -156,8 +169,10 @@ def add_familiarity(path: str | Path, *, familiarity: Familiarity, out: str | Pa
     save_atomically(checkpoint, Path(out) if out is not None else path)
 
 
-def build_classifier(config: Mapping) -> CellClassifier:
+def build_classifier(config: Mapping) -> CellClassifier | BackboneCellClassifier:
     """The untrained cell classifier a config describes."""
+    if config["architecture"] == BACKBONE_ARCHITECTURE:
+        return BackboneCellClassifier(config["backbone"], in_channels=len(CHANNELS), dropout=float(config["dropout"]))
     return CellClassifier(in_channels=len(CHANNELS), widths=tuple(config["widths"]), dropout=float(config["dropout"]))
 
 
@@ -301,8 +316,17 @@ def _config_problem(config: Mapping) -> str | None:
     missing = [key for key in CONFIG_KEYS if key not in config]
     if missing:
         return f"{', '.join(missing)} missing"
-    if config["architecture"] != CLASSIFIER_ARCHITECTURE:
-        return f"architecture {config['architecture']!r} is not {CLASSIFIER_ARCHITECTURE!r}"
+    if config["architecture"] not in (CLASSIFIER_ARCHITECTURE, BACKBONE_ARCHITECTURE):
+        return (
+            f"architecture {config['architecture']!r} is not {CLASSIFIER_ARCHITECTURE!r} or {BACKBONE_ARCHITECTURE!r}"
+        )
+    if config["architecture"] == BACKBONE_ARCHITECTURE:
+        import timm
+
+        if not isinstance(config.get("backbone"), str) or not timm.is_model(config["backbone"]):
+            return f"backbone {config.get('backbone')!r} is not a timm model this installation knows"
+    if "preprocessing" in config and dict(config["preprocessing"]) != PREPROCESSING:
+        return f"preprocessing {dict(config['preprocessing'])} is not the one this release serves ({PREPROCESSING})"
     if config["image_pooling"] not in IMAGE_POOLINGS:
         return f"image_pooling {config['image_pooling']!r} is not one of {', '.join(IMAGE_POOLINGS)}"
     if not 0.0 <= float(config["blend_cell_weight"]) <= 1.0:

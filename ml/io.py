@@ -30,9 +30,14 @@ Source = str | Path | BinaryIO
 # groups only, so the upload page compiles the same string as a JavaScript RegExp.
 FIELD_FILE_PATTERN = rf"^(.+)_({'|'.join(CHANNELS)})\.(?:png|tiff?)$"
 _FIELD_FILE = re.compile(FIELD_FILE_PATTERN, re.IGNORECASE)
+# Training folders also hold the public HPA files as published: gzipped TIFF and JPEG copies.
+DATASET_FILE_PATTERN = rf"^(.+)_({'|'.join(CHANNELS)})\.(?:png|tiff?|tiff?\.gz|jpe?g)$"
+_DATASET_FILE = re.compile(DATASET_FILE_PATTERN, re.IGNORECASE)
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
+_GZIP_MAGIC = b"\x1f\x8b"
+_JPEG_MAGIC = b"\xff\xd8\xff"
 _LUMINANCE_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, as Pillow's convert("L")
 # Damaged files surface as any of these, depending on where the decoder gives up.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, KeyError, IndexError, struct.error, zlib.error)
@@ -138,18 +143,19 @@ def read_multichannel_tiff(source: Source, *, max_side_px: int = MAX_SIDE_PX) ->
     return FieldImages(**images, bit_depth=_bit_depth(pixels.dtype))
 
 
-def find_fields(directory: Path) -> dict[str, dict[str, Path]]:
+def find_fields(directory: Path, *, public_formats: bool = False) -> dict[str, dict[str, Path]]:
     """Map each field ID of a Kaggle-layout folder (`{ID}_{channel}.png|tif|tiff`) to its channel files.
 
     IDs are sorted; a field with missing channels is still listed so that `read_field` can say
-    which channel is missing.
+    which channel is missing. `public_formats` also takes the public HPA files (`.tif.gz`, `.jpg`).
     """
+    pattern = _DATASET_FILE if public_formats else _FIELD_FILE
     directory = Path(directory)
     if not directory.is_dir():
         raise InputError(f"{directory} is not a folder; pass the folder that holds the {{ID}}_green.png files.")
     fields: dict[str, dict[str, Path]] = {}
     for path in sorted(directory.iterdir()):
-        match = _FIELD_FILE.match(path.name)
+        match = pattern.match(path.name)
         if match is None or not path.is_file():
             continue
         image_id, channel = match[1], match[2].lower()
@@ -189,6 +195,10 @@ def _read_plane(source: Source, *, what: str, max_side_px: int) -> np.ndarray:
         return _read_png(source, what=what, max_side_px=max_side_px)
     if magic[:4] in _TIFF_MAGICS:
         return _read_tiff_plane(source, what=what, max_side_px=max_side_px)
+    if magic.startswith(_GZIP_MAGIC):  # the public HPA `.tif.gz` files
+        return _read_plane(_gunzip(source, what=what, max_side_px=max_side_px), what=what, max_side_px=max_side_px)
+    if magic.startswith(_JPEG_MAGIC):
+        return _read_jpeg(source, what=what, max_side_px=max_side_px)
     raise InputError(f"{what} is not a PNG or TIFF image; upload {_SUPPORTED}.")
 
 
@@ -211,6 +221,43 @@ def _read_png(source: Source, *, what: str, max_side_px: int) -> np.ndarray:
             f"{what} is damaged or not a readable PNG ({error}); export it again as {_SUPPORTED}."
         ) from None
     return pixels
+
+
+def _gunzip(source: Source, *, what: str, max_side_px: int) -> io.BytesIO:
+    """The decompressed bytes of a gzipped image, refused beyond what a 4-plane 16-bit image of
+    the largest accepted side can hold (a gzip bomb stops there)."""
+    limit = 8 * max_side_px * max_side_px + (1 << 20)
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        compressed = Path(source).read_bytes() if isinstance(source, (str, Path)) else source.read()
+        data = inflater.decompress(compressed, limit)
+    except (OSError, zlib.error) as error:
+        raise InputError(f"{what} is damaged or not a readable gzip file ({error}); download it again.") from None
+    if inflater.unconsumed_tail:
+        raise InputError(f"{what} unpacks to more than an image of at most {max_side_px} px a side can hold.")
+    if not inflater.eof:
+        raise InputError(f"{what} is a truncated gzip file; download it again.")
+    return io.BytesIO(data)
+
+
+def _read_jpeg(source: Source, *, what: str, max_side_px: int) -> np.ndarray:
+    """A JPEG channel as uint8 (H, W). The public HPA JPEGs show each channel in its colour (red
+    as (v, 0, 0), yellow as (v, v, 0)), so a colour JPEG gives the brightest of its planes."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source, formats=["JPEG"]) as image:
+                _check_size(image.height, image.width, what=what, max_side_px=max_side_px)
+                pixels = np.asarray(image.convert("L") if image.mode not in ("L", "RGB") else image)
+    except InputError:
+        raise
+    except Image.DecompressionBombError:
+        raise InputError(
+            f"{what} claims to be too large to read safely; the largest accepted side is {max_side_px} px."
+        ) from None
+    except _DECODE_ERRORS as error:
+        raise InputError(f"{what} is damaged or not a readable JPEG ({error}); download it again.") from None
+    return pixels.max(axis=-1) if pixels.ndim == 3 else pixels
 
 
 def _png_pixels(image: Image.Image, what: str) -> np.ndarray:

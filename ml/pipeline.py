@@ -8,6 +8,8 @@ from ml.classifier.base import CellClassifierModel, ModelDescription
 from ml.crops import cell_boxes, crop_cells
 from ml.encoding import empty_rle, labels_to_rles
 from ml.io import FieldImages
+from ml.measure import measure_cells
+from ml.qc import QcThresholds, qc_flags
 from ml.segmentation import Segmentation, Segmenter
 
 # Share of a field's work done when each stage starts; segmentation dominates on a CPU.
@@ -27,6 +29,18 @@ class CellResult:
     probabilities: tuple[float, ...] | None  # 19 final (blended) probabilities; None without a model
     familiarity: float | None = None  # how like the model's training cells; None where the model cannot say
     unfamiliar: bool | None = None  # familiarity below the model's threshold
+    measurements: dict[str, float | None] | None = None  # `ml.measure` by name (None: NaN); None when not measured
+    qc_flags: tuple[str, ...] = ()  # `ml.qc.QC_FLAGS` that apply; empty also when not measured
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """What `analyse_field` measures per cell: shape and intensity always, textures and scattering
+    as chosen, and the quality-control flags with `qc` thresholds (None: no flags)."""
+
+    texture: bool = True
+    scattering: bool = False
+    qc: QcThresholds | None = QcThresholds()
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,9 +67,15 @@ class FieldResult:
 
 
 def analyse_field(
-    field: FieldImages, *, segmenter: Segmenter, predictor: CellClassifierModel | None, progress: Progress | None = None
+    field: FieldImages,
+    *,
+    segmenter: Segmenter,
+    predictor: CellClassifierModel | None,
+    progress: Progress | None = None,
+    measure: MeasureOptions | None = None,
 ) -> FieldResult:
-    """Segment a field, encode its cells and nuclei, and classify each cell when a predictor is given.
+    """Segment a field, encode its cells and nuclei, classify each cell when a predictor is given, and
+    measure each cell and flag it for quality control when `measure` is given (timed as "measurements").
 
     `progress(stage, fraction)` is called as each stage starts ("segmenting", "encoding",
     "classifying") with the share of the field's work done so far, and once more with 1.0.
@@ -101,6 +121,22 @@ def analyse_field(
             unfamiliar = predictions.unfamiliar.tolist()
         model = predictor.description
 
+    measured: list[dict | None] = [None] * len(cell_ids)
+    flags: list[tuple[str, ...]] = [()] * len(cell_ids)
+    if measure is not None:
+        started = time.perf_counter()
+        measurements = measure_cells(
+            field,
+            segmentation.cell_labels,
+            segmentation.nuclei_labels,
+            texture=measure.texture,
+            scattering=measure.scattering,
+        )
+        measured = [measurements.row_dict(index) for index in range(len(measurements))]
+        if measure.qc is not None:
+            flags = qc_flags(measurements, measure.qc)
+        timings_s["measurements"] = time.perf_counter() - started
+
     cells = tuple(
         CellResult(
             cell_id=int(cell_id),
@@ -111,6 +147,8 @@ def analyse_field(
             probabilities=None if cell_probabilities is None else cell_probabilities[index],
             familiarity=None if familiarity is None else familiarity[index],
             unfamiliar=None if unfamiliar is None else unfamiliar[index],
+            measurements=measured[index],
+            qc_flags=flags[index],
         )
         for index, (cell_id, bbox, area_px) in enumerate(zip(cell_ids, bboxes, areas_px, strict=True))
     )

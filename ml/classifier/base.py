@@ -12,7 +12,7 @@ import numpy as np
 
 from ml.crops import CellCrops
 
-FORMATS: tuple[str, ...] = ("hpaweb", "bioimage.io")
+FORMATS: tuple[str, ...] = ("hpaweb", "bioimage.io", "hpaweb-classical")
 
 
 @dataclass(frozen=True)

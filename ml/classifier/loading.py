@@ -7,6 +7,7 @@ from ml.classifier.base import CellClassifierModel
 from ml.classifier.predictor import Predictor
 
 CHECKPOINT_SUFFIX = ".pt"
+CLASSICAL_SUFFIX = ".skops"  # ml.classical.classifier.SUFFIX, kept here so loading a checkpoint imports no sklearn
 
 
 def load_classifier(
@@ -16,7 +17,8 @@ def load_classifier(
     batch_size: int = 256,
     class_mapping: Mapping[int, str] | None = None,
 ) -> CellClassifierModel:
-    """The classifier at `path`: an hpaweb checkpoint (`.pt`), or a bioimage.io package.
+    """The classifier at `path`: an hpaweb checkpoint (`.pt`), a classical classifier (`.skops`, written by
+    `python -m ml train-classical`), or a bioimage.io package.
 
     A package is a zip, a folder or its `rdf.yaml`; it is validated and must reproduce its own
     test outputs (`ml.bioimageio.import_classifier`). `class_mapping` (output index -> HPA
@@ -26,6 +28,11 @@ def load_classifier(
     path = Path(path)
     if path.suffix == CHECKPOINT_SUFFIX and path.is_file():
         return Predictor.from_checkpoint(path, device=device, batch_size=batch_size)
+    if path.suffix == CLASSICAL_SUFFIX and path.is_file():
+        # A skops file (never pickle): rebuilt from plain data, its trees checked (`ml.classical.classifier`).
+        from ml.classical.classifier import ClassicalClassifier
+
+        return ClassicalClassifier.from_file(path)
     # Imported only for packages, so loading a checkpoint never loads bioimageio.spec.
     from ml.bioimageio import import_classifier
 

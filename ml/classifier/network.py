@@ -1,4 +1,9 @@
-"""The per-cell classifier: a compact VGG-style CNN for 4-channel cell crops, 19 multi-label logits."""
+"""The per-cell classifiers for 4-channel cell crops, 19 multi-label logits: the compact VGG-style
+`CellClassifier` ("compact") and `BackboneCellClassifier`, any timm backbone with a 4-channel stem.
+
+Both offer the same surface to serving and to the familiarity description: `features`,
+`classify`, `pooled_layers`, `layer_names`, `layer_sizes`, `feature_size`.
+"""
 
 from collections.abc import Collection, Sequence
 
@@ -91,6 +96,63 @@ class CellClassifier(nn.Module):
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         """(N, feature_size) features -> (N, num_classes) logits."""
+        return self.head(self.dropout(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.features(x))
+
+
+COMPACT = "compact"
+
+
+class BackboneCellClassifier(nn.Module):
+    """A timm backbone (`timm.create_model(name, in_chans=4, num_classes=0, global_pool="")`), global
+    average pooling, dropout and a linear head to 19 logits.
+
+    `pooled_layers` gives the pooled output of every stage timm reports (`feature_info`, "stage1"
+    ...) and of the backbone's last layer ("features", the penultimate features the head reads).
+    The weights start random; `ml.training.backbones` loads ImageNet or other weights into them.
+    """
+
+    def __init__(
+        self, backbone: str, *, in_channels: int = 4, num_classes: int = NUM_CLASSES, dropout: float = 0.2
+    ) -> None:
+        super().__init__()
+        import timm  # only models that need it load timm
+
+        self.backbone_name = backbone
+        self.backbone = timm.create_model(
+            backbone, pretrained=False, in_chans=in_channels, num_classes=0, global_pool=""
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.backbone.num_features, num_classes)
+        self._stage_sizes = tuple(int(info["num_chs"]) for info in self.backbone.feature_info)
+
+    @property
+    def feature_size(self) -> int:
+        return self.head.in_features
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return (*(f"stage{index}" for index in range(1, len(self._stage_sizes) + 1)), "features")
+
+    @property
+    def layer_sizes(self) -> dict[str, int]:
+        return dict(zip(self.layer_names, (*self._stage_sizes, self.feature_size), strict=True))
+
+    def pooled_layers(self, x: torch.Tensor, *, names: Collection[str] | None = None) -> dict[str, torch.Tensor]:
+        wanted = set(self.layer_names if names is None else names)
+        if wanted <= {"features"}:
+            return {"features": self.pool(self.backbone.forward_features(x)).flatten(1)} if wanted else {}
+        final, stages = self.backbone.forward_intermediates(x, indices=len(self._stage_sizes))
+        outputs = dict(zip(self.layer_names, (*stages, final), strict=True))
+        return {name: self.pool(outputs[name]).flatten(1) for name in self.layer_names if name in wanted}
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pooled_layers(x, names=("features",))["features"]
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

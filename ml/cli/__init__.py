@@ -15,11 +15,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("ml.cli.synth", "Generate synthetic HPA-like fields with per-cell truth."),
     "evaluate": ("ml.cli.evaluate", "Score a submission CSV against a solution CSV (competition mAP)."),
     "train": ("ml.cli.train", "Train the per-cell classifier from image-level labels."),
+    "prepare": ("ml.cli.prepare", "Segment and crop every field of a folder into a cell store for training."),
+    "fetch-hpa": ("ml.cli.fetch_hpa", "Download public HPA Cell Atlas fields listed in a labels CSV."),
+    "card": ("ml.cli.card", "Write the model card (Markdown) of a classifier checkpoint."),
     "fit-familiarity": ("ml.cli.fit_familiarity", "Describe a classifier's training cells in its checkpoint."),
     "convert-hpa-weights": ("ml.cli.convert_hpa_weights", "Convert an official HPA segmentation weight file."),
     "train-seg": ("ml.cli.train_seg", "Train or fine-tune the segmentation U-Net on label images."),
     "import-model": ("ml.cli.import_model", "Check a bioimage.io package (or a checkpoint) against its own test."),
     "export-model": ("ml.cli.export_model", "Write a classifier checkpoint as a bioimage.io 0.5 package."),
+    "measure": ("ml.cli.measure", "Measure every cell of a folder's fields (shape, intensity, texture, QC flags); CSV."),
+    "train-classical": (
+        "ml.cli.train_classical",
+        "Train a classical classifier (SVM or random forest on texture features) from training folders.",
+    ),
 }
 
 

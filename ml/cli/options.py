@@ -42,6 +42,20 @@ def build_segmenter(args: argparse.Namespace) -> Segmenter:
     )
 
 
+def segmenter_spec(args: argparse.Namespace):
+    """The segmenter the options describe, as a recipe that each preparation process builds."""
+    from ml.training.prepare import SegmenterSpec
+
+    return SegmenterSpec(
+        args.segmentation,
+        nuclei_weights=args.nuclei_weights,
+        cell_weights=args.cell_weights,
+        nuclei_model=args.nuclei_model,
+        cell_model=args.cell_model,
+        device=str(resolve_device(args.device)),
+    )
+
+
 def find_input_fields(images: Path) -> dict[str, dict[str, Path]]:
     """The fields of a Kaggle-layout folder; an empty folder is an error the user must fix."""
     fields = find_fields(images)

@@ -6,7 +6,9 @@ per class. A field without cells gets an empty PredictionString.
 With `--cells-csv`, also one row per cell (`CELL_COLUMNS`): its field, id, bounding box
 (half-open), area, the 19 final probabilities under the class names, the most probable class,
 how familiar the cell looks to the model and whether it is unfamiliar (0 or 1; both empty when
-the model has no description of its training cells), and the model's name and version.
+the model has no description of its training cells), the model's name and version, and the
+quality-control flags (`ml.qc`): `qc_flags` (joined by |) and a 0/1 column `qc_<flag>` for each.
+`--exclude-qc all` (or a comma-separated list of flags) leaves flagged cells out of the submission.
 """
 
 import argparse
@@ -16,10 +18,12 @@ from pathlib import Path
 
 from ml import constants
 from ml.classifier.loading import load_classifier
+from ml.cli.measure import add_qc_arguments, qc_thresholds_from
 from ml.cli.options import add_segmentation_arguments, build_segmenter, find_input_fields, read_input_fields
 from ml.encoding import SubmissionRow, prediction_string, rle_to_kaggle, write_submission
 from ml.io import InputError
-from ml.pipeline import FieldResult, analyse_field
+from ml.pipeline import FieldResult, MeasureOptions, analyse_field
+from ml.qc import QC_FLAGS
 
 CELL_COLUMNS: tuple[str, ...] = (
     "ID",
@@ -35,6 +39,8 @@ CELL_COLUMNS: tuple[str, ...] = (
     "unfamiliar",
     "model_name",
     "model_version",
+    "qc_flags",
+    *(f"qc_{flag}" for flag in QC_FLAGS),
 )
 
 
@@ -47,6 +53,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help=f"classifier checkpoint (default: {constants.DEFAULT_MODEL_PATH.name} when installed)",
     )
     parser.add_argument("--cells-csv", type=Path, help="also write one row per cell to this CSV")
+    parser.add_argument(
+        "--exclude-qc",
+        default="",
+        help=f"leave cells with these quality-control flags out of the submission: all, or some of {','.join(QC_FLAGS)}",
+    )
+    add_qc_arguments(parser)
     add_segmentation_arguments(parser)
 
 
@@ -63,14 +75,22 @@ def run(args: argparse.Namespace) -> int:
         fields = find_input_fields(args.images)
         predictor = load_classifier(model_path, device=args.device)
         segmenter = build_segmenter(args)
+        excluded = _excluded_flags(args.exclude_qc)
+        thresholds = qc_thresholds_from(args)
     except (ValueError, OSError) as error:  # InputError, CheckpointError and bad device names are ValueErrors
         print(error, file=sys.stderr)
         return 2
     rows, cell_rows = [], []
     try:
         for image_id, field in read_input_fields(fields, description="Predicting"):
-            result = analyse_field(field, segmenter=segmenter, predictor=predictor)
-            cells = [(rle_to_kaggle(cell.mask_rle), cell.probabilities) for cell in result.cells]
+            # Quality control needs shape and intensity only; textures are `python -m ml measure`'s.
+            measure = MeasureOptions(texture=False, qc=thresholds) if args.cells_csv or excluded else None
+            result = analyse_field(field, segmenter=segmenter, predictor=predictor, measure=measure)
+            cells = [
+                (rle_to_kaggle(cell.mask_rle), cell.probabilities)
+                for cell in result.cells
+                if not excluded.intersection(cell.qc_flags)
+            ]
             rows.append(SubmissionRow(image_id, result.width, result.height, prediction_string(cells)))
             if args.cells_csv is not None:
                 cell_rows += describe_cells(image_id, result)
@@ -108,6 +128,18 @@ def describe_cells(image_id: str, result: FieldResult) -> list[list[str]]:
                 "" if cell.unfamiliar is None else str(int(cell.unfamiliar)),
                 result.model.name,
                 result.model.version,
+                "|".join(cell.qc_flags),
+                *(str(int(flag in cell.qc_flags)) for flag in QC_FLAGS),
             ]
         )
     return rows
+
+
+def _excluded_flags(text: str) -> set[str]:
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    if names == {"all"}:
+        return set(QC_FLAGS)
+    unknown = sorted(names - set(QC_FLAGS))
+    if unknown:
+        raise ValueError(f"--exclude-qc names {unknown[0]!r}, which is not a flag; use all or some of {', '.join(QC_FLAGS)}.")
+    return names

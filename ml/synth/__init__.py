@@ -8,6 +8,10 @@ A field is drawn in steps, each in its own module:
 - `optics`: blur, gain, offset, shot and read noise;
 - `field`: `synthesize_field`, which runs the steps in order (`drawing` holds their primitives);
 - `writer`: `write_dataset`, the Kaggle layout plus truth, as `python -m ml synth` writes it.
+
+`v2/` is a second style with the same truth and writer (`write_dataset(style="v2")`,
+`python -m ml synth --style v2`): colonies of irregular touching cells, real-like staining,
+textures and optics. The default style stays v1, unchanged to the bit.
 """
 
 from ml.synth.field import MIN_SIZE_PX, REFERENCE_SIZE_PX, SyntheticField, synthesize_field

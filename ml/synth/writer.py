@@ -19,6 +19,7 @@ from ml.io import write_labels_png
 from ml.synth.field import synthesize_field
 
 BIT_DEPTHS = (8, 16)
+STYLES = ("v1", "v2")  # v1: the original generator; v2: `ml.synth.v2`, closer to real HPA images
 
 
 def field_id(seed: int, index: int) -> str:
@@ -34,13 +35,19 @@ def write_dataset(
     size_px: int,
     bit_depth: int,
     progress: Callable[[int, int], None] | None = None,
+    style: str = "v1",
 ) -> None:
     """Write `n_images` fields in Kaggle layout plus truth; field i depends only on (seed, i).
 
-    `progress(done, total)` is called after each field.
+    `progress(done, total)` is called after each field. `style` picks the generator (`STYLES`).
     """
     if bit_depth not in BIT_DEPTHS:
         raise ValueError(f"bit_depth={bit_depth} is not supported; use 8 or 16.")
+    if style not in STYLES:
+        raise ValueError(f"style={style!r} is not supported; use one of {', '.join(STYLES)}.")
+    synthesize = synthesize_field
+    if style == "v2":
+        from ml.synth.v2 import synthesize_field_v2 as synthesize
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "truth").mkdir(exist_ok=True)
     max_value = 255 if bit_depth == 8 else 65535
@@ -48,7 +55,7 @@ def write_dataset(
     train_rows, solution_rows = [], []
     for index in range(n_images):
         image_id = field_id(seed, index)
-        field = synthesize_field(np.random.default_rng([seed, index]), size_px)
+        field = synthesize(np.random.default_rng([seed, index]), size_px)
         for channel, plane in zip(CHANNELS, field.image, strict=True):
             pixels = np.round(plane * max_value).astype(dtype)
             Image.fromarray(pixels).save(out_dir / f"{image_id}_{channel}.png", compress_level=1)

@@ -1,12 +1,9 @@
-"""Training data from a Kaggle-layout folder: segment once, crop once, then train from a cache.
+"""Labels and cells of training: the labels file, the split, per-cell targets and their refinement.
 
-Segmenting and cropping a 2048 px field costs about a second on a CPU, far more than one
-training step on its cells, so both are cached under a cache folder:
-- `masks/{ID}_cells.png`: the segmenter's cell labels (uint16), reused by every later run;
-- `crops-{S}px/{ID}.npz`: the field's cell crops at S px as uint8 (Kaggle PNGs are 8-bit), with
-  the cell ids, bounding boxes and areas.
-`load_cell_table` gathers the crops of the requested fields into one `CellTable`, where every
-cell starts with its field's image-level labels; training refines those per cell.
+The crops themselves live in a cell store (`ml.training.store`, made once by `ml.training.prepare`:
+segmenting and cropping a 2048 px field costs about a second on a CPU, far more than one training
+step on its cells). A `CellTable` lists the cells of a set of fields, where every cell starts with
+its field's image-level labels; training refines those per cell.
 """
 
 import csv
@@ -16,15 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from pycocotools import mask as coco_mask
-from torch.utils.data import Dataset
 
 from ml.constants import NEGATIVE_CLASS, NUM_CLASSES
-from ml.crops import crop_cells
 from ml.encoding import SubmissionRow, kaggle_to_rle, labels_to_rles, parse_prediction_string
-from ml.io import InputError, find_fields, read_field, read_labels_png, write_labels_png
-from ml.segmentation import Segmenter
+from ml.io import InputError, read_labels_png
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,7 +26,7 @@ class CellTable:
 
     image_ids: tuple[str, ...]  # one per field
     image_labels: np.ndarray  # float32 (F, 19) multi-hot image-level labels
-    crops: np.ndarray  # uint8 (N, 4, S, S)
+    crops: np.ndarray | None  # uint8 (N, 4, S, S), or None when the crops stay in a cell store
     field_index: np.ndarray  # int64 (N,) row of image_ids / image_labels
     cell_ids: np.ndarray  # int64 (N,) id in the field's cached cell labels
 
@@ -102,71 +95,6 @@ def stratified_split(
     return sorted(train), sorted(validation)
 
 
-def cache_fields(
-    data_dir: Path,
-    image_ids: Sequence[str],
-    *,
-    cache_dir: Path,
-    segmenter: Segmenter,
-    size_px: int,
-    progress: Callable[[Sequence[str]], Sequence[str]] = lambda ids: ids,
-) -> None:
-    """Segment and crop every field not cached yet; `progress` wraps the iteration (a bar)."""
-    fields = find_fields(data_dir)
-    missing = [image_id for image_id in image_ids if image_id not in fields]
-    if missing:
-        raise InputError(
-            f"{len(missing)} field(s) of train.csv have no image files in {data_dir} (first: {missing[0]}); "
-            "each ID needs {ID}_green and {ID}_blue files (red and yellow when available)."
-        )
-    (cache_dir / "masks").mkdir(parents=True, exist_ok=True)
-    crop_dir = cache_dir / f"crops-{size_px}px"
-    crop_dir.mkdir(parents=True, exist_ok=True)
-    for image_id in progress([i for i in image_ids if not (crop_dir / f"{i}.npz").is_file()]):
-        field = read_field(fields[image_id])
-        mask_path = cache_dir / "masks" / f"{image_id}_cells.png"
-        if mask_path.is_file():
-            cell_labels = read_labels_png(mask_path)
-        else:
-            cell_labels = segmenter(field).cell_labels
-            write_labels_png(mask_path, cell_labels)
-        crops = crop_cells(field.stack(), cell_labels, size_px=size_px)
-        np.savez(
-            crop_dir / f"{image_id}.npz",
-            images=np.round(crops.images * 255).astype(np.uint8),
-            cell_ids=crops.cell_ids,
-            bboxes=crops.bboxes,
-            areas_px=crops.areas_px,
-        )
-
-
-def cached_cell_labels(cache_dir: Path, image_id: str) -> np.ndarray:
-    return read_labels_png(cache_dir / "masks" / f"{image_id}_cells.png")
-
-
-def load_cell_table(
-    cache_dir: Path, image_labels: dict[str, tuple[int, ...]], image_ids: Sequence[str], *, size_px: int
-) -> CellTable:
-    """The cached crops of `image_ids` (cache them first with `cache_fields`) as one table."""
-    crop_dir = cache_dir / f"crops-{size_px}px"
-    crops, field_index, cell_ids = [], [], []
-    for row, image_id in enumerate(image_ids):
-        with np.load(crop_dir / f"{image_id}.npz") as cached:
-            crops.append(cached["images"])
-            cell_ids.append(cached["cell_ids"])
-            field_index.append(np.full(len(cached["cell_ids"]), row, dtype=np.int64))
-    empty = np.zeros((0, 4, size_px, size_px), dtype=np.uint8)
-    return CellTable(
-        image_ids=tuple(image_ids),
-        image_labels=np.stack([multi_hot(image_labels[i]) for i in image_ids])
-        if image_ids
-        else np.zeros((0, NUM_CLASSES), np.float32),
-        crops=np.concatenate(crops) if crops else empty,
-        field_index=np.concatenate(field_index) if field_index else np.zeros(0, np.int64),
-        cell_ids=np.concatenate(cell_ids) if cell_ids else np.zeros(0, np.int64),
-    )
-
-
 def refine_targets(
     table: CellTable, probabilities: np.ndarray, *, keep_fraction: float = 0.5, min_probability: float = 0.1
 ) -> np.ndarray:
@@ -191,12 +119,24 @@ def refine_targets(
 
 
 def truth_targets(
-    table: CellTable, solution: dict[str, SubmissionRow], *, cache_dir: Path, min_iou: float = 0.5
+    table: CellTable,
+    solution: dict[str, SubmissionRow],
+    *,
+    cell_labels_of: Callable[[str], np.ndarray] | None = None,
+    cache_dir: Path | None = None,
+    min_iou: float = 0.5,
 ) -> np.ndarray:
     """Per-cell targets from true cell labels (a solution CSV): each segmented cell takes the
     classes of the true cell it overlaps with IoU >= `min_iou`; cells without such a match get
     all-NaN rows, which training skips. IoUs come from the RLEs, without decoding full masks.
+    A field's segmentation comes from `cell_labels_of(ID)` (a cell store's `read_cell_labels`), or
+    from `cache_dir/masks/{ID}_cells.png`.
     """
+    if cell_labels_of is None:
+
+        def cell_labels_of(image_id: str) -> np.ndarray:
+            return read_labels_png(Path(cache_dir) / "masks" / f"{image_id}_cells.png")
+
     targets = np.full((len(table), NUM_CLASSES), np.nan, dtype=np.float32)
     for row, image_id in enumerate(table.image_ids):
         truth = solution[image_id]
@@ -208,7 +148,7 @@ def truth_targets(
             continue
         true_masks = list(classes)
         true_rles = [_bytes_rle(kaggle_to_rle(m, height=truth.height, width=truth.width)) for m in true_masks]
-        segmented = labels_to_rles(cached_cell_labels(cache_dir, image_id))
+        segmented = labels_to_rles(cell_labels_of(image_id))
         cell_rles = [_bytes_rle(segmented[int(cell_id)]) for cell_id in table.cell_ids[cells]]
         iou = np.asarray(coco_mask.iou(cell_rles, true_rles, [0] * len(true_rles))).reshape(len(cells), len(true_rles))
         best = iou.argmax(axis=1)
@@ -220,23 +160,6 @@ def truth_targets(
 
 def _bytes_rle(rle: dict) -> dict:
     return {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-
-
-class CellCropDataset(Dataset):
-    """(crop float32 (4, S, S) in [0, 1], target float32 (19,)) for the rows `indices` of a table."""
-
-    def __init__(self, table: CellTable, targets: np.ndarray, indices: np.ndarray) -> None:
-        self.table = table
-        self.targets = targets
-        self.indices = np.asarray(indices, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
-        row = self.indices[position]
-        crop = torch.from_numpy(self.table.crops[row].astype(np.float32) / 255.0)
-        return crop, torch.from_numpy(self.targets[row])
 
 
 def class_balanced_weights(targets: np.ndarray, *, power: float = 0.5) -> np.ndarray:

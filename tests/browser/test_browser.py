@@ -14,45 +14,17 @@ from PIL import Image
 from cells.models import Field
 from ml.constants import CHANNELS
 from ml.synth import synthesize_field
+from tests.browser.support import DESKTOP, PASSWORD, PHONE
+from tests.browser.support import csp_violations as _csp_violations
+from tests.browser.support import shot as _shot
+from tests.browser.support import watch_csp as _watch_csp
 
 # Playwright's sync API keeps an event loop in this thread; the ORM calls here are still synchronous.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(
-    os.environ.get("HPAWEB_SCREENSHOTS_DIR") or Path(__file__).resolve().parents[2] / "var" / "screenshots"
-)
-DESKTOP = {"width": 1280, "height": 860}
-PHONE = {"width": 390, "height": 844}
 FIELD_SIZE_PX = 768
-PASSWORD = "a-long-test-password"
-
-
-@pytest.fixture
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(
-            "Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium); browser tests need it."
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -65,43 +37,6 @@ def channel_files(tmp_path) -> list[Path]:
         Image.fromarray((np.clip(plane, 0, 1) * 255).astype(np.uint8)).save(path)
         paths.append(path)
     return paths
-
-
-# Every page reports Content-Security-Policy violations into window.cspViolations (an init script
-# runs outside the page's policy) and Chromium logs them on the console; both are collected.
-CSP_LISTENER = """
-window.cspViolations = [];
-document.addEventListener("securitypolicyviolation", (event) => {
-  window.cspViolations.push(`${event.violatedDirective} blocked ${event.blockedURI || "inline"} on ${location.pathname}`);
-});
-"""
-
-
-def _watch_csp(context) -> list[str]:
-    """Console messages about the Content-Security-Policy from every page of `context`."""
-    messages: list[str] = []
-    context.add_init_script(CSP_LISTENER)
-    context.on(
-        "console",
-        lambda message: messages.append(message.text) if "Content Security Policy" in message.text else None,
-    )
-    return messages
-
-
-def _csp_violations(page) -> list[str]:
-    return page.evaluate("window.cspViolations || []")
-
-
-def _shot(page, name: str, *, full_page: bool = True) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    # Lazy images below the fold would show as empty boxes in a full-page picture.
-    page.evaluate("document.querySelectorAll('img[loading=lazy]').forEach((image) => { image.loading = 'eager'; })")
-    # Polled from here: wait_for_function compiles its predicate in the page, which the CSP forbids.
-    for _ in range(200):
-        if page.evaluate("() => [...document.images].every((image) => image.complete)"):
-            break
-        page.wait_for_timeout(50)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=full_page)
 
 
 def _cell_inside_its_box_centre(field: Field) -> tuple[int, int, int]:
@@ -182,7 +117,7 @@ def test_sign_in_upload_wait_open_a_cell_and_download_the_csv(
     page.get_by_role("button", name="Fit").click()
     page.get_by_label("Contrast of the green channel").fill("2.5")
     page.get_by_label("Nuclei").uncheck()
-    assert page.locator('[data-overlay="nucleus-outlines"]').is_hidden()
+    assert page.locator("[data-nucleus-outlines]").is_hidden()
     page.get_by_label("Nuclei").check()
     page.get_by_label("Contrast of the green channel").fill("1")
     _shot(page, "field-viewer-desktop")

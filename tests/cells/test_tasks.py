@@ -83,3 +83,26 @@ def test_a_database_outage_is_retried_twice_then_fails_the_field_with_what_to_do
         field.error
         == "The database could not be reached to store the result (server closed the connection); run the field again."
     )
+
+
+def test_a_field_whose_segmentation_weights_are_missing_fails_with_a_sentence_for_the_user(
+    queued_field, ml_settings, monkeypatch
+):
+    from cells import ml_config
+
+    Field.objects.filter(pk=queued_field.pk).update(segmentation_backend="")
+    queued_field.job.__class__.objects.filter(pk=queued_field.job_id).update(segmentation_backend="unet")
+    ml_settings.ML_NUCLEI_WEIGHTS = ml_settings.ML_CELL_WEIGHTS = ""
+    ml_config.get_segmenter.cache_clear()
+    try:
+        tasks.process_field.apply(args=[queued_field.pk])
+    finally:
+        ml_config.get_segmenter.cache_clear()
+    field = Field.objects.get(pk=queued_field.pk)
+    assert field.status == "failed"
+    assert field.error == (
+        "The segmentation this job chose cannot run on this server: its network weights are missing or unusable. "
+        "Upload the field again with the classical segmentation, or ask the administrator to install the weights "
+        "(ML_NUCLEI_WEIGHTS and ML_CELL_WEIGHTS)."
+    )
+    assert ".." not in field.error and "python -m" not in field.error

@@ -1,4 +1,5 @@
 import io
+import json
 import stat
 import zipfile
 from pathlib import Path
@@ -281,3 +282,82 @@ def test_zip_limits_follow_the_settings_and_the_largest_accepted_image(settings)
     assert ZipLimits.from_settings() == ZipLimits(
         max_entries=7, max_total_bytes=1000, max_entry_bytes=4 * 2 * 64 * 64 + 1024**2
     )
+
+
+def _bare(folder_files: dict[str, tuple[str, ...]]) -> tuple[MultiValueDict, str]:
+    """Files named blue.png, green.png ... in folders, and the JSON `paths` a folder upload sends with them."""
+    pngs = field_pngs(size_px=SIZE_PX)
+    uploads, paths = [], []
+    for folder, channels in folder_files.items():
+        for channel in channels:
+            uploads.append(SimpleUploadedFile(f"{channel}.png", pngs[channel]))
+            paths.append(f"{folder}/{channel}.png")
+    return _files(*uploads), json.dumps(paths)
+
+
+def test_a_folder_upload_makes_one_field_per_folder_named_after_it():
+    files, paths = _bare({"scan/A3": ("red", "green", "blue", "yellow"), "scan/B4": ("green", "blue")})
+    with request_uploads(files, paths=paths) as uploads:
+        assert _fields(uploads) == {"A3": ["blue", "green", "red", "yellow"], "B4": ["blue", "green"]}
+
+
+def test_folders_of_the_same_name_are_told_apart_by_their_parents():
+    files, paths = _bare({"plate1/A3": ("green", "blue"), "plate2/A3": ("green", "blue")})
+    with request_uploads(files, paths=paths) as uploads:
+        assert _fields(uploads) == {"plate1_A3": ["blue", "green"], "plate2_A3": ["blue", "green"]}
+
+
+def test_named_files_of_the_same_id_in_two_folders_become_two_fields():
+    pngs = field_pngs(size_px=SIZE_PX)
+    uploads = [SimpleUploadedFile(f"f1_{channel}.png", pngs[channel]) for channel in ("green", "blue")] * 2
+    paths = json.dumps(["day1/f1_green.png", "day1/f1_blue.png", "day2/f1_green.png", "day2/f1_blue.png"])
+    with request_uploads(_files(*uploads), paths=paths) as uploads:
+        assert _fields(uploads) == {"day1_f1": ["blue", "green"], "day2_f1": ["blue", "green"]}
+
+
+def test_a_bare_channel_file_without_a_folder_takes_the_field_id_given():
+    pngs = field_pngs(size_px=SIZE_PX)
+    files = _files(*(SimpleUploadedFile(f"{channel}.png", pngs[channel]) for channel in ("green", "blue")))
+    with request_uploads(files, field_name="well-7") as uploads:
+        assert _fields(uploads) == {"well-7": ["blue", "green"]}
+
+
+def test_the_same_relative_path_twice_is_refused_not_replaced():
+    files, paths = _bare({"A3": ("green", "blue", "blue")})
+    assert _refusal(files, paths=paths) == {
+        "A3/blue.png": "Two uploaded files are at the same path A3/blue.png; rename one (or remove it) so each file "
+        "can be told apart."
+    }
+
+
+def test_paths_that_do_not_match_the_files_are_refused_with_a_sentence():
+    files, _ = _bare({"A3": ("green", "blue")})
+    assert _refusal(files, paths='["A3/green.png"]') == {
+        "paths": "The file paths must be a JSON list of 2 relative path(s), one for each uploaded file in order, "
+        'such as ["plate1/A3/blue.png"]; send them again or leave them out.'
+    }
+
+
+def test_folders_inside_a_zip_name_the_fields_and_a_root_level_field_takes_the_zip_name():
+    pngs = field_pngs(size_px=SIZE_PX)
+    entries = {f"{folder}/{channel}.png": pngs[channel] for folder in ("A3", "B4") for channel in ("green", "blue")}
+    with request_uploads(_files(_zip(entries))) as uploads:
+        assert _fields(uploads) == {"A3": ["blue", "green"], "B4": ["blue", "green"]}
+    with request_uploads(_files(_zip({f"{c}.png": pngs[c] for c in ("green", "blue")}))) as uploads:
+        assert _fields(uploads) == {"batch": ["blue", "green"]}
+
+
+def test_an_assignment_by_relative_path_names_one_of_two_files_of_the_same_name():
+    pngs = field_pngs(size_px=SIZE_PX)
+    files = _files(*(SimpleUploadedFile("scan.png", pngs[channel]) for channel in ("green", "blue")))
+    paths = json.dumps(["A3/scan.png", "A3/sub/scan.png"])
+    assignments = json.dumps({"A3/scan.png": {"field": "A3", "channel": "green"}})
+    assert _refusal(files, paths=paths, assignments=assignments) == {
+        "A3/sub/scan.png": "A3/sub/scan.png is not named {ID}_{channel}.png or .tif, nor after its channel alone "
+        "(blue.png); rename it, assign its channel on the upload page, or upload it as a multi-channel TIFF."
+    }
+    both = json.dumps(
+        {"A3/scan.png": {"field": "A3", "channel": "green"}, "A3/sub/scan.png": {"field": "A3", "channel": "blue"}}
+    )
+    with request_uploads(files, paths=paths, assignments=both) as uploads:
+        assert _fields(uploads) == {"A3": ["blue", "green"]}

@@ -303,3 +303,50 @@ def test_add_familiarity_refuses_a_description_of_other_features(tiny_checkpoint
     with pytest.raises(CheckpointError, match="it describes 4 features in layer stage2, the model gives 16"):
         add_familiarity(tiny_checkpoint, familiarity=tiny_familiarity({"stage2": 4}))
     assert "familiarity" not in torch.load(tiny_checkpoint, weights_only=True)
+
+
+def test_backbone_checkpoint_round_trip_rebuilds_the_timm_network_and_its_preprocessing(tmp_path):
+    from ml.checkpoints import BACKBONE_ARCHITECTURE, PREPROCESSING
+    from ml.classifier.network import BackboneCellClassifier
+    from ml.classifier.predictor import Predictor
+
+    model = BackboneCellClassifier("efficientnet_lite0", dropout=0.0).eval()
+    config = {**TINY_CONFIG, "architecture": BACKBONE_ARCHITECTURE, "backbone": "efficientnet_lite0", "widths": []}
+    config["preprocessing"] = PREPROCESSING
+    save_classifier_checkpoint(tmp_path / "b.pt", model=model, config=config, metrics={}, data={})
+    loaded, checkpoint = load_classifier_checkpoint(tmp_path / "b.pt")
+    crops = torch.rand(2, 4, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(crops), model(crops), rtol=0, atol=0)
+    assert isinstance(loaded, BackboneCellClassifier) and checkpoint["config"]["backbone"] == "efficientnet_lite0"
+    predictor = Predictor.from_checkpoint(tmp_path / "b.pt", device="cpu")
+    assert predictor.description.architecture == BACKBONE_ARCHITECTURE and predictor.input_size_px == 32
+    probabilities, layers = predictor.predict_crops_and_features(crops.numpy(), layers=["stage2", "features"])
+    assert probabilities.shape == (2, 19) and layers["stage2"].shape == (2, 24) and layers["features"].shape == (2, 1280)
+
+
+def test_checkpoints_of_unknown_backbones_or_preprocessing_are_refused(tmp_path):
+    from ml.checkpoints import BACKBONE_ARCHITECTURE
+
+    model = CellClassifier(widths=TINY_CONFIG["widths"])
+    for config, problem in (
+        ({**TINY_CONFIG, "architecture": BACKBONE_ARCHITECTURE, "backbone": "nonet"}, "backbone 'nonet' is not a timm"),
+        ({**TINY_CONFIG, "preprocessing": {"crop": "whole-field"}}, "preprocessing {'crop': 'whole-field'} is not the one"),
+    ):  # fmt: skip
+        with pytest.raises(CheckpointError, match=f"^The config to save has an unusable model config: {problem}"):
+            save_classifier_checkpoint(tmp_path / "x.pt", model=model, config=config, metrics={}, data={})
+
+
+def test_the_shipped_checkpoint_loads_and_gives_the_outputs_it_gave_before_backbones_existed():
+    model, checkpoint = load_classifier_checkpoint("ml/weights/hpaweb-synth-v1.pt")
+    crops = torch.rand(3, 4, 96, 96, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        logits = model(crops)
+    # Computed with the network code of the release before timm backbones (git HEAD c99edd5).
+    assert checkpoint["config"]["architecture"] == "cell-classifier" and "preprocessing" not in checkpoint["config"]
+    torch.testing.assert_close(logits.sum(), torch.tensor(-878.0384521484375), rtol=1e-6, atol=1e-3)
+    expected_first = [22.986936569213867, -18.517995834350586, -19.766910552978516, -29.55241584777832, -20.666894912719727]
+    torch.testing.assert_close(logits[0, :5], torch.tensor(expected_first), rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(
+        logits[2, -3:], torch.tensor([3.4565482139587402, -16.43890380859375, -22.265583038330078]), rtol=1e-6, atol=1e-4
+    )

@@ -39,8 +39,8 @@ def test_fit_familiarity_adds_a_block_and_leaves_the_weights_bit_identical(train
     thresholds = tuple(layer["threshold"] for layer in block["layers"])
     assert load_classifier_checkpoint(out)[1]["familiarity"].thresholds == thresholds
     assert "familiarity" not in torch.load(tiny_checkpoint, weights_only=True)  # --out leaves the input alone
-    # The crops came through the training cache at the checkpoint's input size.
-    assert sorted(p.name for p in (training_dir / ".hpaweb-cache" / "crops-32px").iterdir()) == ["a-cells.npz", "b-empty.npz"]  # fmt: skip
+    # The crops came through the training cell store at the checkpoint's input size.
+    assert sorted(p.name for p in (training_dir / ".hpaweb-cache" / "cells-32px" / "fields").iterdir()) == ["a-cells", "b-empty"]  # fmt: skip
 
 
 def test_fit_familiarity_updates_the_checkpoint_in_place_without_out(training_dir, tiny_checkpoint):

@@ -1,0 +1,216 @@
+"""Per-cell measurements and quality control: what they cost, and how well the flags find injected defects.
+
+Speed: on synthetic 2048 px fields (`bench.common.synthetic_fields`, the `make bench` fields),
+milliseconds per cell of `ml.measure.measure_cells` without scattering plus `ml.qc.qc_flags` (target
+at most 10), and of the batched wavelet scattering alone.
+
+Quality control: synthetic 1024 px fields (seed 1001) with known defects injected into their true
+labels and pixels (`inject_defects`): cells blurred (Gaussian, sigma 4 px), pairs of touching cells
+merged into one (cell and nuclei), outlines broken (a wedge cut out, a hole punched, or the nucleus
+moved half out of its cell), small fragments added (with a nucleus); cells on the image border are
+cut by it. Per flag: precision and recall of `ml.qc.qc_flags` with the default thresholds against
+the injected truth (every cell of the fields counts; a flag on a cell without that defect is a false
+positive). Target: both at least 0.9.
+
+    .venv/bin/python -m bench.measure [--fields 4] [--qc-fields 12] [--seed 1001]
+"""
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ml.io import FieldImages, read_field
+from ml.measure import measure_cells
+from ml.measure.texture import scattering_features, texture_crops
+from ml.qc import QC_FLAGS, qc_flags
+from ml.synth.field import synthesize_field
+
+QC_SEED = 1001
+BLUR_SIGMA_PX = 4.0
+PER_DEFECT = 3  # cells of each kind of defect per field
+
+
+@dataclass(frozen=True, eq=False)
+class DefectField:
+    field: FieldImages
+    cell_labels: np.ndarray
+    nuclei_labels: np.ndarray
+    truth: dict[str, set[int]]  # flag -> ids of the cells that have that defect
+
+
+def inject_defects(rng: np.random.Generator, size_px: int = 1024) -> DefectField:
+    """A synthetic field with `PER_DEFECT` blurred cells, merged pairs, broken outlines and small fragments."""
+    synthetic = synthesize_field(rng, size_px)
+    image = synthetic.image.copy()
+    cells = synthetic.cell_labels.astype(np.int32)
+    nuclei = synthetic.nuclei_labels.astype(np.int32)
+    height, width = cells.shape
+    ids = [cell_id for cell_id in range(1, int(cells.max()) + 1) if (cells == cell_id).any()]
+    border = set(np.unique(np.concatenate([cells[0], cells[-1], cells[:, 0], cells[:, -1]]))) - {0}
+    interior = [cell_id for cell_id in ids if cell_id not in border]
+    rng.shuffle(interior)
+    truth: dict[str, set[int]] = {flag: set() for flag in QC_FLAGS}
+    used: set[int] = set()
+
+    def take() -> int | None:
+        for cell_id in interior:
+            if cell_id not in used:
+                used.add(cell_id)
+                return cell_id
+        return None
+
+    # Merged pairs: a cell and a touching interior neighbour become one cell with both nuclei.
+    for _ in range(PER_DEFECT):
+        first = take()
+        if first is None:
+            break
+        ring = ndimage.binary_dilation(cells == first, iterations=2) & (cells != first)
+        neighbours = [n for n in np.unique(cells[ring]) if n and n not in used and n not in border]
+        if not neighbours:
+            continue
+        second = int(neighbours[0])
+        used.add(second)
+        cells[cells == second] = first
+        nuclei[nuclei == second] = first
+        truth["merged"].add(first)
+    # Blurred cells: every channel blurred inside the cell (and a few pixels around it).
+    for _ in range(PER_DEFECT):
+        cell_id = take()
+        if cell_id is None:
+            break
+        region = ndimage.binary_dilation(cells == cell_id, iterations=3)
+        rows, cols = np.nonzero(region)
+        box = (slice(max(rows.min() - 16, 0), rows.max() + 17), slice(max(cols.min() - 16, 0), cols.max() + 17))
+        for channel in image:
+            blurred = ndimage.gaussian_filter(channel[box], BLUR_SIGMA_PX)
+            channel[box][region[box]] = blurred[region[box]]
+        truth["out_of_focus"].add(cell_id)
+    # Broken outlines: a wedge cut out, a hole punched, or the nucleus moved half out of the cell.
+    for kind in range(PER_DEFECT):
+        cell_id = take()
+        if cell_id is None:
+            break
+        mask = cells == cell_id
+        rows, cols = np.nonzero(mask)
+        centre_row, centre_col = rows.mean(), cols.mean()
+        radius = np.sqrt(mask.sum() / np.pi)
+        grid_rows, grid_cols = np.ogrid[:height, :width]
+        distance = np.hypot(grid_rows - centre_row, grid_cols - centre_col)
+        nucleus = nuclei == cell_id
+        if kind % 3 == 0:
+            angle = np.arctan2(grid_rows - centre_row, grid_cols - centre_col)
+            wedge = mask & (np.abs(angle - rng.uniform(-np.pi, np.pi) + np.pi) % (2 * np.pi) - np.pi < 0.5)
+            wedge &= (distance > 0.35 * radius) & ~nucleus
+            cells[wedge] = 0
+        elif kind % 3 == 1:
+            cytoplasm = mask & ~ndimage.binary_dilation(nucleus, iterations=int(0.15 * radius) + 2)
+            cytoplasm &= ndimage.binary_erosion(mask, iterations=int(0.3 * radius) + 2)
+            points = np.argwhere(cytoplasm)
+            if len(points) == 0:
+                continue
+            row, col = points[rng.integers(len(points))]
+            hole = mask & (np.hypot(grid_rows - row, grid_cols - col) <= 0.2 * radius)
+            cells[hole] = 0
+        else:
+            nucleus_rows, nucleus_cols = np.nonzero(nucleus)
+            shift = int(round(0.9 * radius))
+            nuclei[nucleus] = 0
+            moved_rows = np.clip(nucleus_rows + shift, 0, height - 1)
+            nuclei[moved_rows, nucleus_cols] = cell_id
+        truth["failed_contour"].add(cell_id)
+    # Small fragments with a nucleus, in the background.
+    free = ndimage.distance_transform_edt(cells == 0)
+    typical_radius = np.sqrt(np.median(np.bincount(cells.ravel())[1:][np.bincount(cells.ravel())[1:] > 0]) / np.pi)
+    fragment_radius = 0.2 * typical_radius
+    next_id = int(cells.max()) + 1
+    for _ in range(PER_DEFECT):
+        spots = np.argwhere(free > fragment_radius + 3)
+        if len(spots) == 0:
+            break
+        row, col = spots[rng.integers(len(spots))]
+        grid_rows, grid_cols = np.ogrid[:height, :width]
+        distance = np.hypot(grid_rows - row, grid_cols - col)
+        cells[distance <= fragment_radius] = next_id
+        nuclei[distance <= 0.5 * fragment_radius] = next_id
+        free[distance <= 2 * fragment_radius + 6] = 0
+        truth["too_small"].add(next_id)
+        next_id += 1
+    present = set(np.unique(cells)) - {0}
+    truth["cut_by_border"] = set(np.unique(np.concatenate([cells[0], cells[-1], cells[:, 0], cells[:, -1]]))) - {0}
+    truth = {flag: members & present for flag, members in truth.items()}
+    field = FieldImages(red=image[0], green=image[1], blue=image[2], yellow=image[3])
+    return DefectField(field=field, cell_labels=cells.astype(np.uint16), nuclei_labels=nuclei.astype(np.uint16), truth=truth)
+
+
+def qc_precision_recall(*, fields: int, seed: int = QC_SEED, size_px: int = 1024) -> dict[str, dict[str, float]]:
+    """Per flag: true positives, false positives, false negatives, precision and recall over `fields` fields."""
+    counts = {flag: {"tp": 0, "fp": 0, "fn": 0} for flag in QC_FLAGS}
+    for index in range(fields):
+        defects = inject_defects(np.random.default_rng([seed, index]), size_px)
+        measurements = measure_cells(defects.field, defects.cell_labels, defects.nuclei_labels, texture=False)
+        flags = qc_flags(measurements)
+        for flag in QC_FLAGS:
+            found = {int(cell_id) for cell_id, cell_flags in zip(measurements.cell_ids, flags, strict=True) if flag in cell_flags}
+            counts[flag]["tp"] += len(found & defects.truth[flag])
+            counts[flag]["fp"] += len(found - defects.truth[flag])
+            counts[flag]["fn"] += len(defects.truth[flag] - found)
+    for count in counts.values():
+        count["precision"] = count["tp"] / max(count["tp"] + count["fp"], 1)
+        count["recall"] = count["tp"] / max(count["tp"] + count["fn"], 1)
+    return counts
+
+
+def time_measurements(*, fields: int, size_px: int = 2048) -> dict[str, float]:
+    """ms per cell of measurements (shape, intensity, Haralick, LBP) + QC, and of scattering alone (batched)."""
+    from bench.common import synthetic_fields
+    from ml.segmentation import Segmenter
+
+    segmenter = Segmenter("classical")
+    measure_s = scattering_s = 0.0
+    cells = 0
+    for index, files in enumerate(synthetic_fields(count=fields, size_px=size_px)):
+        field = read_field(files)
+        segmentation = segmenter(field)
+        if index == 0:  # warm-up: imports, filter banks
+            measure_cells(field, segmentation.cell_labels, segmentation.nuclei_labels, scattering=True)
+        started = time.perf_counter()
+        measurements = measure_cells(field, segmentation.cell_labels, segmentation.nuclei_labels)
+        qc_flags(measurements)
+        measure_s += time.perf_counter() - started
+        greens, _masks = texture_crops(field.green, segmentation.cell_labels)
+        started = time.perf_counter()
+        scattering_features(greens)
+        scattering_s += time.perf_counter() - started
+        cells += len(measurements)
+    return {"cells": cells, "measure_qc_ms": 1000 * measure_s / cells, "scattering_ms": 1000 * scattering_s / cells}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.measure", description=__doc__.splitlines()[0])
+    parser.add_argument("--fields", type=int, default=4, help="2048 px fields timed")
+    parser.add_argument("--qc-fields", type=int, default=12, help="1024 px fields with injected defects")
+    parser.add_argument("--seed", type=int, default=QC_SEED)
+    args = parser.parse_args(argv)
+    speed = time_measurements(fields=args.fields)
+    print(f"Speed, {speed['cells']} cells of {args.fields} synthetic 2048 px fields:\n")
+    print("| what | ms per cell |")
+    print("| --- | ---: |")
+    print(f"| measurements without scattering (shape, intensity, Haralick, LBP) + QC | {speed['measure_qc_ms']:.1f} |")
+    print(f"| wavelet scattering (417 coefficients, batches of 64) | {speed['scattering_ms']:.1f} |")
+    scores = qc_precision_recall(fields=args.qc_fields, seed=args.seed)
+    print(f"\nQuality control on {args.qc_fields} synthetic 1024 px fields with injected defects (seed {args.seed}):\n")
+    print("| flag | defects | flagged | true positives | precision | recall |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for flag, count in scores.items():
+        print(
+            f"| {flag} | {count['tp'] + count['fn']} | {count['tp'] + count['fp']} | {count['tp']} | "
+            f"{count['precision']:.3f} | {count['recall']:.3f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

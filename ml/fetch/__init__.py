@@ -1,0 +1,1 @@
+"""Downloading public training data (`ml.fetch.hpa`: the HPA Cell Atlas fields of a labels table)."""

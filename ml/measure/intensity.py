@@ -1,0 +1,83 @@
+"""Intensity of one cell in each channel present, and the focus of its image.
+
+Values are in the channel's own units as read (`ml.io`: 0 to 1 of the file's bit depth), so they
+compare between cells of one field and between fields of one acquisition:
+- per channel: mean, median, std, max, integrated (sum over the cell's pixels);
+- protein (green): the nucleus-to-cytoplasm ratio (mean in the nucleus over mean in the rest of the
+  cell; NaN without cytoplasm or with a dark cytoplasm) and its Pearson correlation with each
+  reference channel present (red, blue, yellow) over the cell's pixels;
+- focus: the energy of the Laplacian over the variance, inside the cell, of the nucleus and protein
+  channels block-averaged by `FOCUS_BIN_PX` (which removes pixel noise), averaged over the two.
+  Blur lowers it; quality control compares it with the field's other cells (`ml.qc`).
+"""
+
+import numpy as np
+from scipy import ndimage
+
+from ml.constants import CHANNELS
+
+STATISTICS: tuple[str, ...] = ("mean", "median", "std", "max", "integrated")
+REFERENCES: tuple[str, ...] = ("red", "blue", "yellow")
+FOCUS_BIN_PX = 2
+FOCUS_CHANNELS: tuple[str, ...] = ("blue", "green")
+
+
+def intensity_names() -> tuple[str, ...]:
+    """Every intensity measurement, for all four channels (a missing channel's are NaN)."""
+    per_channel = tuple(f"{channel}_{statistic}" for channel in CHANNELS for statistic in STATISTICS)
+    green = ("green_nucleus_cytoplasm_ratio", *(f"green_{reference}_correlation" for reference in REFERENCES))
+    return (*per_channel, *green, "focus")
+
+
+def intensity_features(
+    windows: dict[str, np.ndarray], cell_mask: np.ndarray, nucleus_mask: np.ndarray
+) -> list[float]:
+    """`intensity_names()` of one cell from its channels' windows (h, w) over its box (present ones only)."""
+    values = {name: window[cell_mask] for name, window in windows.items()}
+    features: list[float] = []
+    for channel in CHANNELS:
+        inside = values.get(channel)
+        if inside is None or inside.size == 0:
+            features += [np.nan] * len(STATISTICS)
+            continue
+        total = float(inside.sum(dtype=np.float64))
+        features += [total / inside.size, float(np.median(inside)), float(inside.std()), float(inside.max()), total]
+    green = windows["green"]
+    nucleus = nucleus_mask & cell_mask
+    cytoplasm = cell_mask & ~nucleus_mask
+    ratio = np.nan
+    if nucleus.any() and cytoplasm.any():
+        cytoplasm_mean = float(green[cytoplasm].mean())
+        ratio = float(green[nucleus].mean()) / cytoplasm_mean if cytoplasm_mean > 0 else np.nan
+    features.append(ratio)
+    for reference in REFERENCES:
+        features.append(_correlation(values["green"], values[reference]) if reference in values else np.nan)
+    features.append(_focus(windows, cell_mask))
+    return features
+
+
+def _correlation(first: np.ndarray, second: np.ndarray) -> float:
+    first = first - first.mean(dtype=np.float64)
+    second = second - second.mean(dtype=np.float64)
+    norm = float(np.sqrt((first @ first) * (second @ second)))
+    return float(first @ second) / norm if norm > 0 else np.nan
+
+
+def _focus(windows: dict[str, np.ndarray], cell_mask: np.ndarray) -> float:
+    height, width = cell_mask.shape
+    rows, cols = height // FOCUS_BIN_PX * FOCUS_BIN_PX, width // FOCUS_BIN_PX * FOCUS_BIN_PX
+    if rows < 3 * FOCUS_BIN_PX or cols < 3 * FOCUS_BIN_PX:
+        return np.nan
+    mask = cell_mask[:rows:FOCUS_BIN_PX, :cols:FOCUS_BIN_PX]
+    mask = ndimage.binary_erosion(mask)  # the Laplacian at the mask's rim sees the neighbours
+    if not mask.any():
+        return np.nan
+    scores = []
+    for channel in FOCUS_CHANNELS:
+        binned = windows[channel][:rows, :cols].reshape(rows // FOCUS_BIN_PX, FOCUS_BIN_PX, cols // FOCUS_BIN_PX, FOCUS_BIN_PX)
+        binned = binned.mean(axis=(1, 3), dtype=np.float32)
+        laplacian = ndimage.laplace(binned)[mask]
+        variance = float(binned[mask].var())
+        if variance > 0:
+            scores.append(float(np.mean(laplacian.astype(np.float64) ** 2)) / variance)
+    return float(np.mean(scores)) if scores else np.nan
