@@ -6,7 +6,7 @@ at most 10), and of the batched wavelet scattering alone.
 
 Quality control: synthetic 1024 px fields (seed 1001) with known defects injected into their true
 labels and pixels (`inject_defects`): cells blurred (Gaussian, sigma 4 px), pairs of touching cells
-merged into one (cell and nuclei), outlines broken (a wedge cut out, a hole punched, or the nucleus
+merged into one (cell and nuclei), outlines broken (a 4 px gap cut across the cytoplasm beyond the nucleus, tearing the cell in two, a hole punched, or the nucleus
 moved half out of its cell), small fragments added (with a nucleus); cells on the image border are
 cut by it. Per flag: precision and recall of `ml.qc.qc_flags` with the default thresholds against
 the injected truth (every cell of the fields counts; a flag on a cell without that defect is a false
@@ -67,7 +67,7 @@ def inject_defects(rng: np.random.Generator, size_px: int = 1024) -> DefectField
         first = take()
         if first is None:
             break
-        ring = ndimage.binary_dilation(cells == first, iterations=2) & (cells != first)
+        ring = ndimage.binary_dilation(cells == first, structure=np.ones((3, 3))) & (cells != first)
         neighbours = [n for n in np.unique(cells[ring]) if n and n not in used and n not in border]
         if not neighbours:
             continue
@@ -101,10 +101,15 @@ def inject_defects(rng: np.random.Generator, size_px: int = 1024) -> DefectField
         distance = np.hypot(grid_rows - centre_row, grid_cols - centre_col)
         nucleus = nuclei == cell_id
         if kind % 3 == 0:
-            angle = np.arctan2(grid_rows - centre_row, grid_cols - centre_col)
-            wedge = mask & (np.abs(angle - rng.uniform(-np.pi, np.pi) + np.pi) % (2 * np.pi) - np.pi < 0.5)
-            wedge &= (distance > 0.35 * radius) & ~nucleus
-            cells[wedge] = 0
+            # Across the cytoplasm beyond the nucleus: halfway between the nucleus's and the cell's far edge.
+            for direction in rng.uniform(-np.pi, np.pi, size=8):
+                along = (grid_rows - centre_row) * np.sin(direction) + (grid_cols - centre_col) * np.cos(direction)
+                cell_edge, nucleus_edge = along[mask].max(), along[nucleus].max() if nucleus.any() else 0.0
+                if cell_edge - nucleus_edge > 12:
+                    cells[mask & (np.abs(along - (cell_edge + nucleus_edge) / 2) < 2.0)] = 0
+                    break
+            else:
+                continue
         elif kind % 3 == 1:
             cytoplasm = mask & ~ndimage.binary_dilation(nucleus, iterations=int(0.15 * radius) + 2)
             cytoplasm &= ndimage.binary_erosion(mask, iterations=int(0.3 * radius) + 2)

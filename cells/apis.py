@@ -46,6 +46,7 @@ from cells.throttles import (
 from cells.upload_limits import DISK_FULL, is_disk_full
 from cells.uploads import JobInputError, request_uploads
 from ml.constants import CLASS_NAMES
+from ml.io import InputError, parse_channel_mapping
 from ml.qc import QC_FLAGS
 from ml.segmentation import BACKENDS
 
@@ -282,6 +283,24 @@ class JobListCreateApi(APIView):
         classifier = serializers.IntegerField(
             required=False, help_text="The id of the classifier to run (GET /api/models/); default: the installation's."
         )
+        pixel_size_um = serializers.FloatField(
+            required=False, min_value=0.001, help_text="Microns per pixel; sets the segmentation's scale (else estimated)."
+        )
+        nucleus_diameter_px = serializers.FloatField(
+            required=False, min_value=1.0, help_text="Typical nucleus diameter in pixels; overrides pixel_size_um."
+        )
+        channel_mapping = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            help_text='JSON: OME-TIFF channel name -> red/green/blue/yellow, e.g. {"DAPI": "blue", "Alexa 488": "green"}; '
+            "without it OME channel names are recognised by their words (DAPI, Hoechst, GFP, tubulin, ...).",
+        )
+
+        def validate_channel_mapping(self, value: str) -> dict[str, str]:
+            try:
+                return parse_channel_mapping(value)
+            except InputError as error:
+                raise serializers.ValidationError(str(error)) from None
         files = serializers.ListField(
             child=serializers.FileField(),
             required=False,
@@ -361,6 +380,9 @@ class JobListCreateApi(APIView):
                     segmentation_backend=data.get("segmentation_backend"),
                     classifier_id=data.get("classifier"),
                     image_labels=labels_from_request(request.FILES, typed=data.get("labels", "")),
+                    pixel_size_um=data.get("pixel_size_um"),
+                    nucleus_diameter_px=data.get("nucleus_diameter_px"),
+                    channel_mapping=data.get("channel_mapping") or None,
                 )
         except JobInputError as exc:
             _raise_input_error(exc)
@@ -972,7 +994,8 @@ class JobSummaryApi(APIView):
             field = serializers.CharField(source="field.name")
             field_id = serializers.IntegerField(source="field.pk")
             labels = serializers.ListField(
-                child=serializers.DictField(), help_text="index, name, rank among the 19 field-level confidences, confidence."
+                child=serializers.DictField(),
+                help_text="index, name, rank among the 19 field-level confidences, confidence.",
             )
             top_classes = serializers.ListField(child=serializers.ListField(), help_text="[class name, confidence].")
             agreement = serializers.FloatField(
@@ -983,12 +1006,16 @@ class JobSummaryApi(APIView):
         mean_agreement = serializers.FloatField(allow_null=True)
         labelled_fields = serializers.IntegerField()
         class_counts = serializers.SerializerMethodField(help_text="Cells per class at confidence 0.5.")
-        histogram = serializers.ListField(child=serializers.DictField(), help_text="Top-confidence bins: low, high, cells.")
+        histogram = serializers.ListField(
+            child=serializers.DictField(), help_text="Top-confidence bins: low, high, cells."
+        )
 
         def get_class_counts(self, summary) -> list[dict]:
             return [{"index": c.index, "name": c.name, "cells": c.cells} for c in summary.class_counts]
 
-    @extend_schema(summary="A job's summary: labels against predictions, cells per class, confidences", responses=OutputSerializer)
+    @extend_schema(
+        summary="A job's summary: labels against predictions, cells per class, confidences", responses=OutputSerializer
+    )
     def get(self, request, job_id: int):
         summary = selectors.job_summary(job=selectors.job_get(user=request.user, job_id=job_id))
         return Response(self.OutputSerializer(summary).data)
@@ -1004,10 +1031,13 @@ class JobSummaryCsvApi(APIView):
 
 class AnnotationOutputSerializer(serializers.ModelSerializer):
     field = serializers.CharField(source="field.name")
-    cell = serializers.IntegerField(source="cell_id", allow_null=True, help_text="Null while a mask fix changed the cell.")
+    cell = serializers.IntegerField(
+        source="cell_id", allow_null=True, help_text="Null while a mask fix changed the cell."
+    )
     author = serializers.CharField(source="author.username", default="")
     class_names = serializers.SerializerMethodField()
     corrected_model = ModelSummarySerializer(read_only=True, allow_null=True)
+    kind = serializers.CharField(help_text="classes, not_a_cell or badly_outlined.")
     version = serializers.SerializerMethodField(help_text="The cell's annotation version after this action.")
 
     class Meta:
@@ -1029,7 +1059,11 @@ class AnnotationInputSerializer(serializers.Serializer):
     class Meta:
         ref_name = "CellAnnotationCreate"
 
-    kind = serializers.ChoiceField(choices=CellAnnotation.Kind.values, default=CellAnnotation.Kind.CLASSES)
+    kind = serializers.ChoiceField(
+        choices=CellAnnotation.Kind.choices,
+        default=CellAnnotation.Kind.CLASSES,
+        help_text="classes (give `classes`), not_a_cell or badly_outlined.",
+    )
     classes = serializers.ListField(
         child=serializers.IntegerField(min_value=0, max_value=len(CLASS_NAMES) - 1), required=False, default=list
     )
@@ -1054,7 +1088,10 @@ def _annotate(request, calls, data) -> Response:
 class CellAnnotationApi(APIView):
     pagination_class = Pagination
 
-    @extend_schema(summary="A cell's annotations, newest first (undone ones included)", responses=AnnotationOutputSerializer(many=True))
+    @extend_schema(
+        summary="A cell's annotations, newest first (undone ones included)",
+        responses=AnnotationOutputSerializer(many=True),
+    )
     def get(self, request, cell_id: int):
         cell = selectors.cell_get(user=request.user, cell_id=cell_id)
         rows = curation.annotation_list(user=request.user, field=cell.field).filter(cell_label=cell.label)
@@ -1113,10 +1150,15 @@ class JobAnnotationListApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        cells = {cell.pk: cell for cell in selectors.cell_list(user=request.user, job=job).filter(pk__in=[c["id"] for c in data["cells"]])}
+        cells = {
+            cell.pk: cell
+            for cell in selectors.cell_list(user=request.user, job=job).filter(pk__in=[c["id"] for c in data["cells"]])
+        }
         missing = [c["id"] for c in data["cells"] if c["id"] not in cells]
         if missing:
-            raise ApiValidationError({"detail": f"This job has no cell with id {missing[0]}; choose cells of this job."})
+            raise ApiValidationError(
+                {"detail": f"This job has no cell with id {missing[0]}; choose cells of this job."}
+            )
         calls = [curation.CellCall(cell=cells[c["id"]], version=c["version"]) for c in data["cells"]]
         created = _annotate(request, calls, data)
         if isinstance(created, Response):
@@ -1134,7 +1176,10 @@ class AnnotationUndoApi(APIView):
     @extend_schema(
         summary="Undo an annotation (the cell's previous one is current again)",
         request=InputSerializer,
-        responses={200: AnnotationOutputSerializer, 409: OpenApiResponse(description="Undone already, or changed since.")},
+        responses={
+            200: AnnotationOutputSerializer,
+            409: OpenApiResponse(description="Undone already, or changed since."),
+        },
     )
     def post(self, request, annotation_id: int):
         annotation = curation.annotation_get(user=request.user, annotation_id=annotation_id)
@@ -1171,19 +1216,26 @@ class JobAnnotationImportApi(APIView):
         class Meta:
             ref_name = "CellAnnotationImport"
 
-        file = serializers.FileField(help_text="CSV with the columns field, cell_id, classes (kind optional), as exported.")
+        file = serializers.FileField(
+            help_text="CSV with the columns field, cell_id, classes (kind optional), as exported."
+        )
 
     @extend_schema(
         summary="Import annotations from a CSV (all rows or none)",
         request={"multipart/form-data": InputSerializer},
-        responses={201: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="A row is unusable; `detail` says which.")},
+        responses={
+            201: OpenApiTypes.OBJECT,
+            400: OpenApiResponse(description="A row is unusable; `detail` says which."),
+        },
     )
     def post(self, request, job_id: int):
         job = selectors.job_get(user=request.user, job_id=job_id)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            created = curation.annotations_import_csv(user=request.user, job=job, data=serializer.validated_data["file"].read())
+            created = curation.annotations_import_csv(
+                user=request.user, job=job, data=serializer.validated_data["file"].read()
+            )
         except DjangoValidationError as exc:
             raise ApiValidationError({"detail": " ".join(exc.messages)}) from None
         return Response({"imported": len(created)}, status=status.HTTP_201_CREATED)
@@ -1191,6 +1243,7 @@ class JobAnnotationImportApi(APIView):
 
 class MaskEditOutputSerializer(serializers.ModelSerializer):
     author = serializers.CharField(source="author.username", default="")
+    kind = serializers.CharField(help_text="delete, merge or split.")
 
     class Meta:
         model = MaskEdit
@@ -1207,7 +1260,9 @@ def _mask_fix(request, action) -> Response:
 
 
 class CellMaskDeleteApi(APIView):
-    @extend_schema(summary="Delete a cell from its field (undoable)", request=None, responses={201: MaskEditOutputSerializer})
+    @extend_schema(
+        summary="Delete a cell from its field (undoable)", request=None, responses={201: MaskEditOutputSerializer}
+    )
     def post(self, request, cell_id: int):
         cell = selectors.cell_get(user=request.user, cell_id=cell_id)
         return _mask_fix(request, lambda: mask_edits.cell_delete(user=request.user, cell=cell))
@@ -1220,7 +1275,11 @@ class CellMaskMergeApi(APIView):
 
         other = serializers.IntegerField(help_text="The id of a touching cell of the same field.")
 
-    @extend_schema(summary="Merge a cell with a touching one (undoable)", request=InputSerializer, responses={201: MaskEditOutputSerializer})
+    @extend_schema(
+        summary="Merge a cell with a touching one (undoable)",
+        request=InputSerializer,
+        responses={201: MaskEditOutputSerializer},
+    )
     def post(self, request, cell_id: int):
         cell = selectors.cell_get(user=request.user, cell_id=cell_id)
         serializer = self.InputSerializer(data=request.data)
@@ -1241,7 +1300,11 @@ class CellMaskSplitApi(APIView):
             help_text="The line as [row, col] points in field pixels; it must cross the cell.",
         )
 
-    @extend_schema(summary="Split a cell along a line (undoable)", request=InputSerializer, responses={201: MaskEditOutputSerializer})
+    @extend_schema(
+        summary="Split a cell along a line (undoable)",
+        request=InputSerializer,
+        responses={201: MaskEditOutputSerializer},
+    )
     def post(self, request, cell_id: int):
         cell = selectors.cell_get(user=request.user, cell_id=cell_id)
         serializer = self.InputSerializer(data=request.data)
@@ -1274,7 +1337,9 @@ class TrainingJobOutputSerializer(serializers.ModelSerializer):
     jobs = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
     base_model = ModelSummarySerializer(read_only=True, allow_null=True)
     result_model = ModelSummarySerializer(
-        read_only=True, allow_null=True, help_text="The registered classifier it made; choose it for new jobs and re-runs."
+        read_only=True,
+        allow_null=True,
+        help_text="The registered classifier it made; choose it for new jobs and re-runs.",
     )
 
     class Meta:
@@ -1312,7 +1377,9 @@ class TrainingJobListCreateApi(APIView):
 
     @extend_schema(summary="List your training jobs", responses=TrainingJobOutputSerializer(many=True))
     def get(self, request):
-        return _paginated(self, request, training_jobs.training_job_list(user=request.user), TrainingJobOutputSerializer)
+        return _paginated(
+            self, request, training_jobs.training_job_list(user=request.user), TrainingJobOutputSerializer
+        )
 
     @extend_schema(
         summary="Train a classifier from annotated cells, labelled jobs or both",
@@ -1346,7 +1413,9 @@ class TrainingJobListCreateApi(APIView):
 
 
 class TrainingJobDetailApi(APIView):
-    @extend_schema(summary="Read a training job: status, progress, error, resulting model", responses=TrainingJobOutputSerializer)
+    @extend_schema(
+        summary="Read a training job: status, progress, error, resulting model", responses=TrainingJobOutputSerializer
+    )
     def get(self, request, training_job_id: int):
         training_job = training_jobs.training_job_get(user=request.user, training_job_id=training_job_id)
         return Response(TrainingJobOutputSerializer(training_job).data)

@@ -3,6 +3,7 @@ from django import forms
 from cells import ml_config, registry
 from cells.models import Job, RegisteredModel, TrainingJob
 from ml.constants import CLASS_NAMES
+from ml.io import InputError, parse_channel_mapping
 from ml.qc import QC_DESCRIPTIONS
 
 
@@ -63,6 +64,23 @@ class JobUploadForm(forms.Form):
         help_text="A CSV with the columns ID,Label, as the Kaggle train.csv.",
     )
     segmentation_backend = forms.ChoiceField(label="Segmentation", choices=[])
+    pixel_size_um = forms.FloatField(
+        label="Pixel size (µm per pixel, optional)",
+        required=False,
+        min_value=0.001,
+        help_text="Sets the scale segmentation works at; estimated from the image when left empty.",
+    )
+    nucleus_diameter_px = forms.FloatField(
+        label="Nucleus diameter (pixels, optional)",
+        required=False,
+        min_value=1.0,
+        help_text="The typical nucleus's diameter; used instead of the pixel size when both are given.",
+    )
+    channel_mapping = forms.CharField(
+        label="OME-TIFF channel mapping (optional)",
+        required=False,
+        help_text='For OME-TIFFs whose channel names are not recognised: {"DAPI": "blue", "Alexa 488": "green"}.',
+    )
     classifier = forms.ModelChoiceField(
         label="Classifier",
         queryset=RegisteredModel.objects.none(),
@@ -70,6 +88,12 @@ class JobUploadForm(forms.Form):
         empty_label="None: segment only",
         help_text="Each model's card says what it was trained on and how far to trust it (Models page).",
     )
+
+    def clean_channel_mapping(self) -> dict[str, str]:
+        try:
+            return parse_channel_mapping(self.cleaned_data.get("channel_mapping") or "")
+        except InputError as error:
+            raise forms.ValidationError(str(error)) from None
 
     def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -189,10 +213,15 @@ class CropsExportForm(forms.Form):
     """Which cells' crops to download: a gallery's filters, one field, or chosen cells, and the image format."""
 
     image_format = forms.ChoiceField(
-        label="Format", choices=[("png", "PNG, one file per channel"), ("tiff", "TIFF, 4 planes per cell")], required=False
+        label="Format",
+        choices=[("png", "PNG, one file per channel"), ("tiff", "TIFF, 4 planes per cell")],
+        required=False,
     )
     class_index = forms.TypedChoiceField(
-        choices=[(str(index), name) for index, name in enumerate(CLASS_NAMES)], coerce=int, empty_value=None, required=False
+        choices=[(str(index), name) for index, name in enumerate(CLASS_NAMES)],
+        coerce=int,
+        empty_value=None,
+        required=False,
     )
     min_confidence = forms.FloatField(min_value=0.0, max_value=1.0, required=False)
     familiarity = forms.ChoiceField(choices=[("", ""), ("unfamiliar", ""), ("familiar", "")], required=False)
@@ -211,7 +240,7 @@ class CropsExportForm(forms.Form):
 
 
 class TrainingJobForm(forms.Form):
-    """"Train a model": which jobs' annotated cells and labels, and where to start from."""
+    """The "Train a model" form: which jobs' annotated cells and labels, and where to start from."""
 
     BACKBONES = [
         ("compact", "Compact CNN (fast on a CPU)"),

@@ -24,7 +24,7 @@ from cells.image_labels import check_labels_match_fields as image_labels_check
 from cells.models import Field, Job, RegisteredModel
 from cells.tasks import classify_field, process_field
 from cells.uploads import FieldUpload, JobInputError
-from ml.io import InputError, read_channel, read_field, read_multichannel_tiff
+from ml.io import InputError, nucleus_diameter_from, read_channel, read_field, read_multichannel_tiff
 from ml.segmentation import BACKENDS
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,9 @@ def job_create(
     classifier_id: int | None = None,
     classify: bool = True,
     image_labels: Mapping[str, Sequence[int]] | None = None,
+    pixel_size_um: float | None = None,
+    nucleus_diameter_px: float | None = None,
+    channel_mapping: Mapping[str, str] | None = None,
 ) -> Job:
     """Validate every field, store the job and its files, and queue each field once committed.
 
@@ -49,6 +52,8 @@ def job_create(
     with the classifier `classifier_id` names (one the owner may use), else the installation's
     default; without either, or with `classify=False`, its fields are segmented but not classified.
 
+    `pixel_size_um` or `nucleus_diameter_px` sets the scale segmentation works at (else it is estimated);
+    `channel_mapping` maps OME-TIFF channel names onto red, green, blue and yellow (`ml.io.map_ome_channels`).
     `image_labels` maps field names to their known classes (`cells.image_labels`); labels naming a
     field the upload does not hold are refused. Nothing is stored unless every field is valid;
     files written before a failure are removed.
@@ -66,7 +71,12 @@ def job_create(
         classifier = registry.classifier_for_job(user=owner, model_id=classifier_id) if classify else None
     except ValidationError as error:
         raise JobInputError({"classifier": error.messages[0]}) from None
-    checked = _validate_uploads(uploads)
+    try:
+        nucleus_diameter_from(pixel_size_um=pixel_size_um, nucleus_diameter_px=nucleus_diameter_px)
+    except InputError as error:
+        raise JobInputError({"scale": str(error)}) from None
+    mapping = dict(channel_mapping or {})
+    checked = _validate_uploads(uploads, channel_mapping=mapping)
     labels = dict(image_labels or {})
     image_labels_check(labels, [upload.name for upload in uploads])
 
@@ -74,7 +84,13 @@ def job_create(
     try:
         with transaction.atomic():
             job = Job.objects.create(
-                owner=owner, name=name.strip(), segmentation_backend=backend, classifier=classifier
+                owner=owner,
+                name=name.strip(),
+                segmentation_backend=backend,
+                classifier=classifier,
+                pixel_size_um=pixel_size_um,
+                nucleus_diameter_px=nucleus_diameter_px,
+                channel_mapping=mapping,
             )
             for upload, image in zip(uploads, checked, strict=True):
                 field = Field(
@@ -215,7 +231,7 @@ class _CheckedField:
     bit_depth: int
 
 
-def _validate_uploads(uploads: Sequence[FieldUpload]) -> list[_CheckedField]:
+def _validate_uploads(uploads: Sequence[FieldUpload], *, channel_mapping: Mapping[str, str]) -> list[_CheckedField]:
     if not uploads:
         raise JobInputError({"upload": "No field was uploaded; add the channel files of at least one field."})
     if len(uploads) > settings.HPAWEB_MAX_FIELDS_PER_JOB:
@@ -230,7 +246,7 @@ def _validate_uploads(uploads: Sequence[FieldUpload]) -> list[_CheckedField]:
             errors[upload.name] = "Two fields share this name; every field of a job needs its own ID."
             continue
         try:
-            checked.append(_check_upload(upload))
+            checked.append(_check_upload(upload, channel_mapping=channel_mapping))
         except InputError as exc:
             errors[upload.name] = str(exc)
     if errors:
@@ -238,13 +254,15 @@ def _validate_uploads(uploads: Sequence[FieldUpload]) -> list[_CheckedField]:
     return checked
 
 
-def _check_upload(upload: FieldUpload) -> _CheckedField:
+def _check_upload(upload: FieldUpload, *, channel_mapping: Mapping[str, str]) -> _CheckedField:
     """Decode the field to validate it; on failure name every unreadable file, not only the first."""
     max_side_px = ml_config.max_side_px()
     with contextlib.ExitStack() as stack:
         if upload.multichannel_file is not None:
             images = read_multichannel_tiff(
-                stack.enter_context(_reading(upload.multichannel_file)), max_side_px=max_side_px
+                stack.enter_context(_reading(upload.multichannel_file)),
+                max_side_px=max_side_px,
+                channel_mapping=channel_mapping or None,
             )
         else:
             opened = {channel: stack.enter_context(_reading(f)) for channel, f in upload.channel_files.items()}

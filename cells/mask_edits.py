@@ -154,7 +154,11 @@ def cell_split(*, user: AbstractBaseUser, cell: Cell, points: list[tuple[float, 
     cell's id, the other gets a new one; the line's pixels go to the part they touch most."""
     if len(points) < 2:
         raise ValidationError("A split line needs at least two points.")
+    if not all(np.isfinite(value) for point in points for value in point):
+        raise ValidationError("The split line's points must be numbers (field pixels, row and column).")
     field = _owned(cell, user)
+    # Points beyond the field are brought to its edge: the line can only cut what lies inside it.
+    points = [(min(max(float(r), -1.0), field.height), min(max(float(c), -1.0), field.width)) for r, c in points]
     cells, nuclei = _labels(field.cell_labels), _labels(field.nuclei_labels)
     inside = cells == cell.label
     line = _line_mask(cells.shape, [(float(r), float(c)) for r, c in points])

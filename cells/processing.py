@@ -5,6 +5,7 @@ stored. Progress is written with plain UPDATEs outside any transaction, so pages
 worker goes on.
 """
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -19,7 +20,15 @@ from cells.files import field_file_save, stored_files_delete
 from cells.models import Cell, CellPrediction, Field, FieldImage, FieldPrediction, RegisteredModel
 from cells.pictures import EncodedPictures, encode_pictures
 from ml.crops import crop_cells
-from ml.io import FieldImages, InputError, read_field, read_labels_png, read_multichannel_tiff
+from ml.io import (
+    FieldImages,
+    InputError,
+    normalise_range,
+    nucleus_diameter_from,
+    read_field,
+    read_labels_png,
+    read_multichannel_tiff,
+)
 from ml.pipeline import STAGE_START, FieldResult, analyse_field
 from ml.viewer import ViewerImages, viewer_images
 
@@ -120,7 +129,7 @@ def field_classify(*, field_id: int, classifier_id: int) -> None:
     with field.cell_labels.open("rb") as handle:
         cell_labels = read_labels_png(handle)
     predictor = ml_config.get_classifier(classifier)
-    crops = crop_cells(images.stack(), cell_labels, size_px=predictor.input_size_px)
+    crops = crop_cells(normalise_range(images).stack(), cell_labels, size_px=predictor.input_size_px)
     del images
     predictions = predictor.predict_cells(crops)
     _field_store_predictions(
@@ -209,10 +218,20 @@ def _rounded(measurements: dict[str, float | None] | None) -> dict[str, float | 
 
 
 def _read_stored_field(field: Field) -> FieldImages:
+    """The field's channels as stored, with the scale its job was given (None: estimated)."""
+    images = _read_stored_channels(field)
+    job = field.job
+    scale = nucleus_diameter_from(pixel_size_um=job.pixel_size_um, nucleus_diameter_px=job.nucleus_diameter_px)
+    return dataclasses.replace(images, nucleus_diameter_px=scale) if scale is not None else images
+
+
+def _read_stored_channels(field: Field) -> FieldImages:
     max_side_px = ml_config.max_side_px()
     if field.multichannel:
         with field.multichannel.open("rb") as handle:
-            return read_multichannel_tiff(handle, max_side_px=max_side_px)
+            return read_multichannel_tiff(
+                handle, max_side_px=max_side_px, channel_mapping=field.job.channel_mapping or None
+            )
     handles = {channel: stored.open("rb") for channel, stored in field.channel_files().items()}
     try:
         return read_field(handles, max_side_px=max_side_px)

@@ -155,7 +155,7 @@ class JobProgress:
 
     @property
     def time_left_text(self) -> str:
-        """"about 40 s left", "about 3 min left"; empty while nothing can be estimated."""
+        """Such as "about 40 s left" or "about 3 min left"; empty while nothing can be estimated."""
         if self.seconds_left is None:
             return ""
         if self.seconds_left < 60:

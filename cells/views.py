@@ -88,6 +88,9 @@ def job_create(request):
                     # "None: segment only" chosen; a form without the field gets the default.
                     classify=bool(form.cleaned_data["classifier"]) or "classifier" not in request.POST,
                     image_labels=labels_from_request(request.FILES, typed=form.cleaned_data["labels"]),
+                    pixel_size_um=form.cleaned_data.get("pixel_size_um"),
+                    nucleus_diameter_px=form.cleaned_data.get("nucleus_diameter_px"),
+                    channel_mapping=form.cleaned_data.get("channel_mapping") or None,
                 )
         except JobInputError as exc:
             errors, status = exc.field_errors, 400
@@ -546,7 +549,7 @@ def job_annotations_csv(request, job_id: int):
 
 @login_required
 def training_list(request):
-    """"Train a model": the form, and the user's training jobs."""
+    """The "Train a model" page: the form, and the user's training jobs."""
     usable = curation.jobs_usable_for_training(user=request.user).order_by("-created_at")
     form = TrainingJobForm(request.POST or None, user=request.user, jobs=usable)
     status = 200

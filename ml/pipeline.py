@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ml.classifier.base import CellClassifierModel, ModelDescription
 from ml.crops import cell_boxes, crop_cells
 from ml.encoding import empty_rle, labels_to_rles
-from ml.io import FieldImages
+from ml.io import FieldImages, normalise_range
 from ml.measure import measure_cells
 from ml.qc import QcThresholds, qc_flags
 from ml.segmentation import Segmentation, Segmenter
@@ -108,7 +108,8 @@ def analyse_field(
         stage = "classifying"
         report(stage, STAGE_START[stage])
         started = time.perf_counter()
-        crops = crop_cells(field.stack(), segmentation.cell_labels, size_px=predictor.input_size_px)
+        # Dim channels stretched over their own range, so the classifier sees them as it sees bright ones.
+        crops = crop_cells(normalise_range(field).stack(), segmentation.cell_labels, size_px=predictor.input_size_px)
         timings_s["crops"] = time.perf_counter() - started
         started = time.perf_counter()
         predictions = predictor.predict_cells(crops)

@@ -52,9 +52,7 @@ class Migration(migrations.Migration):
                 ),
             ],
             options={
-                "constraints": [
-                    models.UniqueConstraint(fields=("job", "user"), name="one_share_per_job_and_user")
-                ],
+                "constraints": [models.UniqueConstraint(fields=("job", "user"), name="one_share_per_job_and_user")],
             },
         ),
         migrations.CreateModel(
@@ -64,9 +62,7 @@ class Migration(migrations.Migration):
                 ("cell_label", models.PositiveIntegerField()),
                 (
                     "mask_digest",
-                    models.CharField(
-                        help_text="sha256 of the cell's mask RLE when it was annotated.", max_length=64
-                    ),
+                    models.CharField(help_text="sha256 of the cell's mask RLE when it was annotated.", max_length=64),
                 ),
                 (
                     "kind",

@@ -261,7 +261,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # Several "kind" choice sets: named here so the schema (and `check --deploy`) has no collision.
-    "ENUM_NAME_OVERRIDES": {"RegisteredModelKindEnum": "cells.models.RegisteredModel.Kind"},
+    "ENUM_NAME_OVERRIDES": {
+        "RegisteredModelKindEnum": "cells.models.RegisteredModel.Kind",
+        "CellAnnotationKindEnum": "cells.models.CellAnnotation.Kind",
+    },
 }
 
 # Celery. Default broker: kombu's filesystem transport under var/broker, which needs no

@@ -10,6 +10,7 @@ apply, such as a missing channel).
 
 import argparse
 import csv
+import dataclasses
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ml.cli.options import add_segmentation_arguments, build_segmenter, find_input_fields, read_input_fields
-from ml.io import InputError, read_labels_png
+from ml.io import FieldImages, InputError, nucleus_diameter_from, read_labels_png
 from ml.measure import measure_cells, measurement_names
 from ml.qc import QcThresholds, qc_flags
 
@@ -37,6 +38,17 @@ def add_qc_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pixel-size-um", type=float, help="microns per pixel (sets the segmentation's scale)")
+    parser.add_argument("--nucleus-diameter-px", type=float, help="typical nucleus diameter in pixels (overrides it)")
+
+
+def with_scale(field: FieldImages, args: argparse.Namespace) -> FieldImages:
+    """The field with the scale the options give (unchanged without one: the scale is estimated)."""
+    scale = nucleus_diameter_from(pixel_size_um=args.pixel_size_um, nucleus_diameter_px=args.nucleus_diameter_px)
+    return dataclasses.replace(field, nucleus_diameter_px=scale) if scale is not None else field
+
+
 def qc_thresholds_from(args: argparse.Namespace) -> QcThresholds:
     return QcThresholds(**{item.name: getattr(args, f"qc_{item.name}") for item in fields(QcThresholds)})
 
@@ -50,6 +62,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-texture", action="store_true", help="leave out Haralick and LBP")
     parser.add_argument("--scattering", action="store_true", help="add the 417 wavelet scattering coefficients")
     add_qc_arguments(parser)
+    add_scale_arguments(parser)
     add_segmentation_arguments(parser)
 
 
@@ -57,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         fields_found = find_input_fields(args.images)
         thresholds = qc_thresholds_from(args)
+        nucleus_diameter_from(pixel_size_um=args.pixel_size_um, nucleus_diameter_px=args.nucleus_diameter_px)
         segmenter = None if args.labels is not None else build_segmenter(args)
     except (ValueError, OSError) as error:
         print(error, file=sys.stderr)
@@ -69,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             if args.labels is not None:
                 cell_labels, nuclei_labels = _read_labels(args.labels, image_id)
             else:
-                segmentation = segmenter(field)
+                segmentation = segmenter(with_scale(field, args))
                 cell_labels, nuclei_labels = segmentation.cell_labels, segmentation.nuclei_labels
             measurements = measure_cells(field, cell_labels, nuclei_labels, texture=texture, scattering=args.scattering)
             flags = qc_flags(measurements, thresholds)

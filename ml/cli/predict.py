@@ -18,10 +18,10 @@ from pathlib import Path
 
 from ml import constants
 from ml.classifier.loading import load_classifier
-from ml.cli.measure import add_qc_arguments, qc_thresholds_from
+from ml.cli.measure import add_qc_arguments, add_scale_arguments, qc_thresholds_from, with_scale
 from ml.cli.options import add_segmentation_arguments, build_segmenter, find_input_fields, read_input_fields
 from ml.encoding import SubmissionRow, prediction_string, rle_to_kaggle, write_submission
-from ml.io import InputError
+from ml.io import InputError, nucleus_diameter_from
 from ml.pipeline import FieldResult, MeasureOptions, analyse_field
 from ml.qc import QC_FLAGS
 
@@ -59,6 +59,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help=f"leave cells with these quality-control flags out of the submission: all, or some of {','.join(QC_FLAGS)}",
     )
     add_qc_arguments(parser)
+    add_scale_arguments(parser)
     add_segmentation_arguments(parser)
 
 
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         segmenter = build_segmenter(args)
         excluded = _excluded_flags(args.exclude_qc)
         thresholds = qc_thresholds_from(args)
+        nucleus_diameter_from(pixel_size_um=args.pixel_size_um, nucleus_diameter_px=args.nucleus_diameter_px)
     except (ValueError, OSError) as error:  # InputError, CheckpointError and bad device names are ValueErrors
         print(error, file=sys.stderr)
         return 2
@@ -85,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         for image_id, field in read_input_fields(fields, description="Predicting"):
             # Quality control needs shape and intensity only; textures are `python -m ml measure`'s.
             measure = MeasureOptions(texture=False, qc=thresholds) if args.cells_csv or excluded else None
-            result = analyse_field(field, segmenter=segmenter, predictor=predictor, measure=measure)
+            result = analyse_field(with_scale(field, args), segmenter=segmenter, predictor=predictor, measure=measure)
             cells = [
                 (rle_to_kaggle(cell.mask_rle), cell.probabilities)
                 for cell in result.cells

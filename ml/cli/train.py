@@ -52,6 +52,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-fields", type=int, help="use only the first N fields of train.csv")
     parser.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction)
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    parser.add_argument("--samples-per-epoch", type=int, help="cells drawn per epoch (default: one per training cell)")
     parser.add_argument("--lr", type=float, default=DEFAULTS.lr)
     parser.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
     parser.add_argument("--widths", type=int, nargs=4, default=DEFAULTS.widths)
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         max_fields=args.max_fields,
         val_fraction=args.val_fraction,
         batch_size=args.batch_size,
+        samples_per_epoch=args.samples_per_epoch,
         lr=args.lr,
         weight_decay=args.weight_decay,
         widths=tuple(args.widths),

@@ -17,6 +17,8 @@ from ml.io import FieldImages
 from ml.measure.intensity import intensity_features, intensity_names
 from ml.measure.shape import SHAPE_NAMES, shape_features
 from ml.measure.texture import (
+    HARALICK_NAMES,
+    LBP_BINS,
     haralick_features,
     haralick_names,
     lbp_histogram,
@@ -95,7 +97,7 @@ def measure_cells(
         row = shape_features(cell_mask, nucleus_mask, touches=touches)
         row += intensity_features(windows, cell_mask, nucleus_mask)
         rows.append(row)
-    values = np.array(rows, dtype=np.float64).reshape(len(cell_ids), -1)
+    values = np.array(rows, dtype=np.float64).reshape(len(cell_ids), len(SHAPE_NAMES) + len(intensity_names()))
     if texture or scattering:
         greens, masks = texture_crops(field.green, cell_labels)
         parts = [values]
@@ -104,7 +106,7 @@ def measure_cells(
                 np.array(
                     [np.concatenate([haralick_features(g, m), lbp_histogram(g, m)]) for g, m in zip(greens, masks, strict=True)],
                     dtype=np.float64,
-                ).reshape(len(cell_ids), -1)
+                ).reshape(len(cell_ids), len(HARALICK_NAMES) + LBP_BINS)
             )
         if scattering:
             parts.append(scattering_features(greens))

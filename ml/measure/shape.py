@@ -3,7 +3,7 @@
 area (px), perimeter (px, scikit-image's 4-connected estimate), eccentricity, solidity (area over
 convex hull area), form factor (4 pi area / perimeter^2: 1 for a disk), major and minor axis
 lengths (of the ellipse with the same second moments), and what quality control reads: the area
-of holes in the mask, how many separate pieces the nucleus has, the share of the nucleus outside
+of holes in the mask, how many separate (8-connected) pieces the cell and its nucleus have, the share of the nucleus outside
 the cell, and the pixels of the cell on the image border.
 """
 
@@ -22,6 +22,7 @@ SHAPE_NAMES: tuple[str, ...] = (
     "minor_axis_px",
     "nucleus_area_px",
     "hole_area_px",
+    "cell_pieces",
     "nucleus_pieces",
     "nucleus_outside_fraction",
     "border_px",
@@ -45,6 +46,7 @@ def shape_features(
     outline_px = float(perimeter(cell_mask, neighborhood=4))
     form_factor = 4.0 * np.pi * area / outline_px**2 if outline_px > 0 else 1.0
     holes = _hole_area(cell_mask)
+    cell_pieces = ndimage.label(cell_mask, structure=_EIGHT_CONNECTED)[1]
     nucleus_area = int(np.count_nonzero(nucleus_mask))
     pieces_labels, count = ndimage.label(nucleus_mask, structure=_EIGHT_CONNECTED)
     if count > 1:
@@ -67,6 +69,7 @@ def shape_features(
         float(4.0 * np.sqrt(minor_variance)),
         float(nucleus_area),
         holes,
+        float(cell_pieces),
         float(count),
         outside,
         float(border),

@@ -1,7 +1,9 @@
 """Classical nucleus and cell segmentation: thresholds, distance transforms, seeded watersheds.
 
 Needs no weights. It works at a reduced scale (longest side near 512 px, the HPA segmenter's
-0.25 on 2048 px fields) and returns labels at full resolution. Sizes are measured against the
+0.25 on 2048 px fields; with a nucleus diameter given, the scale that makes nuclei about 25 px
+across) and returns labels at full resolution. Dim channels are first stretched over their own
+range (`ml.io.normalise_range`), so the bit depth of the file does not matter. Sizes are measured against the
 typical nucleus of the field rather than fixed in pixels, so one set of defaults fits small
 test images and 3072 px fields alike.
 
@@ -25,10 +27,12 @@ from skimage.measure import label
 from skimage.morphology import reconstruction
 from skimage.segmentation import expand_labels, relabel_sequential, watershed
 
-from ml.io import FieldImages
+from ml.io import FieldImages, normalise_range
 from ml.segmentation.base import Segmentation
 
 WORKING_SIDE_PX = 512
+# A nucleus of a 2048 px HPA field at working scale (512 px): where a given nucleus diameter puts it.
+WORKING_NUCLEUS_DIAMETER_PX = 25.0
 CYTOPLASM_CHANNELS: tuple[str, ...] = ("red", "yellow")  # the HPA cell model's references
 
 # A channel whose smoothed values span less than one 8-bit grey level carries no signal.
@@ -70,7 +74,8 @@ class ClassicalBackend:
 
     def segment(self, field: FieldImages) -> Segmentation:
         shape = field.shape
-        factor = max(1, round(max(shape) / self.working_side_px))
+        field = normalise_range(field)  # dim channels over their own range; others exactly as read
+        factor = self._factor(field)
         nuclei = _segment_nuclei(_downsample(field.blue, factor))
         radius = _typical_radius(nuclei)
         cells, reference_channels = None, ()
@@ -88,6 +93,13 @@ class ClassicalBackend:
 
     def segment_batch(self, fields: Sequence[FieldImages]) -> list[Segmentation]:
         return [self.segment(field) for field in fields]
+
+    def _factor(self, field: FieldImages) -> int:
+        """The downsampling to working scale: from the field's nucleus diameter when given (to about
+        WORKING_NUCLEUS_DIAMETER_PX), else from its size (longest side near `working_side_px`)."""
+        if field.nucleus_diameter_px is not None:
+            return max(1, round(field.nucleus_diameter_px / WORKING_NUCLEUS_DIAMETER_PX))
+        return max(1, round(max(field.shape) / self.working_side_px))
 
 
 def _cells_from_references(

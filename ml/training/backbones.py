@@ -36,8 +36,16 @@ IMAGENET_FILES: dict[str, tuple[str, str]] = {
 
 def build_model(arch: str, *, dropout: float, widths: Sequence[int]) -> nn.Module:
     """The untrained classifier `arch` names; an unknown name raises `ValueError` with a sentence."""
+    check_arch(arch)
     if arch == COMPACT:
         return CellClassifier(in_channels=len(CHANNELS), widths=tuple(widths), dropout=dropout)
+    return BackboneCellClassifier(arch, in_channels=len(CHANNELS), dropout=dropout)
+
+
+def check_arch(arch: str) -> None:
+    """A `ValueError` with a sentence unless `arch` is "compact" or a timm model name."""
+    if arch == COMPACT:
+        return
     import timm
 
     if not timm.is_model(arch):
@@ -45,7 +53,6 @@ def build_model(arch: str, *, dropout: float, widths: Sequence[int]) -> nn.Modul
             f"There is no backbone called {arch!r}; use compact or a timm model name such as "
             "efficientnet_lite0, resnet18, resnet50 or densenet121."
         )
-    return BackboneCellClassifier(arch, in_channels=len(CHANNELS), dropout=dropout)
 
 
 def imagenet_weights_path(arch: str) -> Path:

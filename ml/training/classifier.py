@@ -70,7 +70,7 @@ from ml.evaluate import average_precision, score
 from ml.io import InputError
 from ml.segmentation import Segmenter
 from ml.training import data as celldata
-from ml.training.backbones import build_model, load_pretrained
+from ml.training.backbones import build_model, check_arch, load_pretrained
 from ml.training.common import seed_everything
 from ml.training.distributed import Distributed, DistributedBalancedSampler
 from ml.training.prepare import SegmenterSpec, prepare_store
@@ -96,6 +96,7 @@ class TrainConfig:
     val_fraction: float = 0.15
     validation_fields: tuple[str, ...] | None = None  # instead of a stratified split
     batch_size: int = 64
+    samples_per_epoch: int | None = None  # cells drawn per epoch (default: as many as there are)
     lr: float = 3e-3
     weight_decay: float = 1e-4
     arch: str = COMPACT  # "compact" or a timm backbone name
@@ -565,6 +566,7 @@ def _build(config: TrainConfig) -> tuple[nn.Module, dict, dict | None]:
 def _state_fingerprint(config: TrainConfig, store_path: Path) -> dict:
     """What a resumed run must share with the one it continues."""
     keys = ("size_px", "epochs", "refine_rounds", "refine_epochs", "batch_size", "lr", "arch", "seed", "widths")
+    keys += ("samples_per_epoch",)
     return {**{k: _plainish(getattr(config, k)) for k in keys}, "store": str(store_path)}
 
 
@@ -598,6 +600,11 @@ def _train(config, cluster: Distributed, segmenter, progress, should_stop, start
     device = cluster.device
     main = cluster.is_main
     store_path = config.resolved_store
+    if config.init is None:
+        try:
+            check_arch(config.arch)  # before any data is prepared
+        except ValueError as error:
+            raise InputError(str(error)) from None
     solution = None
     if config.data_dir is not None:
         labels_all = celldata.read_image_labels(config.data_dir / "train.csv")
@@ -642,11 +649,10 @@ def _train(config, cluster: Distributed, segmenter, progress, should_stop, start
     val_table = _table(store, val_ids, image_labels)
     if len(train_table) == 0:
         raise InputError("The training fields have no cells; check the segmentation or the data folder.")
-    own_targets = store.cell_targets(train_ids)
-    has_own = ~np.isnan(own_targets).any(axis=1)
+    own_rows, own_targets = store.cell_classes(train_ids)
     if main:
         print(
-            f"{len(train_ids)} training fields ({len(train_table)} cells, {int(has_own.sum())} with cell labels), "
+            f"{len(train_ids)} training fields ({len(train_table)} cells, {len(own_rows)} with cell labels), "
             f"{len(val_ids)} validation fields ({len(val_table)} cells)",
             file=sys.stderr,
         )
@@ -660,15 +666,17 @@ def _train(config, cluster: Distributed, segmenter, progress, should_stop, start
 
     if config.cell_labels_from_truth:
         targets = celldata.truth_targets(train_table, solution, cell_labels_of=store.read_cell_labels)
-        has_own = np.zeros(len(train_table), dtype=bool)  # the truth replaces every label
+        targets = targets.astype(np.float16)
+        own_rows = np.zeros(0, dtype=np.int64)  # the truth replaces every label
         label_source = "true cell labels (solution.csv), segmented cells matched at IoU >= 0.5"
         rounds = 0
     else:
-        targets = train_table.inherited_targets()
-        targets[has_own] = own_targets[has_own]
+        # float16 holds 0, 1 and NaN exactly, in half the memory: this array has a row per cell.
+        targets = train_table.image_labels.astype(np.float16)[train_table.field_index]
+        targets[own_rows] = own_targets
         label_source = (
             f"image labels inherited by every cell, refined {config.refine_rounds} time(s) with the model's own "
-            "predictions" + (f"; {int(has_own.sum())} cells with their own cell labels" if has_own.any() else "")
+            "predictions" + (f"; {len(own_rows)} cells with their own cell labels" if len(own_rows) else "")
         )
         rounds = config.refine_rounds
     stages = [("round 0", config.epochs)] + [(f"round {r}", config.refine_epochs) for r in range(1, rounds + 1)]
@@ -732,7 +740,8 @@ def _train(config, cluster: Distributed, segmenter, progress, should_stop, start
                 )  # fmt: skip
             probabilities = cluster.broadcast(probabilities)
             refined = celldata.refine_targets(train_table, probabilities)
-            refined[has_own] = own_targets[has_own]  # annotated cells keep their own labels
+            refined = refined.astype(np.float16)
+            refined[own_rows] = own_targets  # annotated cells keep their own labels
             changed = float((refined != targets).any(axis=1).mean())
             targets = refined
             history.append({"round": stage_index, "losses": [], "changed_cell_fraction": changed})
@@ -747,7 +756,7 @@ def _train(config, cluster: Distributed, segmenter, progress, should_stop, start
             raise InputError("No training cell has a usable label; check the labels file.")
         weights = celldata.class_balanced_weights(targets[usable])
         sampler = DistributedBalancedSampler(
-            weights, num_samples=len(usable), rank=cluster.rank, world_size=cluster.world_size,
+            weights, num_samples=config.samples_per_epoch or len(usable), rank=cluster.rank, world_size=cluster.world_size,
             seed=config.seed * 1000 + stage_index,
         )  # fmt: skip
         dataset = StoreCellDataset(

@@ -164,9 +164,13 @@ def _bytes_rle(rle: dict) -> dict:
 
 def class_balanced_weights(targets: np.ndarray, *, power: float = 0.5) -> np.ndarray:
     """Sampling weight per row: the inverse frequency (to `power`) of its rarest positive class."""
-    counts = targets.sum(axis=0)
+    positive = targets > 0
+    counts = positive.sum(axis=0).astype(np.float64)
     inverse = np.where(counts > 0, 1.0 / np.maximum(counts, 1.0) ** power, 0.0)
-    return (targets * inverse).max(axis=1)
+    weights = np.zeros(len(targets), dtype=np.float64)
+    for label in range(targets.shape[1]):  # class by class: memory stays one number per row
+        np.maximum(weights, np.where(positive[:, label], inverse[label], 0.0), out=weights)
+    return weights
 
 
 def describe_fields(image_ids: Sequence[str]) -> str:

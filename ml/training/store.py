@@ -15,7 +15,7 @@ Layout of a store folder:
   complete (a rename is atomic), so a killed writer leaves no half field, and any process may
   write any field at the same time as others write theirs;
 - `index.npz`: the index of every complete field (IDs, cell counts, image labels, cell ids and
-  cell targets), a cache rebuilt whenever the set of fields changes.
+  the cells with their own classes, sparse), a cache rebuilt whenever the set of fields changes.
 """
 
 import json
@@ -49,10 +49,11 @@ class StoreIndex:
     cell_counts: np.ndarray  # int64 (F,)
     image_labels: np.ndarray  # float32 (F, 19) multi-hot
     cell_ids: np.ndarray  # int64 (N,), all fields' cells in order
-    cell_targets: np.ndarray  # float32 (N, 19), NaN rows: no cell label
+    labelled_rows: np.ndarray  # int64 (M,): the cells (rows of cell_ids) with classes of their own
+    labelled_targets: np.ndarray  # float32 (M, 19): their classes
 
     def rows_of(self, image_ids: Sequence[str]) -> np.ndarray:
-        """The cell rows (into `cell_ids`, `cell_targets`) of `image_ids`, field by field in that order."""
+        """The cell rows (into `cell_ids`) of `image_ids`, field by field in that order."""
         position = {image_id: row for row, image_id in enumerate(self.image_ids)}
         offsets = self.offsets
         parts = [np.arange(offsets[position[i]], offsets[position[i] + 1]) for i in image_ids]
@@ -168,12 +169,50 @@ class CellStore:
             labels = sorted({int(v) for classes in cell_classes.values() for v in classes})
         _multi_hot(labels, what=f"Field {image_id}")
         images = np.round(crops.images * 255).astype(np.uint8)
+        return self._write_field(
+            image_id,
+            images,
+            cell_ids=crops.cell_ids,
+            bboxes=crops.bboxes,
+            areas_px=crops.areas_px,
+            targets=targets,
+            cell_labels=cell_labels,
+            labels=labels,
+            segmentation=segmentation,
+        )
 
+    def add_cropped(
+        self, image_id: str, crops: np.ndarray, *, image_labels: Sequence[int], segmentation: str = ""
+    ) -> int:
+        """Store cells cropped elsewhere: uint8 (N, 4, S, S) crops of one field, its image labels (no
+        segmentation is kept, so the competition metric cannot score the field; the benchmarks use this)."""
+        crops = np.asarray(crops)
+        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (len(CHANNELS), self.size_px, self.size_px):
+            raise InputError(f"Field {image_id}: crops must be uint8 (N, 4, {self.size_px}, {self.size_px}).")
+        count = len(crops)
+        labels = sorted({int(v) for v in image_labels})
+        _multi_hot(labels, what=f"Field {image_id}")
+        return self._write_field(
+            image_id,
+            crops,
+            cell_ids=np.arange(1, count + 1, dtype=np.int64),
+            bboxes=np.zeros((count, 4), dtype=np.int64),
+            areas_px=np.zeros(count, dtype=np.int64),
+            targets=np.full((count, NUM_CLASSES), np.nan, dtype=np.float32),
+            cell_labels=np.zeros((0, 0), dtype=np.uint16),
+            labels=labels,
+            segmentation=segmentation,
+        )
+
+    def _write_field(
+        self, image_id, images, *, cell_ids, bboxes, areas_px, targets, cell_labels, labels, segmentation
+    ) -> int:
+        """Write one field under `.partial/` and rename it into `fields/`: it appears whole or not at all."""
         partial = self.path / ".partial" / f"{_quoted(image_id)}.{uuid.uuid4().hex}"
         partial.parent.mkdir(parents=True, exist_ok=True)
         try:
             group = zarr.open_group(str(partial), mode="w", zarr_format=3)
-            count = len(crops)
+            count = len(images)
             if count:
                 side = self.size_px
                 crop_array = group.create_array(
@@ -181,9 +220,9 @@ class CellStore:
                 )
                 crop_array[...] = images
             for name, values in (
-                ("cell_ids", crops.cell_ids),
-                ("bboxes", crops.bboxes),
-                ("areas_px", crops.areas_px),
+                ("cell_ids", cell_ids),
+                ("bboxes", bboxes),
+                ("areas_px", areas_px),
                 ("cell_targets", targets),
             ):
                 chunks = tuple(max(1, side) for side in values.shape)
@@ -192,9 +231,13 @@ class CellStore:
                     array[...] = values
             height, width = cell_labels.shape
             label_array = group.create_array(
-                "cell_labels", shape=cell_labels.shape, dtype="uint16", chunks=(min(1024, height), min(1024, width))
+                "cell_labels",
+                shape=cell_labels.shape,
+                dtype="uint16",
+                chunks=(max(1, min(1024, height)), max(1, min(1024, width))),
             )
-            label_array[...] = cell_labels
+            if cell_labels.size:
+                label_array[...] = cell_labels
             group.attrs.update(
                 {
                     "image_id": image_id,
@@ -246,21 +289,36 @@ class CellStore:
                             saved["cell_counts"],
                             saved["image_labels"],
                             saved["cell_ids"],
-                            saved["cell_targets"],
+                            saved["labelled_rows"],
+                            saved["labelled_targets"],
                         )
             except (OSError, ValueError, KeyError):
                 pass  # unreadable: rebuilt below
         counts = np.zeros(len(image_ids), dtype=np.int64)
         labels = np.zeros((len(image_ids), NUM_CLASSES), dtype=np.float32)
-        cell_ids, cell_targets = [np.zeros(0, np.int64)], [np.zeros((0, NUM_CLASSES), np.float32)]
+        cell_ids = [np.zeros(0, np.int64)]
+        labelled_rows, labelled_targets = [np.zeros(0, np.int64)], [np.zeros((0, NUM_CLASSES), np.float32)]
+        start = 0
         for row, image_id in enumerate(image_ids):
             group = zarr.open_group(str(self._field_path(image_id)), mode="r")
             attrs = dict(group.attrs)
             counts[row] = attrs["cells"]
             labels[row, attrs["image_labels"]] = 1.0
             cell_ids.append(_array(group, "cell_ids", (counts[row],), np.int64))
-            cell_targets.append(_array(group, "cell_targets", (counts[row], NUM_CLASSES), np.float32))
-        index = StoreIndex(image_ids, counts, labels, np.concatenate(cell_ids), np.concatenate(cell_targets))
+            if attrs.get("cell_classes"):
+                targets = _array(group, "cell_targets", (counts[row], NUM_CLASSES), np.float32)
+                own = np.flatnonzero(~np.isnan(targets).any(axis=1))
+                labelled_rows.append(start + own)
+                labelled_targets.append(targets[own])
+            start += int(counts[row])
+        index = StoreIndex(
+            image_ids,
+            counts,
+            labels,
+            np.concatenate(cell_ids),
+            np.concatenate(labelled_rows),
+            np.concatenate(labelled_targets),
+        )
         temporary = self.path / f".index.{uuid.uuid4().hex}.npz"
         try:
             np.savez(
@@ -269,7 +327,8 @@ class CellStore:
                 cell_counts=counts,
                 image_labels=labels,
                 cell_ids=index.cell_ids,
-                cell_targets=index.cell_targets,
+                labelled_rows=index.labelled_rows,
+                labelled_targets=index.labelled_targets,
             )
             os.replace(temporary, cached)
         except OSError:
@@ -331,10 +390,22 @@ class CellStore:
         if held:
             yield np.concatenate(pending)
 
+    def cell_classes(self, image_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(rows (M,), float32 (M, 19) classes) of the cells of `image_ids` (rows in their cell order)
+        that have classes of their own; sparse, since most cells have none."""
+        index = self.index()
+        rows = index.rows_of(image_ids)
+        where = np.full(len(index.cell_ids), -1, dtype=np.int64)
+        where[rows] = np.arange(len(rows))
+        chosen = where[index.labelled_rows] >= 0
+        return where[index.labelled_rows[chosen]], index.labelled_targets[chosen]
+
     def cell_targets(self, image_ids: Sequence[str]) -> np.ndarray:
         """float32 (N, 19): the cells' own classes (NaN rows where a cell has none), in cell order."""
-        index = self.index()
-        return index.cell_targets[index.rows_of(image_ids)]
+        rows, targets = self.cell_classes(image_ids)
+        dense = np.full((len(self.index().rows_of(image_ids)), NUM_CLASSES), np.nan, dtype=np.float32)
+        dense[rows] = targets
+        return dense
 
     def cell_ids(self, image_ids: Sequence[str]) -> np.ndarray:
         """int64 (N,): the cells' ids in their fields' label images, in cell order."""
@@ -374,7 +445,8 @@ class StoreCellDataset(Dataset):
         row = int(self.rows[position])
         field = int(np.searchsorted(self.offsets, row, side="right")) - 1
         crop = self.store.read_crop(self.image_ids[field], row - int(self.offsets[field]))
-        return torch.from_numpy(crop.astype(np.float32) / 255.0), torch.from_numpy(self.targets[row])
+        target = np.asarray(self.targets[row], dtype=np.float32)
+        return torch.from_numpy(crop.astype(np.float32) / 255.0), torch.from_numpy(target)
 
 
 def _multi_hot(classes: Sequence[int], *, what: str) -> np.ndarray:

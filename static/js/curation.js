@@ -183,7 +183,7 @@
     const stroke = document.createElementNS(svgNs, "polyline");
     stroke.setAttribute("class", "split-line");
     sketch.append(stroke);
-    sketch.hidden = true;
+    sketch.setAttribute("hidden", ""); // an SVG element has no .hidden property
     if (layers) layers.append(sketch);
     let points = [];
 
@@ -210,7 +210,7 @@
     sketch.addEventListener("pointerup", (event) => {
       event.stopPropagation();
       const line = points.length > 20 ? points.filter((_, i) => i % Math.ceil(points.length / 20) === 0 || i === points.length - 1) : points;
-      sketch.hidden = true;
+      sketch.setAttribute("hidden", ""); // an SVG element has no .hidden property
       const cell = cells.get(label);
       points = [];
       drawStroke();
@@ -235,7 +235,7 @@
         merging = cell.label;
         say(`Now click the cell that touches cell ${cell.label} to merge the two.`);
       } else {
-        sketch.hidden = false;
+        sketch.removeAttribute("hidden");
         say(`Draw a line right across cell ${cell.label} (press, drag, release).`);
       }
     }));

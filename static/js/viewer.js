@@ -214,7 +214,7 @@
     if (colourBy !== "class") return;
     paintCells(classFill, (cell) => {
       const index = topClass(cell);
-      return index === null || !passes(cell) ? null : [...CLASS_COLOURS[index], 120];
+      return index === null || !passes(cell) ? null : [...CLASS_COLOURS[index], 150];
     });
     const counts = new Map();
     for (const cell of config.cells) {
@@ -409,7 +409,6 @@
   });
 
   function release(event, isClick) {
-    (window.vlog = window.vlog || []).push(["release", isClick, pointers.has(event.pointerId), pointers.size, moved, cellAt(event.clientX, event.clientY), pinned]);
     if (!pointers.has(event.pointerId)) return;
     const click = isClick && !moved && pointers.size === 1;
     pointers.delete(event.pointerId);

@@ -204,3 +204,25 @@ def test_pages_raise_no_content_security_policy_violation(browser, live_server, 
     assert {url: found for url, found in violations.items() if found} == {}
     assert csp_messages == []
     context.close()
+
+
+def test_the_readme_python_example_runs_as_it_is_written(
+    live_server, django_user_model, channel_files, worker_process, tmp_path
+):
+    """The README's API example, with this server's address and a test account, in the project's virtualenv."""
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = readme.split("Submit a field and fetch the submission CSV")[1].split("```python\n")[1].split("```")[0]
+    django_user_model.objects.create_user(username="me", password="my password")
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in channel_files:
+        (images / path.name).write_bytes(path.read_bytes())
+    script = example.replace('BASE = "http://127.0.0.1:8000"', f'BASE = "{live_server.url}"')
+    assert script != example
+    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr + worker_process[1].read_text()[-2000:]
+    assert run.stdout.startswith("done [('plate1-A3', ")
+    assert (tmp_path / "submission.csv").read_text().startswith("ID,ImageWidth,ImageHeight,PredictionString\n")

@@ -221,9 +221,7 @@ def test_every_page_passes_axe_at_both_widths_and_the_new_views_work(browser, li
     )
     assert page.get_by_test_id("field-prediction").locator(".bar-row").count() >= 1
     label, row_px, col_px = _cell_pixel(field)
-    page.evaluate("window.log = []; ['pointerdown','pointerup','pointercancel','pointerleave','click'].forEach(t => document.addEventListener(t, e => window.log.push(t + ' ' + e.target.tagName + '.' + e.target.className + ' ' + e.pointerType), true))")
     page.mouse.click(*_screen_point(page, field, row_px, col_px))
-    print("DEBUG", page.evaluate("window.vlog"), page.evaluate("window.pinned"))
     assert errors == []
     assert page.locator("[data-cell-title]").inner_text() == f"Cell {label} (selected)"
     assert page.evaluate("window.pinned") == [{"label": label, "cellId": field.cells.get(label=label).pk}]
@@ -244,9 +242,8 @@ def test_every_page_passes_axe_at_both_widths_and_the_new_views_work(browser, li
         page.locator("[data-filter-count]").inner_text()
         == f"{same_class} of {field.cells.count()} cells match the filter."
     )
-    page.locator("body").press("n")
-    assert page.locator("[data-cell-title]").inner_text().startswith("Cell ")
     assert page.get_by_label("Flag").locator("option", has_text="unfamiliar").count() == 1
+    page.get_by_role("button", name="Fit").click()
     shot(page, "field-viewer-classes-desktop", full_page=False)
     page.get_by_label("Top class").select_option("")
 
@@ -258,13 +255,13 @@ def test_every_page_passes_axe_at_both_widths_and_the_new_views_work(browser, li
         )
     ]
     page.keyboard.press("Escape")
-    page.locator("body").press("n")
+    page.locator("[data-stage]").press("n")
     assert page.locator("[data-cell-title]").inner_text() == f"Cell {first_two[0]} (selected)"
-    page.locator("body").press("]")
+    page.locator("[data-stage]").press("]")
     assert page.locator("[data-cell-title]").inner_text() == f"Cell {first_two[1]} (selected)"
-    page.locator("body").press("p")
+    page.locator("[data-stage]").press("p")
     assert page.locator("[data-cell-title]").inner_text() == f"Cell {first_two[0]} (selected)"
-    page.locator("body").press("?")
+    page.locator("[data-stage]").press("?")
     assert page.locator("[data-shortcuts]").is_visible()
     violations += axe_serious(page)
     shot(page, "shortcuts-desktop", full_page=False)
@@ -272,7 +269,7 @@ def test_every_page_passes_axe_at_both_widths_and_the_new_views_work(browser, li
     assert page.locator("[data-shortcuts]").is_hidden()
 
     # Grey single-channel view, levels and gamma over the histogram.
-    page.get_by_label("Image").select_option("green")
+    page.get_by_label("Image", exact=True).select_option("green")
     page.locator("[data-levels] summary").click()
     page.get_by_label("Black", exact=True).fill("30")
     page.get_by_label("Gamma").fill("0.6")
@@ -282,7 +279,7 @@ def test_every_page_passes_axe_at_both_widths_and_the_new_views_work(browser, li
         "(() => { const c = document.querySelector('[data-composite]'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; for (let i = 0; i < d.length; i += 4) if (d[i] !== d[i + 1] || d[i] !== d[i + 2]) return false; return true; })()",
     )
     shot(page, "field-viewer-grey-desktop", full_page=False)
-    page.get_by_label("Image").select_option("composite")
+    page.get_by_label("Image", exact=True).select_option("composite")
 
     # The cell table sorts by area.
     page.get_by_role("button", name="Area (px)").click()
@@ -320,7 +317,8 @@ def test_every_page_passes_axe_at_both_widths_and_the_new_views_work(browser, li
     for name, url in others:
         page.goto(f"{base}{url}")
         violations += axe_serious(page)
-        shot(page, f"{name}-desktop")
+        if name != "account":
+            shot(page, f"{name}-desktop")
     page.goto(f"{base}/api/docs/")
     page.locator(".swagger-ui .opblock").first.wait_for()
     assert page.get_by_role("link", name="← Back to hpaweb").is_visible()
@@ -370,10 +368,11 @@ def test_every_page_passes_axe_at_both_widths_and_the_new_views_work(browser, li
             assert details.is_visible() and box["x"] + box["width"] <= PHONE["width"], name
         assert phone_page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), name
         violations += axe_serious(phone_page)
-        shot(phone_page, f"{name}-phone", full_page=False)
+        if name != "account":  # the other browser test shoots it with a token shown
+            shot(phone_page, f"{name}-phone", full_page=False)
         if name == "jobs":
             phone_page.get_by_role("button", name="Menu").click()
-            assert phone_page.get_by_role("link", name="New job").is_visible()
+            assert phone_page.get_by_role("navigation", name="Main").get_by_role("link", name="New job").is_visible()
             violations += axe_serious(phone_page)
             shot(phone_page, "menu-phone", full_page=False)
     phone.close()
@@ -385,5 +384,5 @@ def test_every_page_passes_axe_at_both_widths_and_the_new_views_work(browser, li
     signed_out.close()
     context.close()
     assert errors == []
-    assert violations == []
+    assert violations == [], "\n".join(violations)
     assert (csp_messages, phone_csp) == ([], [])

@@ -63,9 +63,9 @@ def test_splitting_a_cell_along_a_line_makes_two_cells_and_merging_them_back_mak
     assert split.status_code == 201, split.json()
     assert split.json()["details"]["cells"] == [1, 5]
     labels, cells, _ = _state(processed_field)
-    areas = dict((label, area) for label, area, _ in cells)
+    areas = {label: area for label, area, _ in cells}
     assert set(areas) == {1, 2, 3, 4, 5}
-    assert areas[1] + areas[5] == dict((label, area) for label, area, _ in original[1])[1]
+    assert areas[1] + areas[5] == {label: area for label, area, _ in original[1]}[1]
     for stored in processed_field.cells.filter(label__in=[1, 5]):
         assert np.array_equal(decode_rle(stored.mask_rle), labels == stored.label)
         assert stored.probabilities is not None and len(stored.probabilities) == 19
@@ -74,7 +74,7 @@ def test_splitting_a_cell_along_a_line_makes_two_cells_and_merging_them_back_mak
     assert merged.status_code == 201, merged.json()
     labels, cells, _ = _state(processed_field)
     assert [label for label, _, _ in cells] == [1, 2, 3, 4]
-    assert (labels == 1).sum() == dict((label, area) for label, area, _ in original[1])[1]
+    assert (labels == 1).sum() == {label: area for label, area, _ in original[1]}[1]
     # Undone newest first: the merge, then the split.
     edits = list(MaskEdit.objects.order_by("id"))
     refused = owner_api.post(f"/api/mask-edits/{edits[0].pk}/undo/")

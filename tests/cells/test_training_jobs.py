@@ -186,3 +186,21 @@ def test_training_from_the_compact_backbone_trains_a_new_network(processed_field
     assert job.status == "done", job.error
     assert job.result_model.input_size_px == training.DEFAULT_SIZE_PX
     assert "trained from the compact backbone" in job.result_model.card
+
+
+def test_the_train_page_refuses_a_request_without_usable_cells_with_the_sentence(processed_field, owner, client):
+    client.force_login(owner)
+    page = client.get("/training/")
+    assert page.status_code == 200 and str(processed_field.job).encode() in page.content
+    refused = client.post("/training/", {"jobs": [processed_field.job_id], "source": "cells", "backbone": "compact",
+                                         "epochs": 2, "refine_rounds": 1})  # fmt: skip
+    assert refused.status_code == 400
+    assert b"The chosen jobs have no annotated cells with classes to train on" in refused.content
+    assert TrainingJob.objects.count() == 0
+    _annotate(owner, processed_field, {1: [0]})
+    started = client.post("/training/", {"jobs": [processed_field.job_id], "source": "cells", "backbone": "compact",
+                                         "epochs": 2, "refine_rounds": 1})  # fmt: skip
+    training_job = TrainingJob.objects.get()
+    assert started.status_code == 302 and started["Location"] == f"/training/{training_job.pk}/"
+    detail = client.get(f"/training/{training_job.pk}/")
+    assert b"Waiting for a training worker" in detail.content and b"Cancel training" in detail.content

@@ -596,3 +596,15 @@ def test_the_field_page_shows_the_field_level_prediction_and_a_sortable_cell_tab
     for key in ("label", "area", "class", "confidence"):
         assert f'data-sort="{key}"' in page
     assert f'href="/jobs/{processed_field.job_id}/crops.zip?field={processed_field.pk}&amp;image_format=png"' in page
+
+
+def test_the_api_downloads_crops_and_the_whole_job(owner_api, processed_field, outsider_api):
+    labels = sorted(processed_field.cells.values_list("label", flat=True))
+    url = f"/api/jobs/{processed_field.job_id}/crops.zip?field={processed_field.pk}&cells={labels[0]}&image_format=tiff"
+    response = owner_api.get(url)
+    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    assert _zip_names(response) == sorted(["crops.csv", f"f1/cell-{labels[0]}.tif", f"f1/cell-{labels[0]}_mask.png"])
+    assert owner_api.get(url.replace("tiff", "jpeg")).status_code == 400
+    assert outsider_api.get(url).status_code == 404
+    archive = owner_api.get(f"/api/jobs/{processed_field.job_id}/all.zip")
+    assert archive.status_code == 200 and "coco.json" in _zip_names(archive)

@@ -322,7 +322,9 @@ def test_backbone_checkpoint_round_trip_rebuilds_the_timm_network_and_its_prepro
     predictor = Predictor.from_checkpoint(tmp_path / "b.pt", device="cpu")
     assert predictor.description.architecture == BACKBONE_ARCHITECTURE and predictor.input_size_px == 32
     probabilities, layers = predictor.predict_crops_and_features(crops.numpy(), layers=["stage2", "features"])
-    assert probabilities.shape == (2, 19) and layers["stage2"].shape == (2, 24) and layers["features"].shape == (2, 1280)
+    assert (
+        probabilities.shape == (2, 19) and layers["stage2"].shape == (2, 24) and layers["features"].shape == (2, 1280)
+    )
 
 
 def test_checkpoints_of_unknown_backbones_or_preprocessing_are_refused(tmp_path):
@@ -345,8 +347,17 @@ def test_the_shipped_checkpoint_loads_and_gives_the_outputs_it_gave_before_backb
     # Computed with the network code of the release before timm backbones (git HEAD c99edd5).
     assert checkpoint["config"]["architecture"] == "cell-classifier" and "preprocessing" not in checkpoint["config"]
     torch.testing.assert_close(logits.sum(), torch.tensor(-878.0384521484375), rtol=1e-6, atol=1e-3)
-    expected_first = [22.986936569213867, -18.517995834350586, -19.766910552978516, -29.55241584777832, -20.666894912719727]
+    expected_first = [
+        22.986936569213867,
+        -18.517995834350586,
+        -19.766910552978516,
+        -29.55241584777832,
+        -20.666894912719727,
+    ]
     torch.testing.assert_close(logits[0, :5], torch.tensor(expected_first), rtol=1e-6, atol=1e-4)
     torch.testing.assert_close(
-        logits[2, -3:], torch.tensor([3.4565482139587402, -16.43890380859375, -22.265583038330078]), rtol=1e-6, atol=1e-4
+        logits[2, -3:],
+        torch.tensor([3.4565482139587402, -16.43890380859375, -22.265583038330078]),
+        rtol=1e-6,
+        atol=1e-4,
     )

@@ -14,8 +14,8 @@ def test_card_writes_markdown_beside_the_checkpoint_from_the_checkpoint_alone(ti
 
 
 def test_card_of_a_trained_model_has_its_per_class_validation_table(tmp_path, capsys):
-    from tests.ml.training.test_train_api import build_store, tiny
     from ml.training.classifier import train
+    from tests.ml.training.test_train_api import build_store, tiny
 
     build_store(tmp_path / "store")
     result = train(tiny(tmp_path))

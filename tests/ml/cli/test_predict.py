@@ -99,6 +99,7 @@ def test_predict_writes_one_row_per_cell_with_familiarity_to_the_cells_csv(image
     assert header == [
         "ID", "cell_id", "min_row", "min_col", "max_row", "max_col", "area_px", *constants.CLASS_NAMES,
         "top_class", "familiarity", "unfamiliar", "model_name", "model_version",
+        "qc_flags", "qc_out_of_focus", "qc_cut_by_border", "qc_merged", "qc_failed_contour", "qc_too_small",
     ]  # fmt: skip
     rows = read_csv(cells_csv)
     assert [(row["ID"], row["cell_id"]) for row in rows] == [("a-cells", "1"), ("a-cells", "2"), ("a-cells", "3")]

@@ -30,3 +30,36 @@ def test_train_command_says_what_is_missing_in_the_data_folder(tmp_path, capsys)
         f"{tmp_path / 'train.csv'} does not exist; a training folder needs a train.csv with columns ID,Label."
     )
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_train_command_refuses_an_unknown_backbone_with_a_sentence(tmp_path, capsys):
+    from tests.ml.training.test_train_api import build_store
+
+    build_store(tmp_path / "store")
+    argv = ["train", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "m.pt"), "--size", "32",
+            "--arch", "resnet-nineteen", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().startswith("There is no backbone called 'resnet-nineteen'; use compact")
+    assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.slow
+def test_train_command_fine_tunes_efficientnet_lite0_from_imagenet_and_the_predictor_serves_it(tmp_path):
+    from ml.classifier.loading import load_classifier
+    from ml.training.backbones import four_channel_stem, imagenet_weights_path
+    from tests.ml.training.test_train_api import build_store
+
+    build_store(tmp_path / "store")
+    out = tmp_path / "lite0.pt"
+    argv = ["train", "--store", str(tmp_path / "store"), "--out", str(out), "--size", "32", "--arch",
+            "efficientnet_lite0", "--pretrained", "imagenet", "--epochs", "1", "--refine-rounds", "0", "--lr", "0",
+            "--batch-size", "4", "--device", "cpu", "--val-fraction", "0.3"]  # fmt: skip
+    assert main(argv) == 0
+    model, checkpoint = load_classifier_checkpoint(out)
+    assert checkpoint["config"]["architecture"] == "timm-cell-classifier"
+    assert checkpoint["config"]["backbone"] == "efficientnet_lite0" and checkpoint["data"]["pretrained"] == "imagenet"
+    imagenet = torch.load(imagenet_weights_path("efficientnet_lite0"), weights_only=True)
+    # lr 0: the weights are the ImageNet start itself
+    torch.testing.assert_close(model.backbone.conv_stem.weight, four_channel_stem(imagenet["_conv_stem.weight"]))
+    predictor = load_classifier(out, device="cpu")
+    assert predictor.description.architecture == "timm-cell-classifier" and predictor.input_size_px == 32

@@ -26,9 +26,13 @@ def test_a_killed_training_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
 
     build_store(tmp_path / "store", fields=8)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(command(tmp_path / "store", tmp_path / "whole.pt"), cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run(
+        command(tmp_path / "store", tmp_path / "whole.pt"), cwd=ROOT, env=env, check=True, capture_output=True
+    )
     log = tmp_path / "cut.run" / "log.jsonl"
-    process = subprocess.Popen(command(tmp_path / "store", tmp_path / "cut.pt"), cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command(tmp_path / "store", tmp_path / "cut.pt"), cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (log.is_file() and log.read_text().count('"event": "epoch"') >= 2):
         time.sleep(0.02)

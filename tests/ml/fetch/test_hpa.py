@@ -77,7 +77,9 @@ def server():
 
 
 def write_table(path, rows) -> None:
-    path.write_text("Image,Label,Cellline,in_trainset\n" + "".join(f"{u},{label},{line},False\n" for u, label, line in rows))
+    path.write_text(
+        "Image,Label,Cellline,in_trainset\n" + "".join(f"{u},{label},{line},False\n" for u, label, line in rows)
+    )
 
 
 def test_fetch_downloads_every_channel_checks_it_and_writes_the_kaggle_layout(tmp_path, server):
@@ -142,7 +144,9 @@ def test_read_public_table_takes_names_or_indices_and_refuses_unknown_classes(tm
 
 
 def test_select_fields_filters_classes_and_fills_rare_classes_first():
-    fields = [PublicField(f"c{i}", "u", (0,)) for i in range(5)] + [PublicField(f"r{i}", "u", (0, 11)) for i in range(3)]
+    fields = [PublicField(f"c{i}", "u", (0,)) for i in range(5)] + [
+        PublicField(f"r{i}", "u", (0, 11)) for i in range(3)
+    ]
     assert [f.image_id for f in select_fields(fields, classes=[11])] == ["r0", "r1", "r2"]
     chosen = [f.image_id for f in select_fields(fields, per_class=2)]
     assert chosen == ["r0", "r1"]  # the rare class's two fields already give Nucleoplasm its two

@@ -26,10 +26,11 @@ def build_store(path, *, fields: int = 6):
 
 
 def tiny(tmp_path, **overrides) -> TrainConfig:
-    values = dict(
-        store=tmp_path / "store", out=tmp_path / "m.pt", size_px=32, epochs=2, refine_rounds=1, refine_epochs=1,
-        widths=(4, 4, 8, 8), batch_size=4, validation_fields=("f4", "f5"), device="cpu", threads=1,
-    )  # fmt: skip
+    values = {
+        "store": tmp_path / "store", "out": tmp_path / "m.pt", "size_px": 32, "epochs": 2, "refine_rounds": 1,
+        "refine_epochs": 1, "widths": (4, 4, 8, 8), "batch_size": 4, "validation_fields": ("f4", "f5"),
+        "device": "cpu", "threads": 1,
+    }  # fmt: skip
     return TrainConfig(**{**values, **overrides})
 
 
@@ -94,7 +95,9 @@ def test_early_stopping_ends_a_stage_without_a_better_validation_score(tmp_path)
 def test_fine_tuning_keeps_the_init_checkpoints_architecture_and_normalisation(tmp_path):
     build_store(tmp_path / "store")
     first = train(tiny(tmp_path, out=tmp_path / "first.pt", refine_rounds=0, epochs=1))
-    tuned = train(tiny(tmp_path, out=tmp_path / "tuned.pt", refine_rounds=0, epochs=1, init=first.checkpoint, widths=(8,)))
+    tuned = train(
+        tiny(tmp_path, out=tmp_path / "tuned.pt", refine_rounds=0, epochs=1, init=first.checkpoint, widths=(8,))
+    )
     _, a = load_classifier_checkpoint(first.checkpoint)
     _, b = load_classifier_checkpoint(tuned.checkpoint)
     assert b["config"]["widths"] == [4, 4, 8, 8] and b["config"]["mean"] == a["config"]["mean"]
