@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=HELDOUT_SEED)
     parser.add_argument("--folds", type=int, default=10)
-    parser.add_argument("--model", default=str(DEFAULT_MODEL_PATH), help="the CNN to compare (default: the shipped one)")
+    parser.add_argument(
+        "--model", default=str(DEFAULT_MODEL_PATH), help="the CNN to compare (default: the shipped one)"
+    )
     args = parser.parse_args(argv)
     from sklearn.model_selection import StratifiedKFold
 
@@ -125,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {title}: done", flush=True)
     rows.append(_cnn_row(args.model, crops, labels, kept, folds, multi, multi_targets))
     print()
-    print("| method | accuracy (10-fold CV, single-label cells) | mAP (multi-label cells) | features | extraction s/cell | classification s/cell |")
+    print(
+        f"| method | accuracy ({args.folds}-fold CV, single-label cells) | mAP (multi-label cells) | features | extraction s/cell | classification s/cell |"
+    )
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
@@ -145,7 +149,9 @@ def _cnn_row(model_path, crops, labels, kept, folds, multi, multi_targets) -> tu
     if size != crops.shape[-1]:
         import torch
 
-        resized = torch.nn.functional.interpolate(torch.from_numpy(crops), size=(size, size), mode="bilinear", antialias=True)
+        resized = torch.nn.functional.interpolate(
+            torch.from_numpy(crops), size=(size, size), mode="bilinear", antialias=True
+        )
         crops = resized.numpy()
     predictor.predict_crops(crops[:8])  # warm-up
     started = time.perf_counter()

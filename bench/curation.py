@@ -287,7 +287,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train-fields", type=int, default=12)
     parser.add_argument("--max-cells", type=int, default=200)
     parser.add_argument("--weak-fields", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=40, help="of the training from annotated cells (few cells)")
+    parser.add_argument(
+        "--epochs", type=int, default=50, help="of the training from annotated cells (few cells; at most 50)"
+    )
     parser.add_argument("--weak-epochs", type=int, default=6, help="of the weak training (then one refinement round)")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=7301)

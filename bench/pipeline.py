@@ -29,7 +29,7 @@ from bench.common import (
     write_results,
 )
 
-TARGET_FLOOR_RATIO = 8.0  # end to end per field, at most this many times the decode floor
+TARGET_FLOOR_RATIO = 5.0  # end to end per field with measurements and QC, at most this many times the decode floor
 TARGET_CPU_CELLS_PER_S = 200.0
 TARGET_GPU_FIELDS_PER_S = 20.0
 TARGET_GPU_CELLS_PER_S = 20_000.0
@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the synthetic fields")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH, help="classifier checkpoint")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--no-measure", action="store_true", help="leave out per-cell measurements and QC (the worker makes them)"
+    )
     parser.add_argument(
         "--processes", type=int, default=None,
         help="processes of the parallel analysis (default: usable CPUs; 0 skips it)",
@@ -130,7 +133,11 @@ def _run_stages(args: argparse.Namespace, *, var_dir: Path, command: str) -> dic
 
     segmenter = Segmenter("classical")
     predictor = Predictor.from_checkpoint(args.model, device="cpu") if args.model.is_file() else None
-    timings, crops = stages.time_fields(field_files, segmenter=segmenter, predictor=predictor)
+    from ml.pipeline import MeasureOptions
+
+    # As the worker measures by default: shape, intensity, Haralick and LBP, QC flags; no scattering.
+    measure = None if args.no_measure else MeasureOptions()
+    timings, crops = stages.time_fields(field_files, segmenter=segmenter, predictor=predictor, measure=measure)
     summaries = stages.stage_summaries(timings)
     section = {
         "measured_at": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -141,6 +148,7 @@ def _run_stages(args: argparse.Namespace, *, var_dir: Path, command: str) -> dic
             "seed": args.seed,
             "model": str(args.model),
             "segmentation": segmenter.backend,
+            "measurements": measure is not None,
             "device": "cpu",
         },  # fmt: skip
         "fields": [{"field_id": t.field_id, "cells": t.cells, "seconds": t.seconds} for t in timings],
@@ -275,7 +283,8 @@ def _target_rows(section: dict) -> list[list[str]]:
     ratio, cpu_cells = targets["cpu_end_to_end_floor_ratio"], targets["cpu_classifier_cells_per_s"]
     gpu_fields, gpu_cells = targets["gpu_end_to_end_fields_per_s"], targets["gpu_classifier_cells_per_s"]
     return [
-        [f"CPU end to end <= {TARGET_FLOOR_RATIO:g} x decode floor",
+        [f"CPU end to end{'' if section['settings'].get('measurements') else ' (without measurements)'} "
+         f"<= {TARGET_FLOOR_RATIO:g} x decode floor",
          reached(ratio, f"{end_to_end_s:.2f} s = {ratio['reached']:.1f} x floor ({floor_s:.3f} s)"), met(ratio)],
         [f"CPU classifier >= {TARGET_CPU_CELLS_PER_S:g} cells/s",
          reached(cpu_cells, f"{cpu_cells['reached'] or 0:.0f} cells/s"), met(cpu_cells)],

@@ -29,7 +29,8 @@ from bench.common import summary
 # Rows of the table, in pipeline order; "other" is what end to end holds beyond the stages
 # (progress updates, assembling the result).
 STAGES: tuple[str, ...] = (
-    "decode", "segmentation", "encoding", "crops", "classification", "viewer", "database_write", "other",
+    "decode", "segmentation", "encoding", "crops", "classification", "measurements", "viewer", "database_write",
+    "other",
 )  # fmt: skip
 STAGE_NAMES = {
     "decode_floor": "decode floor (Pillow, 4 PNGs)",
@@ -38,6 +39,7 @@ STAGE_NAMES = {
     "encoding": "mask encoding (cells and nuclei)",
     "crops": "crops",
     "classification": "classification",
+    "measurements": "measurements and quality control (no scattering)",
     "viewer": "viewer images",
     "database_write": "database write (thumbnails, PNGs, rows)",
     "other": "other (progress, result assembly)",
@@ -66,7 +68,7 @@ def decode_floor_s(channel_files: dict[str, Path]) -> float:
 
 
 def time_fields(
-    field_files: Sequence[dict[str, Path]], *, segmenter, predictor
+    field_files: Sequence[dict[str, Path]], *, segmenter, predictor, measure=None
 ) -> tuple[list[FieldTimings], np.ndarray]:
     """Process each field as a worker does, timing every stage; also returns the crops made on the way.
 
@@ -96,8 +98,9 @@ def time_fields(
         def report(stage: str, fraction: float) -> None:
             field_set_progress(field_id=field.pk, status=Field.Status.SEGMENTING, progress=fraction)
 
-        result = analyse_field(images, segmenter=segmenter, predictor=predictor, progress=report)
+        result = analyse_field(images, segmenter=segmenter, predictor=predictor, progress=report, measure=measure)
         seconds.update(result.timings_s)
+        seconds.setdefault("measurements", 0.0)
         step = time.perf_counter()
         viewer = viewer_images(images, result.segmentation)
         seconds["viewer"] = time.perf_counter() - step

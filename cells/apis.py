@@ -284,7 +284,9 @@ class JobListCreateApi(APIView):
             required=False, help_text="The id of the classifier to run (GET /api/models/); default: the installation's."
         )
         pixel_size_um = serializers.FloatField(
-            required=False, min_value=0.001, help_text="Microns per pixel; sets the segmentation's scale (else estimated)."
+            required=False,
+            min_value=0.001,
+            help_text="Microns per pixel; sets the segmentation's scale (else estimated).",
         )
         nucleus_diameter_px = serializers.FloatField(
             required=False, min_value=1.0, help_text="Typical nucleus diameter in pixels; overrides pixel_size_um."
@@ -301,6 +303,7 @@ class JobListCreateApi(APIView):
                 return parse_channel_mapping(value)
             except InputError as error:
                 raise serializers.ValidationError(str(error)) from None
+
         files = serializers.ListField(
             child=serializers.FileField(),
             required=False,

@@ -134,7 +134,9 @@ class Job(models.Model):
     )  # fmt: skip
     created_at = models.DateTimeField(auto_now_add=True)
     pixel_size_um = models.FloatField(
-        null=True, blank=True, help_text="Microns per pixel of the job's fields, if given; sets the segmentation's scale."
+        null=True,
+        blank=True,
+        help_text="Microns per pixel of the job's fields, if given; sets the segmentation's scale.",
     )
     nucleus_diameter_px = models.FloatField(
         null=True, blank=True, help_text="Typical nucleus diameter in pixels, if given; sets the segmentation's scale."
@@ -283,7 +285,9 @@ class Cell(models.Model):
     measurements = models.JSONField(
         null=True, blank=True, help_text="Shape, intensity and texture by name (ml.measure); null when not measured."
     )
-    qc_flags = models.JSONField(default=list, blank=True, help_text="Quality-control flags (ml.qc.QC_FLAGS) that apply.")
+    qc_flags = models.JSONField(
+        default=list, blank=True, help_text="Quality-control flags (ml.qc.QC_FLAGS) that apply."
+    )
 
     class Meta:
         ordering = ["field_id", "label"]

@@ -41,6 +41,10 @@ DEFAULT_SIZE_PX = 96
 MAX_EPOCHS = 50
 MAX_REFINE_ROUNDS = 3
 CANCEL_POLL_S = 1.0
+# The one-cycle schedule's peak learning rate: ml's default for a new network, the same for fine-tuning
+# (a lower one barely moved the shipped model on a few hundred annotated cells: python -m bench.curation).
+NEW_NETWORK_LR = 3e-3
+FINE_TUNE_LR = 3e-3
 
 
 @dataclass(frozen=True)
@@ -252,7 +256,7 @@ def training_run(*, training_job_id: int) -> None:
             epochs=training_job.epochs,
             refine_rounds=0 if only_cells else training_job.refine_rounds,
             refine_epochs=max(1, min(4, training_job.epochs)),
-            lr=1e-3 if init is not None else 3e-3,
+            lr=FINE_TUNE_LR if init is not None else NEW_NETWORK_LR,
             device=settings.ML_DEVICE,
             threads=settings.ML_TORCH_THREADS or 2,
             run_dir=workdir / "run",

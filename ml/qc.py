@@ -54,7 +54,9 @@ class QcThresholds:
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ValueError(f"Unknown quality-control threshold {unknown[0]!r}; use one of {', '.join(known)}.")
-        return cls(**{name: (int(value) if known[name] in (int, "int") else float(value)) for name, value in values.items()})
+        return cls(
+            **{name: (int(value) if known[name] in (int, "int") else float(value)) for name, value in values.items()}
+        )
 
 
 def qc_flags(measurements: CellMeasurements, thresholds: QcThresholds | None = None) -> list[tuple[str, ...]]:
@@ -68,7 +70,9 @@ def qc_flags(measurements: CellMeasurements, thresholds: QcThresholds | None = N
     relative = count >= limits.min_cells_for_field
     median_area = float(np.median(area))
     finite_focus = focus[np.isfinite(focus)]
-    median_focus = float(np.median(finite_focus)) if relative and finite_focus.size >= limits.min_cells_for_field else np.nan
+    median_focus = (
+        float(np.median(finite_focus)) if relative and finite_focus.size >= limits.min_cells_for_field else np.nan
+    )
 
     merged = (measurements.column("nucleus_pieces") >= limits.merged_min_nuclei) | (
         (area > limits.merged_area_ratio * median_area) if relative else False
@@ -84,7 +88,8 @@ def qc_flags(measurements: CellMeasurements, thresholds: QcThresholds | None = N
         | (measurements.column("hole_area_px") > limits.max_hole_fraction * area)
         | (measurements.column("nucleus_outside_fraction") > limits.max_nucleus_outside_fraction)
         | (measurements.column("nucleus_area_px") == 0),
-        "too_small": (area < limits.min_area_px) | ((area < limits.min_area_ratio * median_area) if relative else False),
+        "too_small": (area < limits.min_area_px)
+        | ((area < limits.min_area_ratio * median_area) if relative else False),
     }
     flags = np.stack([np.broadcast_to(tests[name], (count,)) for name in QC_FLAGS], axis=1)
     return [tuple(name for name, on in zip(QC_FLAGS, row, strict=True) if on) for row in flags]

@@ -335,7 +335,9 @@ ML_MAX_LOADED_MODELS = env_int("ML_MAX_LOADED_MODELS", 3)
 ML_MEASURE_TEXTURE = env_bool("ML_MEASURE_TEXTURE", True)
 ML_MEASURE_SCATTERING = env_bool("ML_MEASURE_SCATTERING", False)
 # Quality-control thresholds (ml.qc.QcThresholds), each set as ML_QC_<NAME>, e.g. ML_QC_MIN_SOLIDITY=0.75.
-ML_QC_THRESHOLDS = {key[len("ML_QC_") :].lower(): value for key, value in os.environ.items() if key.startswith("ML_QC_")}
+ML_QC_THRESHOLDS = {
+    key[len("ML_QC_") :].lower(): value for key, value in os.environ.items() if key.startswith("ML_QC_")
+}
 # Whether users who are not administrators may import private models; shared ones are admins' only.
 HPAWEB_PRIVATE_MODELS = env_bool("HPAWEB_PRIVATE_MODELS", False)
 HPAWEB_MAX_MODEL_BYTES = env_int("HPAWEB_MAX_MODEL_BYTES", 500 * 1024**2)

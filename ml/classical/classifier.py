@@ -91,7 +91,9 @@ def load_classical(path: str | Path) -> ClassicalModel:
     except Exception as error:  # skops raises many kinds on a damaged file
         raise ClassicalModelError(f"{path.name} is not a readable classical classifier file ({error}).") from None
     if not isinstance(content, dict) or content.get("format") != FORMAT:
-        raise ClassicalModelError(f"{path.name} is not a classical classifier; write one with `python -m ml train-classical`.")
+        raise ClassicalModelError(
+            f"{path.name} is not a classical classifier; write one with `python -m ml train-classical`."
+        )
     if content.get("format_version") != FORMAT_VERSION:
         raise ClassicalModelError(
             f"{path.name} is a classical classifier of format version {content.get('format_version')}; this "
@@ -101,7 +103,10 @@ def load_classical(path: str | Path) -> ClassicalModel:
     classes = tuple(int(label) for label in content["classes"])
     if feature_set not in FEATURE_SETS or not classes or any(not 0 <= label < NUM_CLASSES for label in classes):
         raise ClassicalModelError(f"{path.name} names an unknown feature set or classes outside the 19 HPA classes.")
-    if not hasattr(estimator, "predict_proba") or getattr(estimator, "n_features_in_", None) != FEATURE_COUNTS[feature_set]:
+    if (
+        not hasattr(estimator, "predict_proba")
+        or getattr(estimator, "n_features_in_", None) != FEATURE_COUNTS[feature_set]
+    ):
         raise ClassicalModelError(f"{path.name} does not hold an estimator for the {feature_set} features.")
     _check_trees(estimator, path)
     return ClassicalModel(
@@ -205,5 +210,9 @@ def _card(model: ClassicalModel) -> str:
         f"trained by `python -m ml train-classical` on {model.data.get('cells', '?')} single-label cells.",
     ]
     if model.metrics:
-        lines += ["", "Metrics: " + ", ".join(f"{key} {value}" for key, value in model.metrics.items() if not isinstance(value, list))]
+        lines += [
+            "",
+            "Metrics: "
+            + ", ".join(f"{key} {value}" for key, value in model.metrics.items() if not isinstance(value, list)),
+        ]
     return "\n".join(lines)

@@ -45,7 +45,9 @@ def read_image_labels(csv_path: Path) -> dict[str, tuple[int, ...]]:
             try:
                 values = tuple(sorted({int(part) for part in record["Label"].split("|") if part.strip()}))
             except ValueError:
-                raise InputError(f"{csv_path.name} line {line}: Label {record['Label']!r} must be class numbers.") from None
+                raise InputError(
+                    f"{csv_path.name} line {line}: Label {record['Label']!r} must be class numbers."
+                ) from None
             if any(not 0 <= value < NUM_CLASSES for value in values):
                 raise InputError(f"{csv_path.name} line {line}: labels must lie in 0..{NUM_CLASSES - 1}.")
             labels[record["ID"]] = values
@@ -66,7 +68,9 @@ def gather_cells(
     image_ids = [image_id for image_id in image_labels if image_id in fields][:max_fields]
     if not image_ids:
         raise InputError(f"No field of {data_dir / 'train.csv'} has image files in {data_dir}.")
-    solution = {row.image_id: row for row in read_submission(data_dir / "solution.csv")} if cell_labels_from_truth else {}
+    solution = (
+        {row.image_id: row for row in read_submission(data_dir / "solution.csv")} if cell_labels_from_truth else {}
+    )
     crops, labels, field_ids = [], [], []
     for image_id in progress(image_ids):
         field = read_field(fields[image_id])
@@ -111,9 +115,7 @@ def build_estimator(kind: str, *, seed: int = 0):
     return make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=300, n_jobs=1, random_state=seed))
 
 
-def train_classical(
-    cells: LabelledCells, *, kind: str, feature_set: str, name: str, seed: int = 0
-) -> ClassicalModel:
+def train_classical(cells: LabelledCells, *, kind: str, feature_set: str, name: str, seed: int = 0) -> ClassicalModel:
     """Fit the estimator on the single-label cells' features; the training accuracy goes in its metrics."""
     single = [index for index, labels in enumerate(cells.labels) if len(labels) == 1]
     if len(single) < 10:

@@ -23,7 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-seg": ("ml.cli.train_seg", "Train or fine-tune the segmentation U-Net on label images."),
     "import-model": ("ml.cli.import_model", "Check a bioimage.io package (or a checkpoint) against its own test."),
     "export-model": ("ml.cli.export_model", "Write a classifier checkpoint as a bioimage.io 0.5 package."),
-    "measure": ("ml.cli.measure", "Measure every cell of a folder's fields (shape, intensity, texture, QC flags); CSV."),
+    "measure": (
+        "ml.cli.measure",
+        "Measure every cell of a folder's fields (shape, intensity, texture, QC flags); CSV.",
+    ),
     "train-classical": (
         "ml.cli.train_classical",
         "Train a classical classifier (SVM or random forest on texture features) from training folders.",

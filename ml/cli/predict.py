@@ -143,5 +143,7 @@ def _excluded_flags(text: str) -> set[str]:
         return set(QC_FLAGS)
     unknown = sorted(names - set(QC_FLAGS))
     if unknown:
-        raise ValueError(f"--exclude-qc names {unknown[0]!r}, which is not a flag; use all or some of {', '.join(QC_FLAGS)}.")
+        raise ValueError(
+            f"--exclude-qc names {unknown[0]!r}, which is not a flag; use all or some of {', '.join(QC_FLAGS)}."
+        )
     return names

@@ -104,7 +104,10 @@ def measure_cells(
         if texture:
             parts.append(
                 np.array(
-                    [np.concatenate([haralick_features(g, m), lbp_histogram(g, m)]) for g, m in zip(greens, masks, strict=True)],
+                    [
+                        np.concatenate([haralick_features(g, m), lbp_histogram(g, m)])
+                        for g, m in zip(greens, masks, strict=True)
+                    ],
                     dtype=np.float64,
                 ).reshape(len(cell_ids), len(HARALICK_NAMES) + LBP_BINS)
             )

@@ -29,9 +29,7 @@ def intensity_names() -> tuple[str, ...]:
     return (*per_channel, *green, "focus")
 
 
-def intensity_features(
-    windows: dict[str, np.ndarray], cell_mask: np.ndarray, nucleus_mask: np.ndarray
-) -> list[float]:
+def intensity_features(windows: dict[str, np.ndarray], cell_mask: np.ndarray, nucleus_mask: np.ndarray) -> list[float]:
     """`intensity_names()` of one cell from its channels' windows (h, w) over its box (present ones only)."""
     values = {name: window[cell_mask] for name, window in windows.items()}
     features: list[float] = []
@@ -57,10 +55,11 @@ def intensity_features(
 
 
 def _correlation(first: np.ndarray, second: np.ndarray) -> float:
+    # Element-wise products, not `@`: a BLAS dot product spins its threads on a busy machine.
     first = first - first.mean(dtype=np.float64)
     second = second - second.mean(dtype=np.float64)
-    norm = float(np.sqrt((first @ first) * (second @ second)))
-    return float(first @ second) / norm if norm > 0 else np.nan
+    norm = float(np.sqrt(np.sum(first * first) * np.sum(second * second)))
+    return float(np.sum(first * second)) / norm if norm > 0 else np.nan
 
 
 def _focus(windows: dict[str, np.ndarray], cell_mask: np.ndarray) -> float:
@@ -74,7 +73,9 @@ def _focus(windows: dict[str, np.ndarray], cell_mask: np.ndarray) -> float:
         return np.nan
     scores = []
     for channel in FOCUS_CHANNELS:
-        binned = windows[channel][:rows, :cols].reshape(rows // FOCUS_BIN_PX, FOCUS_BIN_PX, cols // FOCUS_BIN_PX, FOCUS_BIN_PX)
+        binned = windows[channel][:rows, :cols].reshape(
+            rows // FOCUS_BIN_PX, FOCUS_BIN_PX, cols // FOCUS_BIN_PX, FOCUS_BIN_PX
+        )
         binned = binned.mean(axis=(1, 3), dtype=np.float32)
         laplacian = ndimage.laplace(binned)[mask]
         variance = float(binned[mask].var())

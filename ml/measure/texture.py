@@ -31,7 +31,18 @@ TEXTURE_SIZE_PX = 128
 HARALICK_LEVELS = 32
 HARALICK_DISTANCE_PX = 2
 HARALICK_ANGLES = (0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4)
-_GRAYCOPROPS = ("contrast", "dissimilarity", "homogeneity", "ASM", "energy", "correlation", "mean", "variance", "std", "entropy")
+_GRAYCOPROPS = (
+    "contrast",
+    "dissimilarity",
+    "homogeneity",
+    "ASM",
+    "energy",
+    "correlation",
+    "mean",
+    "variance",
+    "std",
+    "entropy",
+)
 HARALICK_NAMES: tuple[str, ...] = (
     *_GRAYCOPROPS,
     "sum_average",
@@ -45,8 +56,10 @@ LBP_BINS = LBP_POINTS * (LBP_POINTS - 1) + 3
 SCATTERING_SIZE_PX = 64
 SCATTERING_SCALES = 4  # J
 SCATTERING_ORIENTATIONS = 8  # L
-SCATTERING_COEFFICIENTS = 1 + SCATTERING_SCALES * SCATTERING_ORIENTATIONS + (
-    SCATTERING_ORIENTATIONS**2 * SCATTERING_SCALES * (SCATTERING_SCALES - 1) // 2
+SCATTERING_COEFFICIENTS = (
+    1
+    + SCATTERING_SCALES * SCATTERING_ORIENTATIONS
+    + (SCATTERING_ORIENTATIONS**2 * SCATTERING_SCALES * (SCATTERING_SCALES - 1) // 2)
 )
 # The robust maximum a cell's intensities are scaled by.
 _CELL_MAX_PERCENTILE = 99.5
@@ -101,12 +114,12 @@ def _sum_difference_features(glcm: np.ndarray) -> list[float]:
         p_sum = np.bincount(sums, weights=matrix, minlength=2 * levels - 1)
         p_difference = np.bincount(differences, weights=matrix, minlength=levels)
         k_sum, k_difference = np.arange(len(p_sum)), np.arange(len(p_difference))
-        difference_mean = float(k_difference @ p_difference)
+        difference_mean = float(np.sum(k_difference * p_difference))
         results.append(
             (
-                float(k_sum @ p_sum),
+                float(np.sum(k_sum * p_sum)),
                 _entropy(p_sum),
-                float(((k_difference - difference_mean) ** 2) @ p_difference),
+                float(np.sum((k_difference - difference_mean) ** 2 * p_difference)),
                 _entropy(p_difference),
             )
         )

@@ -574,8 +574,10 @@
     const cell = cellsByLabel.get(label);
     if (label && centre && cell) centreOn(cell);
     if (label) history.replaceState(null, "", `#cell-${label}`);
-    // On a phone the panel comes up as a sheet over the bottom of the screen, where the user looks.
+    // On a phone the panel comes up as a sheet over the bottom of the screen, where the user looks, and the
+    // image moves to the top of the screen so the cell stays in sight above the sheet.
     panel.classList.toggle("sheet", Boolean(label) && narrow.matches);
+    if (label && narrow.matches) window.scrollTo({ top: stage.getBoundingClientRect().top + window.scrollY - 4, behavior: "instant" });
     if (changed) {
       document.dispatchEvent(new CustomEvent("hpaweb:cell-pinned", { detail: { label, cellId: cell ? cell.id : null } }));
     }

@@ -12,10 +12,9 @@ from PIL import Image
 from cells.models import CellAnnotation, Field, MaskEdit, TrainingJob
 from ml.constants import CHANNELS
 from ml.synth import synthesize_field
-from tests.browser import test_browser
 from tests.browser.test_browser import FIELD_SIZE_PX, PASSWORD, _csp_violations, _shot, _watch_csp
 
-browser = test_browser.browser  # the same chromium fixture
+# The chromium fixture `browser` comes from tests/browser/conftest.py.
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

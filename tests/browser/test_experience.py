@@ -23,6 +23,7 @@ from tests.browser.support import (
     DESKTOP,
     PASSWORD,
     PHONE,
+    SCREENSHOTS,
     axe_serious,
     csp_violations,
     shot,
@@ -269,6 +270,9 @@ def test_every_page_passes_axe_at_both_widths_and_the_new_views_work(browser, li
     assert page.locator("[data-shortcuts]").is_hidden()
 
     # Grey single-channel view, levels and gamma over the histogram.
+    page.get_by_label("Colour cells").select_option("")
+    page.get_by_label("Numbers").uncheck()
+    page.get_by_role("button", name="Fit").click()
     page.get_by_label("Image", exact=True).select_option("green")
     page.locator("[data-levels] summary").click()
     page.get_by_label("Black", exact=True).fill("30")
@@ -278,7 +282,8 @@ def test_every_page_passes_axe_at_both_widths_and_the_new_views_work(browser, li
         page,
         "(() => { const c = document.querySelector('[data-composite]'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; for (let i = 0; i < d.length; i += 4) if (d[i] !== d[i + 1] || d[i] !== d[i + 2]) return false; return true; })()",
     )
-    shot(page, "field-viewer-grey-desktop", full_page=False)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator("[data-viewer]").screenshot(path=SCREENSHOTS / "field-viewer-grey-desktop.png")  # with the levels
     page.get_by_label("Image", exact=True).select_option("composite")
 
     # The cell table sorts by area.
@@ -356,11 +361,14 @@ def test_every_page_passes_axe_at_both_widths_and_the_new_views_work(browser, li
         if name == "field-viewer":
             phone_page.locator('[data-viewer][data-ready="true"]').wait_for()
             assert phone_page.locator("[data-cell-empty]").inner_text().startswith("Tap a cell")
+            phone_page.locator("[data-stage]").scroll_into_view_if_needed()
             phone_page.touchscreen.tap(*_screen_point(phone_page, field, row_px, col_px))
             sheet = phone_page.locator("[data-cell-panel].sheet")
             sheet.wait_for()
             box = sheet.bounding_box()
             assert box["y"] >= 0 and box["y"] + box["height"] <= PHONE["height"] + 1, box
+            # The tapped cell stays in sight, above the sheet.
+            assert 0 <= _screen_point(phone_page, field, row_px, col_px)[1] < box["y"]
             assert phone_page.locator("[data-cell-title]").inner_text() == f"Cell {label} (selected)"
         if name in ("jobs", "job"):
             details = phone_page.get_by_role("link", name=re.compile(r"^(Details of|View) ")).first

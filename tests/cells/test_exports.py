@@ -124,13 +124,15 @@ def test_cells_csv_lists_box_area_and_the_19_confidences(classified_job):
         "model_version",
         "familiarity",
         "unfamiliar",
+        "qc_flags",
     ]
     assert len(rows) == 1 + 8
     cell = Cell.objects.get(field__name="f2", label=3)
     row = next(r for r in rows if r[:2] == ["f2", "3"])
     assert row[2:7] == [str(v) for v in (*cell.bbox, cell.area_px)]
     assert [float(v) for v in row[7 : 7 + NUM_CLASSES]] == _probabilities(3)
-    assert row[7 + NUM_CLASSES :] == ["", "", "", ""]  # made by hand here: no model, no familiarity
+    # Probabilities made by hand here: no model, no familiarity; the quality flags processing gave.
+    assert row[7 + NUM_CLASSES :] == ["", "", "", "", "|".join(cell.qc_flags)]
 
 
 def test_labels_zip_holds_the_16_bit_label_images_of_every_field(classified_job):

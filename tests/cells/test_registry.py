@@ -105,7 +105,10 @@ def test_a_damaged_file_is_refused_with_the_loaders_sentence_and_nothing_is_stor
 
 
 def test_an_unknown_kind_of_file_and_an_oversized_one_are_refused(admin, settings, tiny_classifier_file):
-    with pytest.raises(registry.ModelImportError, match=r"hpaweb checkpoint \(.pt\) or a bioimage.io package \(.zip\)"):
+    with pytest.raises(
+        registry.ModelImportError,
+        match=r"hpaweb checkpoint \(.pt\), a classical classifier \(.skops.*bioimage.io package \(.zip\)",
+    ):
         registry.model_import(owner=admin, upload=SimpleUploadedFile("model.h5", b"x"), visibility="shared")
     settings.HPAWEB_MAX_MODEL_BYTES = 100
     with pytest.raises(registry.ModelImportError, match="accepts at most 0 MB"):

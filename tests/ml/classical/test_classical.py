@@ -62,7 +62,9 @@ def test_predict_cells_pools_and_blends_like_the_cnn(tmp_path):
     predictions = classifier.predict_cells(crop_cells(drawn.field.stack(), drawn.cell_labels, size_px=128))
     image = predictions.cell_probabilities.max(axis=0)
     np.testing.assert_allclose(predictions.image_probabilities, image)
-    np.testing.assert_allclose(predictions.final_probabilities, 0.7 * predictions.cell_probabilities + 0.3 * image, atol=1e-6)
+    np.testing.assert_allclose(
+        predictions.final_probabilities, 0.7 * predictions.cell_probabilities + 0.3 * image, atol=1e-6
+    )
 
 
 def test_loading_refuses_files_with_other_types(tmp_path):

@@ -32,7 +32,9 @@ def test_measure_writes_one_row_per_cell_with_qc_flags_from_given_labels(images_
     out = tmp_path / "features.csv"
     assert main(["measure", "--images", str(images_dir), "--out", str(out), "--labels", str(labels)]) == 0
     rows = read_csv(out)
-    assert [(row["ID"], row["cell_id"], row["qc_flags"]) for row in rows] == [("a-cells", str(i), "") for i in (1, 2, 3)]
+    assert [(row["ID"], row["cell_id"], row["qc_flags"]) for row in rows] == [
+        ("a-cells", str(i), "") for i in (1, 2, 3)
+    ]
     assert list(rows[0]) == ["ID", "cell_id", "qc_flags", *measurement_names()]
     area = (drawn.cell_labels == 1).sum()
     assert float(rows[0]["area_px"]) == area and rows[0]["lbp_000"] != ""
@@ -51,7 +53,9 @@ def test_measure_segments_when_no_labels_are_given_and_takes_qc_options(images_d
 
 def test_measure_says_which_label_file_is_missing(images_dir, tmp_path, capsys):
     (tmp_path / "labels").mkdir()
-    code = main(["measure", "--images", str(images_dir), "--out", str(tmp_path / "f.csv"), "--labels", str(tmp_path / "labels")])
+    code = main(
+        ["measure", "--images", str(images_dir), "--out", str(tmp_path / "f.csv"), "--labels", str(tmp_path / "labels")]
+    )
     assert code == 1
     assert "a-cells_cells.png is not in" in capsys.readouterr().err
 
@@ -77,7 +81,10 @@ def test_train_classical_writes_a_classifier_that_predict_runs(tmp_path):
     assert model.is_file()
     out = tmp_path / "submission.csv"
     cells = tmp_path / "cells.csv"
-    assert main(["predict", "--images", str(data), "--out", str(out), "--model", str(model), "--cells-csv", str(cells)]) == 0
+    assert (
+        main(["predict", "--images", str(data), "--out", str(out), "--model", str(model), "--cells-csv", str(cells)])
+        == 0
+    )
     cell_rows = read_csv(cells)
     assert len(cell_rows) == 12 and {row["top_class"] for row in cell_rows} <= {"Nucleoplasm", "Cytosol"}
     for row in cell_rows:

@@ -52,7 +52,9 @@ def test_a_16_bit_field_with_values_under_256_segments_like_the_bright_one():
     drawn = draw_field()
     bright = Segmenter("classical")(drawn.field)
     planes = {name: np.round(getattr(drawn.field, name) / 0.8 * 235) / 65535 for name in ("green", "blue")}
-    dim = dataclasses.replace(drawn.field, red=None, yellow=None, bit_depth=16, **{k: v.astype(np.float32) for k, v in planes.items()})
+    dim = dataclasses.replace(
+        drawn.field, red=None, yellow=None, bit_depth=16, **{k: v.astype(np.float32) for k, v in planes.items()}
+    )
     segmented = Segmenter("classical")(dim)
     assert int(segmented.nuclei_labels.max()) == 3
     np.testing.assert_array_equal(segmented.nuclei_labels, bright.nuclei_labels)
@@ -85,7 +87,9 @@ def test_ome_tiff_channels_map_by_their_names_or_a_mapping():
     assert field.channels_present == ("green", "blue", "yellow") and field.bit_depth == 16
     np.testing.assert_array_equal(field.blue, planes[0] / np.float32(65535))
     np.testing.assert_array_equal(field.yellow, planes[2] / np.float32(65535))
-    mapped = read_multichannel_tiff(_ome(["ch0", "ch1", "ch2"], planes), channel_mapping={"CH1": "blue", "ch2": "green"})
+    mapped = read_multichannel_tiff(
+        _ome(["ch0", "ch1", "ch2"], planes), channel_mapping={"CH1": "blue", "ch2": "green"}
+    )
     assert mapped.channels_present == ("green", "blue")
     np.testing.assert_array_equal(mapped.green, planes[2] / np.float32(65535))
 
