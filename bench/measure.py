@@ -231,34 +231,31 @@ def scale_quality() -> list[tuple[str, str, float, int, int]]:
     field = read_field({"blue": folder / "blue.png", "green": folder / "green.png"})
     match = match_labels(reference, segmenter(field).nuclei_labels, iou_threshold=0.5, min_true_area_px=1000)
     rows.append(("field-b1, 2048 px, 16-bit as published", "no", match.f1, match.predicted_count, match.true_count))
-    factor = 4
-    planes = {}
-    for channel in ("blue", "green"):
-        pixels = np.asarray(Image.open(folder / f"{channel}.png")).astype(np.float64)
-        height, width = (side // factor * factor for side in pixels.shape)
-        small = pixels[:height, :width].reshape(height // factor, factor, width // factor, factor).mean(axis=(1, 3))
-        planes[channel] = (np.round(small / small.max() * 235) / 65535).astype(np.float32)
-    dim = FieldImages(blue=planes["blue"], green=planes["green"], bit_depth=16)
-    small_reference = reference[factor // 2 :: factor, factor // 2 :: factor]
-    for diameter in (None, 51.0):
-        labels = segmenter(dataclasses.replace(dim, nucleus_diameter_px=diameter)).nuclei_labels
-        match = match_labels(small_reference, labels, iou_threshold=0.5, min_true_area_px=1000 / factor**2)
-        given = "no" if diameter is None else f"{diameter:g} px"
-        rows.append(
-            (
-                "field-b1 downscaled 4x (512 px), 16-bit, max 235",
-                given,
-                match.f1,
-                match.predicted_count,
-                match.true_count,
-            )
-        )
+    raw = {
+        channel: np.asarray(Image.open(folder / f"{channel}.png")).astype(np.float64) for channel in ("blue", "green")
+    }
+    for factor, diameters in ((4, (None, 51.0)), (8, (None,)), (12, (None,))):
+        planes = {}
+        for channel, pixels in raw.items():
+            height, width = (side // factor * factor for side in pixels.shape)
+            small = pixels[:height, :width].reshape(height // factor, factor, width // factor, factor).mean(axis=(1, 3))
+            planes[channel] = (np.round(small / small.max() * 235) / 65535).astype(np.float32)
+        dim = FieldImages(blue=planes["blue"], green=planes["green"], bit_depth=16)
+        small_reference = reference[factor // 2 :: factor, factor // 2 :: factor][: dim.shape[0], : dim.shape[1]]
+        areas = np.bincount(small_reference.ravel())[1:]
+        diameter_px = 2 * np.sqrt(np.median(areas[areas > 0]) / np.pi)
+        for diameter in diameters:
+            labels = segmenter(dataclasses.replace(dim, nucleus_diameter_px=diameter)).nuclei_labels
+            match = match_labels(small_reference, labels, iou_threshold=0.5, min_true_area_px=1000 / factor**2)
+            given = "no" if diameter is None else f"{diameter:g} px"
+            variant = f"field-b1 downscaled {factor}x ({dim.shape[1]} px, nuclei {diameter_px:.0f} px), 16-bit, max 235"
+            rows.append((variant, given, match.f1, match.predicted_count, match.true_count))
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.measure", description=__doc__.splitlines()[0])
-    parser.add_argument("--fields", type=int, default=4, help="2048 px fields timed")
+    parser.add_argument("--fields", type=int, default=4, help="2048 px fields timed (0: no timing, nor QC)")
     parser.add_argument("--qc-fields", type=int, default=12, help="1024 px fields with injected defects (0: none)")
     parser.add_argument("--seed", type=int, default=QC_SEED)
     args = parser.parse_args(argv)
@@ -268,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     for variant, given, f1, found, total in scale_quality():
         print(f"| {variant} | {given} | {f1:.3f} | {found} / {total} |")
     print()
+    if args.fields < 1:
+        return 0
     speed = time_measurements(fields=args.fields)
     print(f"Speed, {speed['cells']} cells of {args.fields} synthetic 2048 px fields:\n")
     print("| what | wall ms per cell | CPU ms per cell (all threads) |")

@@ -313,8 +313,9 @@ class JobListCreateApi(APIView):
         assignments = serializers.CharField(
             required=False,
             allow_blank=True,
-            help_text="JSON mapping a file name in `files` to its field and channel, for files not named by the "
-            'convention: {"scan 1.png": {"field": "A1", "channel": "green"}}; channel "multichannel" for a 4-plane TIFF.',
+            help_text="JSON mapping a file name in `files` (its relative path when `paths` gives one) to its field and "
+            'channel, for files not named by the convention: {"scan 1.png": {"field": "A1", "channel": "green"}}; '
+            'channel "multichannel" for a 4-plane TIFF.',
         )
         paths = serializers.CharField(
             required=False,

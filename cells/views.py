@@ -165,19 +165,7 @@ def job_gallery(request, job_id: int):
     if not classified:
         # Without predictions there is nothing to filter on: show every crop.
         filters = {**filters, "class_index": None, "min_confidence": None}
-    cells = selectors.cell_list(
-        user=request.user,
-        job=job,
-        class_index=filters["class_index"],
-        min_confidence=filters["min_confidence"],
-        unfamiliar={"unfamiliar": True, "familiar": False}.get(filters.get("familiarity") or ""),
-        qc=filters.get("qc") or None,
-        order=filters["order"],
-    )
-    if filters.get("field_labels"):
-        cells = selectors.cells_by_field_labels(
-            cells, shows=filters["field_labels"] == "shows", min_confidence=filters["min_confidence"] or 0.0
-        )
+    cells = _gallery_cells(user=request.user, job=job, filters=filters)
     page = Paginator(cells, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
     counts = selectors.class_counts(job=job, min_confidence=filters["min_confidence"] or 0.0) if classified else []
     query = request.GET.copy()
@@ -192,17 +180,14 @@ def job_gallery(request, job_id: int):
         "counts": counts,
         "max_count": max([count.cells for count in counts] + [1]),
         "query": query.urlencode(),
-        # The same cells' crops: the gallery's filters as job_crops reads them.
+        # The same cells' crops: job_crops reads the gallery's filters (its minimum confidence made explicit).
         "crops_query": urlencode(
             {
-                key: value
-                for key, value in {
-                    "class_index": filters["class_index"],
-                    "min_confidence": filters["min_confidence"],
-                    "familiarity": filters.get("familiarity") or "",
-                }.items()
-                if value not in (None, "")
+                **{key: value for key, value in query.items() if key != "image_format"},
+                "min_confidence": filters["min_confidence"],
             }
+            if filters["min_confidence"] is not None
+            else {key: value for key, value in query.items() if key not in ("image_format", "min_confidence")}
         ),
         "class_name": CLASS_NAMES[filters["class_index"]] if filters["class_index"] is not None else None,
         "class_names": CLASS_NAMES,
@@ -229,27 +214,42 @@ def job_archive(request, job_id: int):
     return exports.job_zip_response(job=job)
 
 
+def _gallery_cells(*, user, job, filters: dict, field=None):
+    """The cells the gallery's filters keep (GalleryFilterForm's cleaned data), of one field when given."""
+    cells = selectors.cell_list(
+        user=user,
+        job=job,
+        field=field,
+        class_index=filters["class_index"],
+        min_confidence=filters["min_confidence"],
+        unfamiliar={"unfamiliar": True, "familiar": False}.get(filters.get("familiarity") or ""),
+        qc=filters.get("qc") or None,
+        order=filters["order"],
+    )
+    if filters.get("field_labels"):
+        cells = selectors.cells_by_field_labels(
+            cells, shows=filters["field_labels"] == "shows", min_confidence=filters["min_confidence"] or 0.0
+        )
+    return cells
+
+
 @login_required
 def job_crops(request, job_id: int):
-    """The crops (all four channels, PNG or TIFF) of the cells a gallery filter, a field or a list of cells chooses.
-    `cells` are cell numbers of `field` when a field is given, else cell ids."""
+    """The crops (all four channels, PNG or TIFF) of the cells the gallery's filters, a field or a list of cells
+    choose. `cells` are cell numbers of `field` when a field is given, else cell ids; without
+    `min_confidence` no confidence is required (the gallery's own default is not applied)."""
     job = selectors.job_get(user=request.user, job_id=job_id)
     form = CropsExportForm(request.GET)
-    if not form.is_valid():
-        reasons = " ".join(error for errors in form.errors.values() for error in errors)
+    gallery = GalleryFilterForm(request.GET)
+    if not form.is_valid() or not gallery.is_valid():
+        reasons = " ".join(error for errors in (*form.errors.values(), *gallery.errors.values()) for error in errors)
         return HttpResponse(f"The crops could not be chosen: {reasons}", status=400, content_type="text/plain")
     choice = form.cleaned_data
+    filters = {**gallery.cleaned_data, "min_confidence": choice["min_confidence"]}
     field = selectors.field_get(user=request.user, field_id=choice["field"]) if choice["field"] else None
     if field is not None and field.job_id != job.pk:
         raise Http404("No such field in this job.")
-    cells = selectors.cell_list(
-        user=request.user,
-        job=job,
-        field=field,
-        class_index=choice["class_index"],
-        min_confidence=choice["min_confidence"],
-        unfamiliar={"unfamiliar": True, "familiar": False}.get(choice["familiarity"] or ""),
-    )
+    cells = _gallery_cells(user=request.user, job=job, filters=filters, field=field)
     if choice["cells"]:
         cells = cells.filter(**{"label__in" if field else "pk__in": choice["cells"]})
     name = f"{field.name}-crops" if field else "crops"

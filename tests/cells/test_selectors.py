@@ -153,6 +153,8 @@ def test_viewer_cells_give_each_cell_its_box_area_and_rounded_probabilities(owne
             "probabilities": [0.3333] * 19,
             "familiarity": None,
             "unfamiliar": None,
+            "qc_flags": [],
+            "measurements": None,
         },
         {
             "id": unclassified.pk,
@@ -162,6 +164,8 @@ def test_viewer_cells_give_each_cell_its_box_area_and_rounded_probabilities(owne
             "probabilities": None,
             "familiarity": None,
             "unfamiliar": None,
+            "qc_flags": [],
+            "measurements": None,
         },
     ]
 
