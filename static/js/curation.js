@@ -140,25 +140,29 @@
         say("Choose at least one class first (keys 1-9, Shift+1-9, x), or mark the cell as not a cell or badly outlined.", true);
         return;
       }
+      let message = `Saved for cell ${cell.label}.`;
+      let failed = false;
       try {
         await api("POST", `/api/cells/${cell.id}/annotations/`, { kind, classes, version: cell.annotation_version });
-        say(`Saved for cell ${cell.label}.`);
       } catch (error) {
-        say(error.message, true);
+        [message, failed] = [error.message, true];
       }
-      await refreshCell(cell.id);
+      await refreshCell(cell.id); // the current annotation and version, also after a conflict
+      say(message, failed);
     }
 
     async function undo() {
       const cell = cells.get(label);
       if (!cell || !cell.annotation) return;
+      let message = `The annotation of cell ${cell.label} was undone.`;
+      let failed = false;
       try {
         await api("POST", `/api/annotations/${cell.annotation.id}/undo/`, { version: cell.annotation_version });
-        say(`The annotation of cell ${cell.label} was undone.`);
       } catch (error) {
-        say(error.message, true);
+        [message, failed] = [error.message, true];
       }
       await refreshCell(cell.id);
+      say(message, failed);
     }
 
     async function maskFix(url, body, done) {

@@ -103,6 +103,11 @@ def test_upload_with_labels_annotate_fix_a_mask_and_train_at_desktop_and_phone_w
     page.goto(f"{live_server.url}/fields/{field.pk}/")
     page.locator('[data-viewer][data-ready="true"]').wait_for()
     page.locator('[data-curation][data-ready="true"]').wait_for(state="attached")
+    # A second tab on the same field, loaded before the first tab annotates.
+    other_tab = context.new_page()
+    other_tab.set_default_timeout(60_000)
+    other_tab.goto(f"{live_server.url}/fields/{field.pk}/")
+    other_tab.locator('[data-curation][data-ready="true"]').wait_for(state="attached")
     first = field.cells.order_by("label").first()
     _pin(page, field, first.label)
     page.keyboard.press("Digit3")  # class 2, Nucleoli
@@ -111,6 +116,15 @@ def test_upload_with_labels_annotate_fix_a_mask_and_train_at_desktop_and_phone_w
     page.locator("[data-curation-status]", has_text="Saved").wait_for()
     assert list(CellAnnotation.objects.values_list("cell_label", "classes")) == [(first.label, [2])]
     _shot(page, "curation-viewer-annotated-wide")
+    # The stale tab's call on the same cell is refused with a sentence, and nothing changes.
+    other_tab.locator('[data-viewer][data-ready="true"]').wait_for()
+    _pin(other_tab, field, first.label)
+    other_tab.keyboard.press("Digit5")
+    other_tab.keyboard.press("Enter")
+    other_tab.locator("[data-curation-status]", has_text="was annotated elsewhere since you loaded it").wait_for()
+    assert list(CellAnnotation.objects.values_list("cell_label", "classes")) == [(first.label, [2])]
+    _shot(other_tab, "curation-viewer-conflict-wide")
+    other_tab.close()
 
     # A mask fix: split the largest cell along a line drawn across it.
     label, start, end = _largest_cell_line(field)
