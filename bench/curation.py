@@ -116,13 +116,16 @@ class Biologist:
         return cells
 
     def submission_map(self, job_id: int, solution_path: Path) -> float:
+        return self.submission_scores(job_id, solution_path).mAP
+
+    def submission_scores(self, job_id: int, solution_path: Path):
         from ml.encoding import read_submission
         from ml.evaluate import score
 
         body = b"".join(self.call("get", f"/api/jobs/{job_id}/submission.csv").streaming_content).decode()
         submitted = {row.image_id: row for row in read_submission(io.StringIO(body))}
         solution = [row for row in read_submission(solution_path) if row.image_id in submitted]
-        return score(solution, [submitted[row.image_id] for row in solution]).mAP
+        return score(solution, [submitted[row.image_id] for row in solution])
 
     def train(self, **request) -> tuple[dict, float]:
         started = time.perf_counter()
@@ -238,7 +241,8 @@ def _run(
     shipped = next(m for m in user.call("get", "/api/models/").json()["results"] if m["is_default"])
 
     test_job = user.upload("held-out", _zip(folder, heldout_ids, with_labels=False), shipped["id"])
-    start_map = user.submission_map(test_job["id"], folder / "solution.csv")
+    start = user.submission_scores(test_job["id"], folder / "solution.csv")
+    start_map = start.mAP
 
     train_job = user.upload("to annotate", _zip(folder, pool[:train_fields], with_labels=False), shipped["id"])
     chosen = choose_cells(true_classes(user.cells(train_job["id"]), folder), limit=max_cells, seed=seed)
@@ -257,14 +261,16 @@ def _run(
         jobs=[train_job["id"]], source="cells", base_model=shipped["id"], epochs=epochs, name="From my cells"
     )
     user.rerun(test_job["id"], annotated["result_model"]["id"])
-    cells_map = user.submission_map(test_job["id"], folder / "solution.csv")
+    cells_scores = user.submission_scores(test_job["id"], folder / "solution.csv")
+    cells_map = cells_scores.mAP
 
     weak_job = user.upload("labelled", _zip(folder, pool[:weak_fields], with_labels=True), shipped["id"])
     weak, weak_time = user.train(
         jobs=[weak_job["id"]], source="jobs", base_model=shipped["id"], epochs=weak_epochs, refine_rounds=1, name="Weak"
     )
     user.rerun(test_job["id"], weak["result_model"]["id"])
-    weak_map = user.submission_map(test_job["id"], folder / "solution.csv")
+    weak_scores = user.submission_scores(test_job["id"], folder / "solution.csv")
+    weak_map = weak_scores.mAP
     return {
         "domain": DOMAIN,
         "heldout_fields": heldout,
@@ -278,6 +284,11 @@ def _run(
         "cells_training_s": cells_time,
         "weak_map": weak_map,
         "weak_training_s": weak_time,
+        "per_class_ap": {
+            "start": list(start.per_class_ap),
+            "cells": list(cells_scores.per_class_ap),
+            "weak": list(weak_scores.per_class_ap),
+        },
     }
 
 
@@ -329,6 +340,18 @@ def main(argv: list[str] | None = None) -> dict:
                 ],
             ],
             align="llrrr",
+        )
+    )
+    from ml.constants import CLASS_NAMES
+
+    aps = result["per_class_ap"]
+    shown = [i for i, ap in enumerate(aps["start"]) if ap is not None]
+    print("\nPer-class AP on the held-out fields (classes they hold):")
+    print(
+        markdown_table(
+            ["class", "shipped", "annotated cells", "weak"],
+            [[CLASS_NAMES[i], *(f"{aps[k][i]:.3f}" for k in ("start", "cells", "weak"))] for i in shown],
+            align="lrrr",
         )
     )
     return result

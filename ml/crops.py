@@ -47,18 +47,26 @@ def crop_cells(stack: np.ndarray, cell_labels: np.ndarray, *, size_px: int = 128
     for index, (cell_id, (top, left, bottom, right)) in enumerate(zip(cell_ids, bboxes, strict=True)):
         is_cell = cell_labels[top:bottom, left:right] == cell_id
         window = stack[:, top:bottom, left:right] * is_cell
-        # Scale the longer side to size_px and centre: the same as padding the box to a square
-        # with background first, without resampling the padding.
-        height, width = bottom - top, right - left
-        scale = size_px / max(height, width)
-        out_height, out_width = max(1, round(height * scale)), max(1, round(width * scale))
-        row, col = (size_px - out_height) // 2, (size_px - out_width) // 2
-        for channel, plane in enumerate(window):
-            # Pillow's bilinear filter widens with the shrink factor (antialiased, close to area
-            # resampling) and runs on one thread, so cropping stays fast on a busy machine.
-            resized = Image.fromarray(plane).resize((out_width, out_height), Image.Resampling.BILINEAR)
-            images[index, channel, row : row + out_height, col : col + out_width] = np.asarray(resized)
+        place_resized(window, images[index])
     return CellCrops(cell_ids=cell_ids, bboxes=bboxes, areas_px=areas_px, images=images)
+
+
+def place_resized(planes: np.ndarray, out: np.ndarray) -> None:
+    """Resize (C, h, w) float32 planes so the longer side fills `out` (C, S, S), centred, into `out`.
+
+    Scaling the longer side to S and centring is the same as padding the box to a square with
+    background first, without resampling the padding.
+    """
+    size_px = out.shape[-1]
+    height, width = planes.shape[-2:]
+    scale = size_px / max(height, width)
+    out_height, out_width = max(1, round(height * scale)), max(1, round(width * scale))
+    row, col = (size_px - out_height) // 2, (size_px - out_width) // 2
+    for channel, plane in enumerate(planes):
+        # Pillow's bilinear filter widens with the shrink factor (antialiased, close to area
+        # resampling) and runs on one thread, so cropping stays fast on a busy machine.
+        resized = Image.fromarray(plane).resize((out_width, out_height), Image.Resampling.BILINEAR)
+        out[channel, row : row + out_height, col : col + out_width] = np.asarray(resized)
 
 
 def normalize_crops(images: torch.Tensor, *, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.cli.options import add_segmentation_arguments, build_segmenter, find_input_fields, read_input_fields
+from ml.cli.options import (
+    add_channel_map_argument,
+    add_segmentation_arguments,
+    build_segmenter,
+    find_input_fields,
+    parse_channel_map,
+    read_input_fields,
+)
 from ml.io import FieldImages, InputError, nucleus_diameter_from, read_labels_png
 from ml.measure import measure_cells, measurement_names
 from ml.qc import QcThresholds, qc_flags
@@ -54,7 +61,9 @@ def qc_thresholds_from(args: argparse.Namespace) -> QcThresholds:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--images", type=Path, required=True, help="folder of {ID}_{channel}.png|tif files")
+    parser.add_argument(
+        "--images", type=Path, required=True, help="folder of {ID}_{channel}.png|tif or {ID}.ome.tif files"
+    )
     parser.add_argument("--out", type=Path, required=True, help="features CSV to write")
     parser.add_argument(
         "--labels", type=Path, help="folder of {ID}_cells.png and {ID}_nuclei.png to measure instead of segmenting"
@@ -63,12 +72,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scattering", action="store_true", help="add the 417 wavelet scattering coefficients")
     add_qc_arguments(parser)
     add_scale_arguments(parser)
+    add_channel_map_argument(parser)
     add_segmentation_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         fields_found = find_input_fields(args.images)
+        channel_map = parse_channel_map(args.channel_map)
         thresholds = qc_thresholds_from(args)
         nucleus_diameter_from(pixel_size_um=args.pixel_size_um, nucleus_diameter_px=args.nucleus_diameter_px)
         segmenter = None if args.labels is not None else build_segmenter(args)
@@ -79,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     names = measurement_names(texture=texture, scattering=args.scattering)
     rows = []
     try:
-        for image_id, field in read_input_fields(fields_found, description="Measuring"):
+        for image_id, field in read_input_fields(fields_found, description="Measuring", channel_map=channel_map):
             if args.labels is not None:
                 cell_labels, nuclei_labels = _read_labels(args.labels, image_id)
             else:

@@ -19,7 +19,14 @@ from pathlib import Path
 from ml import constants
 from ml.classifier.loading import load_classifier
 from ml.cli.measure import add_qc_arguments, add_scale_arguments, qc_thresholds_from, with_scale
-from ml.cli.options import add_segmentation_arguments, build_segmenter, find_input_fields, read_input_fields
+from ml.cli.options import (
+    add_channel_map_argument,
+    add_segmentation_arguments,
+    build_segmenter,
+    find_input_fields,
+    parse_channel_map,
+    read_input_fields,
+)
 from ml.encoding import SubmissionRow, prediction_string, rle_to_kaggle, write_submission
 from ml.io import InputError, nucleus_diameter_from
 from ml.pipeline import FieldResult, MeasureOptions, analyse_field
@@ -45,7 +52,9 @@ CELL_COLUMNS: tuple[str, ...] = (
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--images", type=Path, required=True, help="folder of {ID}_{channel}.png|tif files")
+    parser.add_argument(
+        "--images", type=Path, required=True, help="folder of {ID}_{channel}.png|tif or {ID}.ome.tif files"
+    )
     parser.add_argument("--out", type=Path, required=True, help="submission CSV to write")
     parser.add_argument(
         "--model",
@@ -60,6 +69,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     add_qc_arguments(parser)
     add_scale_arguments(parser)
+    add_channel_map_argument(parser)
     add_segmentation_arguments(parser)
 
 
@@ -74,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         fields = find_input_fields(args.images)
+        channel_map = parse_channel_map(args.channel_map)
         predictor = load_classifier(model_path, device=args.device)
         segmenter = build_segmenter(args)
         excluded = _excluded_flags(args.exclude_qc)
@@ -84,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     rows, cell_rows = [], []
     try:
-        for image_id, field in read_input_fields(fields, description="Predicting"):
+        for image_id, field in read_input_fields(fields, description="Predicting", channel_map=channel_map):
             # Quality control needs shape and intensity only; textures are `python -m ml measure`'s.
             measure = MeasureOptions(texture=False, qc=thresholds) if args.cells_csv or excluded else None
             result = analyse_field(with_scale(field, args), segmenter=segmenter, predictor=predictor, measure=measure)

@@ -17,15 +17,15 @@ from ml.io import FieldImages
 from ml.measure.intensity import intensity_features, intensity_names
 from ml.measure.shape import SHAPE_NAMES, shape_features
 from ml.measure.texture import (
-    HARALICK_NAMES,
     LBP_BINS,
-    haralick_features,
+    TEXTURE_SIZE_PX,
+    haralick_many,
     haralick_names,
     lbp_histogram,
     lbp_names,
     scattering_features,
     scattering_names,
-    texture_crops,
+    texture_crop,
 )
 
 
@@ -78,8 +78,10 @@ def measure_cells(
     cell_ids = np.array([index + 1 for index, box in enumerate(slices) if box is not None], dtype=np.int64)
     nucleus_slices = ndimage.find_objects(nuclei_labels, max_label=len(slices))
     rows = []
+    greens, masks = [], []
     for cell_id in cell_ids:
-        rows_box, cols_box = slices[cell_id - 1]
+        own_rows, own_cols = slices[cell_id - 1]
+        rows_box, cols_box = own_rows, own_cols
         nucleus_box = nucleus_slices[cell_id - 1] if cell_id - 1 < len(nucleus_slices) else None
         if nucleus_box is not None:  # widen the window to hold the whole nucleus, inside or not
             rows_box = slice(min(rows_box.start, nucleus_box[0].start), max(rows_box.stop, nucleus_box[0].stop))
@@ -87,31 +89,26 @@ def measure_cells(
         cell_mask = cell_labels[rows_box, cols_box] == cell_id
         nucleus_mask = nuclei_labels[rows_box, cols_box] == cell_id
         windows = {name: channel[rows_box, cols_box] for name, channel in channels.items()}
-        cell_rows, cell_cols = np.flatnonzero(cell_mask.any(axis=1)), np.flatnonzero(cell_mask.any(axis=0))
-        touches = (
-            rows_box.start + cell_rows[0] == 0,
-            cols_box.start + cell_cols[0] == 0,
-            rows_box.start + cell_rows[-1] + 1 == height,
-            cols_box.start + cell_cols[-1] + 1 == width,
-        )
+        touches = (own_rows.start == 0, own_cols.start == 0, own_rows.stop == height, own_cols.stop == width)
         row = shape_features(cell_mask, nucleus_mask, touches=touches)
         row += intensity_features(windows, cell_mask, nucleus_mask)
         rows.append(row)
+        if texture or scattering:  # the cell's own box inside the window
+            own = (
+                slice(own_rows.start - rows_box.start, own_rows.stop - rows_box.start),
+                slice(own_cols.start - cols_box.start, own_cols.stop - cols_box.start),
+            )
+            green, mask = texture_crop(windows["green"][own], cell_mask[own])
+            greens.append(green)
+            masks.append(mask)
     values = np.array(rows, dtype=np.float64).reshape(len(cell_ids), len(SHAPE_NAMES) + len(intensity_names()))
     if texture or scattering:
-        greens, masks = texture_crops(field.green, cell_labels)
         parts = [values]
         if texture:
-            parts.append(
-                np.array(
-                    [
-                        np.concatenate([haralick_features(g, m), lbp_histogram(g, m)])
-                        for g, m in zip(greens, masks, strict=True)
-                    ],
-                    dtype=np.float64,
-                ).reshape(len(cell_ids), len(HARALICK_NAMES) + LBP_BINS)
-            )
+            lbp = np.array([lbp_histogram(g, m) for g, m in zip(greens, masks, strict=True)], dtype=np.float64)
+            parts.append(np.concatenate([haralick_many(greens, masks), lbp.reshape(len(cell_ids), LBP_BINS)], axis=1))
         if scattering:
-            parts.append(scattering_features(greens))
+            size = TEXTURE_SIZE_PX
+            parts.append(scattering_features(np.stack(greens) if greens else np.zeros((0, size, size), np.float32)))
         values = np.concatenate(parts, axis=1)
     return CellMeasurements(cell_ids=cell_ids, names=names, values=values)

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from ml.constants import CHANNELS
+from ml.measure.shape import erode
 
 STATISTICS: tuple[str, ...] = ("mean", "median", "std", "max", "integrated")
 REFERENCES: tuple[str, ...] = ("red", "blue", "yellow")
@@ -33,33 +34,37 @@ def intensity_features(windows: dict[str, np.ndarray], cell_mask: np.ndarray, nu
     """`intensity_names()` of one cell from its channels' windows (h, w) over its box (present ones only)."""
     values = {name: window[cell_mask] for name, window in windows.items()}
     features: list[float] = []
+    centred: dict[str, np.ndarray] = {}
     for channel in CHANNELS:
         inside = values.get(channel)
         if inside is None or inside.size == 0:
             features += [np.nan] * len(STATISTICS)
             continue
         total = float(inside.sum(dtype=np.float64))
-        features += [total / inside.size, float(np.median(inside)), float(inside.std()), float(inside.max()), total]
-    green = windows["green"]
-    nucleus = nucleus_mask & cell_mask
-    cytoplasm = cell_mask & ~nucleus_mask
+        ordered = np.sort(inside)  # sorting (vectorised) is several times faster than np.median's selection
+        middle = ordered[(inside.size - 1) // 2 : inside.size // 2 + 1]  # np.median: the mean of these
+        features += [total / inside.size, float(np.mean(middle)), float(inside.std()), float(ordered[-1]), total]
+        if channel == "green" or channel in REFERENCES:
+            centred[channel] = inside - inside.mean(dtype=np.float64)
+    green = values["green"]
+    in_nucleus = nucleus_mask[cell_mask]  # of the cell's pixels, those of its nucleus
     ratio = np.nan
-    if nucleus.any() and cytoplasm.any():
-        cytoplasm_mean = float(green[cytoplasm].mean())
-        ratio = float(green[nucleus].mean()) / cytoplasm_mean if cytoplasm_mean > 0 else np.nan
+    nucleus_count = int(np.count_nonzero(in_nucleus))
+    if 0 < nucleus_count < len(in_nucleus):
+        cytoplasm_mean = float(green[~in_nucleus].mean())
+        ratio = float(green[in_nucleus].mean()) / cytoplasm_mean if cytoplasm_mean > 0 else np.nan
     features.append(ratio)
     for reference in REFERENCES:
-        features.append(_correlation(values["green"], values[reference]) if reference in values else np.nan)
+        features.append(_correlation(centred["green"], centred[reference]) if reference in centred else np.nan)
     features.append(_focus(windows, cell_mask))
     return features
 
 
 def _correlation(first: np.ndarray, second: np.ndarray) -> float:
-    # Element-wise products, not `@`: a BLAS dot product spins its threads on a busy machine.
-    first = first - first.mean(dtype=np.float64)
-    second = second - second.mean(dtype=np.float64)
-    norm = float(np.sqrt(np.sum(first * first) * np.sum(second * second)))
-    return float(np.sum(first * second)) / norm if norm > 0 else np.nan
+    """Pearson correlation of two centred (float64) samples. `einsum`, not `@`: a BLAS dot product spins
+    its threads on a busy machine."""
+    norm = float(np.sqrt(np.einsum("i,i->", first, first) * np.einsum("i,i->", second, second)))
+    return float(np.einsum("i,i->", first, second)) / norm if norm > 0 else np.nan
 
 
 def _focus(windows: dict[str, np.ndarray], cell_mask: np.ndarray) -> float:
@@ -68,17 +73,28 @@ def _focus(windows: dict[str, np.ndarray], cell_mask: np.ndarray) -> float:
     if rows < 3 * FOCUS_BIN_PX or cols < 3 * FOCUS_BIN_PX:
         return np.nan
     mask = cell_mask[:rows:FOCUS_BIN_PX, :cols:FOCUS_BIN_PX]
-    mask = ndimage.binary_erosion(mask)  # the Laplacian at the mask's rim sees the neighbours
+    mask = erode(mask)  # the Laplacian at the mask's rim sees the neighbours
     if not mask.any():
         return np.nan
     scores = []
     for channel in FOCUS_CHANNELS:
-        binned = windows[channel][:rows, :cols].reshape(
-            rows // FOCUS_BIN_PX, FOCUS_BIN_PX, cols // FOCUS_BIN_PX, FOCUS_BIN_PX
-        )
-        binned = binned.mean(axis=(1, 3), dtype=np.float32)
+        binned = _bin_means(windows[channel][:rows, :cols])
         laplacian = ndimage.laplace(binned)[mask]
         variance = float(binned[mask].var())
         if variance > 0:
             scores.append(float(np.mean(laplacian.astype(np.float64) ** 2)) / variance)
     return float(np.mean(scores)) if scores else np.nan
+
+
+def _bin_means(window: np.ndarray) -> np.ndarray:
+    """float32 means of `FOCUS_BIN_PX` x `FOCUS_BIN_PX` blocks, the same values as
+    `reshape(h / 2, 2, w / 2, 2).mean(axis=(1, 3), dtype=float32)` (that sum order) at a tenth of its time."""
+    if FOCUS_BIN_PX != 2:
+        rows, cols = window.shape
+        shape = (rows // FOCUS_BIN_PX, FOCUS_BIN_PX, cols // FOCUS_BIN_PX, FOCUS_BIN_PX)
+        return window.reshape(shape).mean(axis=(1, 3), dtype=np.float32)
+    window = window.astype(np.float32, copy=False)
+    total = window[0::2, 0::2] + window[0::2, 1::2]
+    total += window[1::2, 0::2] + window[1::2, 1::2]
+    total /= np.float32(4)
+    return total

@@ -10,7 +10,6 @@ the cell, and the pixels of the cell on the image border.
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
-from skimage.measure import moments_central, perimeter
 
 SHAPE_NAMES: tuple[str, ...] = (
     "area_px",
@@ -37,21 +36,33 @@ def shape_features(
 ) -> list[float]:
     """`SHAPE_NAMES` of one cell; masks (h, w) over the cell's box (`nucleus_mask`: its own nucleus,
     wherever it lies in the box). `touches`: whether the box meets the top, left, bottom, right edge."""
-    moments = moments_central(cell_mask.astype(np.float64), order=2)
-    area = float(moments[0, 0])
+    rows, cols = np.nonzero(cell_mask)
+    area_count = len(rows)
+    area = float(area_count)
     # The ellipse with the same second moments (as scikit-image's regionprops): axes 4 sqrt(eigenvalue).
-    covariance = np.array([[moments[2, 0], moments[1, 1]], [moments[1, 1], moments[0, 2]]]) / area
+    # Central moments from integer sums, exactly: n^2 mu_pq / n = n sum(r^p c^q) - sum(r^p) sum(c^q).
+    sum_r, sum_c = int(rows.sum()), int(cols.sum())
+    cross = (area_count * int(np.dot(rows, cols)) - sum_r * sum_c) / area_count**2
+    row_variance = (area_count * int(np.dot(rows, rows)) - sum_r * sum_r) / area_count**2
+    col_variance = (area_count * int(np.dot(cols, cols)) - sum_c * sum_c) / area_count**2
+    covariance = np.array([[row_variance, cross], [cross, col_variance]])
     minor_variance, major_variance = np.maximum(np.linalg.eigvalsh(covariance), 0.0)
     eccentricity = float(np.sqrt(1.0 - minor_variance / major_variance)) if major_variance > 0 else 0.0
-    outline_px = float(perimeter(cell_mask, neighborhood=4))
+    rim = cell_mask & ~erode(cell_mask)
+    outline_px = _perimeter(rim)
     form_factor = 4.0 * np.pi * area / outline_px**2 if outline_px > 0 else 1.0
-    holes = _hole_area(cell_mask)
     cell_pieces = ndimage.label(cell_mask, structure=_EIGHT_CONNECTED)[1]
+    # Holes from the Euler number (pieces minus holes); the costlier hole search only where there are some.
+    holes = _hole_area(cell_mask) if cell_pieces - _euler_number(cell_mask) > 0 else 0.0
+    nucleus_rows, nucleus_cols = np.flatnonzero(nucleus_mask.any(axis=1)), np.flatnonzero(nucleus_mask.any(axis=0))
     nucleus_area = int(np.count_nonzero(nucleus_mask))
-    pieces_labels, count = ndimage.label(nucleus_mask, structure=_EIGHT_CONNECTED)
-    if count > 1:
-        sizes = np.bincount(pieces_labels.ravel())[1:]
-        count = int(np.count_nonzero(sizes >= MIN_NUCLEUS_PIECE_FRACTION * nucleus_area))
+    count = 0
+    if nucleus_area:
+        nucleus_box = nucleus_mask[nucleus_rows[0] : nucleus_rows[-1] + 1, nucleus_cols[0] : nucleus_cols[-1] + 1]
+        pieces_labels, count = ndimage.label(nucleus_box, structure=_EIGHT_CONNECTED)
+        if count > 1:
+            sizes = np.bincount(pieces_labels.ravel())[1:]
+            count = int(np.count_nonzero(sizes >= MIN_NUCLEUS_PIECE_FRACTION * nucleus_area))
     outside = float(np.count_nonzero(nucleus_mask & ~cell_mask) / nucleus_area) if nucleus_area else 1.0
     top, left, bottom, right = touches
     border = 0
@@ -63,7 +74,7 @@ def shape_features(
         area,
         outline_px,
         eccentricity,
-        min(1.0, area / _convex_area(cell_mask)),
+        min(1.0, area / _convex_area(cell_mask, area)),
         float(min(form_factor, 1.0)),
         float(4.0 * np.sqrt(major_variance)),
         float(4.0 * np.sqrt(minor_variance)),
@@ -76,17 +87,64 @@ def shape_features(
     ]
 
 
-def _convex_area(mask: np.ndarray) -> float:
-    """Area of the convex hull of the mask's pixel squares (a pixel is a unit square), in px."""
-    rim = mask & ~ndimage.binary_erosion(mask)
+def erode(mask: np.ndarray) -> np.ndarray:
+    """`ndimage.binary_erosion(mask)` (4-connected cross, outside the box is background), by shifts."""
+    eroded = mask.copy()
+    eroded[0] = eroded[-1] = False
+    eroded[:, 0] = eroded[:, -1] = False
+    eroded[1:] &= mask[:-1]
+    eroded[:-1] &= mask[1:]
+    eroded[:, 1:] &= mask[:, :-1]
+    eroded[:, :-1] &= mask[:, 1:]
+    return eroded
+
+
+# scikit-image's `perimeter(neighborhood=4)`: each rim pixel weighs by its rim neighbours' pattern.
+_PERIMETER_KERNEL = np.array([[10, 2, 10], [2, 1, 2], [10, 2, 10]])
+_PERIMETER_WEIGHTS = np.zeros(50, dtype=np.float64)
+_PERIMETER_WEIGHTS[[5, 7, 15, 17, 25, 27]] = 1
+_PERIMETER_WEIGHTS[[21, 33]] = np.sqrt(2)
+_PERIMETER_WEIGHTS[[13, 23]] = (1 + np.sqrt(2)) / 2
+
+
+def _perimeter(rim: np.ndarray) -> float:
+    """scikit-image's `perimeter(mask, neighborhood=4)` from the mask's rim, its convolution taken at
+    the rim pixels only (the others weigh 0), so the same histogram gives the same sum."""
     rows, cols = np.nonzero(rim)
+    padded = np.pad(rim, 1).view(np.uint8)
+    values = np.zeros(len(rows), dtype=np.int64)
+    for dr in range(3):
+        for dc in range(3):
+            values += _PERIMETER_KERNEL[dr, dc] * padded[rows + dr, cols + dc]
+    return float(np.bincount(values, minlength=50)[:50] @ _PERIMETER_WEIGHTS)
+
+
+def _euler_number(mask: np.ndarray) -> int:
+    """Pieces (8-connected) minus holes (4-connected), from the 2 x 2 patterns (Gray's bit quads)."""
+    padded = np.pad(mask, 1).view(np.uint8)
+    a, b, c, d = padded[:-1, :-1], padded[:-1, 1:], padded[1:, :-1], padded[1:, 1:]
+    quads = a + b + c + d
+    ones, threes = np.count_nonzero(quads == 1), np.count_nonzero(quads == 3)
+    diagonals = np.count_nonzero((quads == 2) & (a == d))
+    return (ones - threes - 2 * diagonals) // 4
+
+
+def _convex_area(mask: np.ndarray, area: float) -> float:
+    """Area of the convex hull of the mask's pixel squares (a pixel is a unit square), in px: the hull
+    of the outer corners of each row's first and last pixel (the left ones of the first, the right
+    ones of the last), which hold all of its corners."""
+    occupied = np.flatnonzero(mask.any(axis=1))
+    first_rows = last_rows = occupied.astype(np.float64)
+    first_cols = np.argmax(mask[occupied], axis=1) - 0.5
+    last_cols = mask.shape[1] - np.argmax(mask[occupied, ::-1], axis=1) - 0.5
     corners = np.concatenate(
-        [np.stack([rows + dr, cols + dc], axis=1) for dr in (-0.5, 0.5) for dc in (-0.5, 0.5)]
-    ).astype(np.float64)
+        [np.stack([first_rows + dr, first_cols], axis=1) for dr in (-0.5, 0.5)]
+        + [np.stack([last_rows + dr, last_cols], axis=1) for dr in (-0.5, 0.5)]
+    )
     try:
         return float(ConvexHull(corners).volume)  # a 2-D hull's "volume" is its area
     except QhullError:  # all corners on one line cannot happen for unit squares, but be safe
-        return float(np.count_nonzero(mask))
+        return area
 
 
 def _hole_area(mask: np.ndarray) -> float:

@@ -12,7 +12,7 @@ Parameters (each defined once here):
   grey level 0 and left out of the matrix. 14 coefficients: scikit-image `graycoprops`' 10
   (contrast, dissimilarity, homogeneity, ASM, energy, correlation, mean, variance, std, entropy)
   and 4 more of Haralick's (sum average, sum entropy, difference variance, difference entropy).
-- LBP: scikit-image `local_binary_pattern` with P=16 neighbours on a circle of radius R=2 px,
+- LBP: scikit-image `local_binary_pattern`'s codes (computed here for all pixels at once, identically) with P=16 neighbours on a circle of radius R=2 px,
   uniform patterns without rotation invariance (`nri_uniform`): P * (P - 1) + 3 = 243 bins,
   the histogram of the cell's pixels, summing to 1.
 - Wavelet scattering (kymatio's Morlet filter bank, as its `Scattering2D` uses): the crop reduced
@@ -25,7 +25,7 @@ import functools
 
 import numpy as np
 from scipy import ndimage
-from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
+from skimage.feature import graycomatrix, graycoprops
 
 TEXTURE_SIZE_PX = 128
 HARALICK_LEVELS = 32
@@ -88,6 +88,34 @@ def scaled_to_cell(green: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def haralick_features(green: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The 14 coefficients (`HARALICK_NAMES`) of a crop (S, S) scaled to [0, 1] and its cell mask."""
+    return haralick_many([green], [mask])[0]
+
+
+def haralick_many(greens, masks) -> np.ndarray:
+    """(N, 14) `haralick_features` of N crops and masks, the matrices' coefficients computed together."""
+    count = len(greens)
+    features = np.full((count, len(HARALICK_NAMES)), np.nan)
+    matrices, rows = [], []
+    for index, (green, mask) in enumerate(zip(greens, masks, strict=True)):
+        glcm = _cooccurrence(green, mask)
+        if glcm is not None:
+            matrices.append(glcm)
+            rows.append(index)
+    if not matrices:
+        return features
+    # Cells side by side on the angle axis: graycoprops computes each (distance, angle) matrix alone.
+    glcm = np.concatenate(matrices, axis=3)
+    angles = len(HARALICK_ANGLES)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        props = [graycoprops(glcm, prop)[0].reshape(len(rows), angles).mean(axis=1) for prop in _GRAYCOPROPS]
+    features[rows] = np.column_stack(
+        [*props, _sum_difference_features(glcm).reshape(len(rows), angles, 4).mean(axis=1)]
+    )
+    return features
+
+
+def _cooccurrence(green: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """The normalised matrix (L - 1, L - 1, 1, angles) of the cell's pairs; None without any pair."""
     levels = np.where(mask, 1 + np.minimum((green * (HARALICK_LEVELS - 1)).astype(np.int64), HARALICK_LEVELS - 2), 0)
     glcm = graycomatrix(
         levels.astype(np.uint8), [HARALICK_DISTANCE_PX], HARALICK_ANGLES, levels=HARALICK_LEVELS, symmetric=True
@@ -95,35 +123,37 @@ def haralick_features(green: np.ndarray, mask: np.ndarray) -> np.ndarray:
     glcm = glcm[1:, 1:]  # pairs with background left out
     totals = glcm.sum(axis=(0, 1), keepdims=True)
     if not totals.all():
-        return np.full(len(HARALICK_NAMES), np.nan)
+        return None
     glcm /= totals
-    with np.errstate(invalid="ignore", divide="ignore"):
-        features = [float(np.mean(graycoprops(glcm, prop))) for prop in _GRAYCOPROPS]
-    features += _sum_difference_features(glcm)
-    return np.asarray(features, dtype=np.float64)
+    return glcm
 
 
-def _sum_difference_features(glcm: np.ndarray) -> list[float]:
-    """Sum average, sum entropy, difference variance, difference entropy (Haralick 1973), mean over angles."""
-    levels = glcm.shape[0]
+def _sum_difference_features(glcm: np.ndarray) -> np.ndarray:
+    """(matrices, 4): sum average, sum entropy, difference variance, difference entropy (Haralick 1973)
+    of each matrix (L, L, 1, matrices)."""
+    levels, matrices = glcm.shape[0], glcm.shape[3]
     i, j = np.indices((levels, levels))
     sums, differences = (i + j).ravel(), np.abs(i - j).ravel()
-    results = []
-    for angle in range(glcm.shape[3]):
-        matrix = glcm[:, :, 0, angle].ravel()
-        p_sum = np.bincount(sums, weights=matrix, minlength=2 * levels - 1)
-        p_difference = np.bincount(differences, weights=matrix, minlength=levels)
-        k_sum, k_difference = np.arange(len(p_sum)), np.arange(len(p_difference))
-        difference_mean = float(np.sum(k_difference * p_difference))
-        results.append(
-            (
-                float(np.sum(k_sum * p_sum)),
-                _entropy(p_sum),
-                float(np.sum((k_difference - difference_mean) ** 2 * p_difference)),
-                _entropy(p_difference),
-            )
+    sum_bins, difference_bins = 2 * levels - 1, levels
+    # One bincount for all matrices, matrix by matrix: each bin adds its terms in the same order as alone.
+    offsets = np.arange(matrices)[:, None]
+    weights = np.moveaxis(glcm[:, :, 0, :], 2, 0).reshape(matrices, -1)
+    p_sum = np.bincount((offsets * sum_bins + sums).ravel(), weights=weights.ravel(), minlength=matrices * sum_bins)
+    p_difference = np.bincount(
+        (offsets * difference_bins + differences).ravel(), weights=weights.ravel(), minlength=matrices * difference_bins
+    )
+    p_sum, p_difference = p_sum.reshape(matrices, sum_bins), p_difference.reshape(matrices, difference_bins)
+    k_sum, k_difference = np.arange(sum_bins), np.arange(difference_bins)
+    results = np.empty((matrices, 4))
+    for index in range(matrices):
+        difference_mean = float(np.sum(k_difference * p_difference[index]))
+        results[index] = (
+            float(np.sum(k_sum * p_sum[index])),
+            _entropy(p_sum[index]),
+            float(np.sum((k_difference - difference_mean) ** 2 * p_difference[index])),
+            _entropy(p_difference[index]),
         )
-    return [float(value) for value in np.mean(results, axis=0)]
+    return results
 
 
 def _entropy(probabilities: np.ndarray) -> float:
@@ -136,11 +166,90 @@ def lbp_histogram(green: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if not mask.any():
         return np.full(LBP_BINS, np.nan)
     # Integer grey levels, so flat regions give the same code however the floats round.
-    codes = local_binary_pattern(
-        np.round(green * 255).astype(np.uint8), LBP_POINTS, LBP_RADIUS_PX, method="nri_uniform"
-    )
-    histogram = np.bincount(codes[mask].astype(np.int64), minlength=LBP_BINS)[:LBP_BINS].astype(np.float64)
+    grey = np.round(green * 255).astype(np.uint8)
+    # Only the mask's box and the pixels within the radius around it (zero beyond the crop) matter.
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    box = (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1)
+    codes = _nri_uniform_lbp(grey, box)[mask[box[0] : box[1], box[2] : box[3]]]
+    histogram = np.bincount(codes, minlength=LBP_BINS)[:LBP_BINS].astype(np.float64)
     return histogram / histogram.sum()
+
+
+_LBP_REACH_PX = int(np.ceil(LBP_RADIUS_PX))
+
+
+@functools.cache
+def _lbp_table() -> np.ndarray:
+    """scikit-image's `nri_uniform` code of each of the 2^P patterns (bit i: neighbour i at least the centre).
+
+    Uniform (at most 2 changes along neighbours 0 to P-1, as scikit-image counts them): 1 + (ones - 1) P
+    + rotation; all zeros 0, all ones P (P - 1) + 1, the rest P (P - 1) + 2.
+    """
+    points = LBP_POINTS
+    codes = np.arange(2**points, dtype=np.int64)
+    bits = (codes[:, None] >> np.arange(points)) & 1
+    changes = np.count_nonzero(bits[:, :-1] != bits[:, 1:], axis=1)
+    ones = bits.sum(axis=1)
+    first_one, first_zero = np.argmax(bits == 1, axis=1), np.argmax(bits == 0, axis=1)
+    rotation = np.where(first_one == 0, ones - first_zero, points - first_one)
+    table = np.where(changes <= 2, 1 + (ones - 1) * points + rotation, points * (points - 1) + 2)
+    table[ones == 0] = 0
+    table[ones == points] = points * (points - 1) + 1
+    return table.astype(np.intp)
+
+
+@functools.cache
+def _lbp_neighbours(rows: int, cols: int) -> list:
+    """Per neighbour: (row and column shifts of its 4 interpolation pixels, whether it falls on a pixel,
+    the bilinear weights by row (rows, 1) and column (cols,)), computed as scikit-image does per pixel."""
+    angles = 2 * np.pi * np.arange(LBP_POINTS, dtype=np.float64) / LBP_POINTS
+    row_offsets = np.round(-LBP_RADIUS_PX * np.sin(angles), 5)
+    col_offsets = np.round(LBP_RADIUS_PX * np.cos(angles), 5)
+    r, c = np.arange(rows, dtype=np.float64), np.arange(cols, dtype=np.float64)
+    neighbours = []
+    for row_offset, col_offset in zip(row_offsets, col_offsets, strict=True):
+        rr, cc = r + row_offset, c + col_offset
+        low_r, high_r, low_c, high_c = np.floor(rr), np.ceil(rr), np.floor(cc), np.ceil(cc)
+        dr, dc = (rr - low_r)[:, None], cc - low_c
+        shifts = tuple(int(value[0] - base[0]) for value, base in ((low_r, r), (high_r, r), (low_c, c), (high_c, c)))
+        neighbours.append((shifts, not dr.any() and not dc.any(), 1 - dr, dr, 1 - dc, dc))
+    return neighbours
+
+
+def _nri_uniform_lbp(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """scikit-image's `local_binary_pattern(image, 16, 2, "nri_uniform")` over `box` (top, bottom, left,
+    right) of `image`, identical to it, computed for all pixels at once: the same bilinear interpolation
+    (its weights depend on each pixel's position), in the same order of operations, compared to the
+    centre, with zeros beyond the image (its constant mode)."""
+    reach = _LBP_REACH_PX
+    top, bottom, left, right = box
+    padded = np.pad(image.astype(np.float64), reach)[top : bottom + 2 * reach, left : right + 2 * reach]
+    rows, cols = bottom - top, right - left
+    centre = padded[reach : reach + rows, reach : reach + cols]
+    upper, lower, term = (np.empty((rows, cols)) for _ in range(3))
+    code = np.zeros((rows, cols), dtype=np.uint16)
+    bit = np.empty((rows, cols), dtype=bool)
+    neighbours = _lbp_neighbours(*image.shape)
+    for index, ((low_r, high_r, low_c, high_c), on_pixel, wr0, wr1, wc0, wc1) in enumerate(neighbours):
+        low_r, high_r, low_c, high_c = low_r + reach, high_r + reach, low_c + reach, high_c + reach
+        wr0, wr1, wc0, wc1 = wr0[top:bottom], wr1[top:bottom], wc0[left:right], wc1[left:right]
+        top_left = padded[low_r : low_r + rows, low_c : low_c + cols]
+        if on_pixel:
+            texture = top_left
+        else:
+            np.multiply(wc0, top_left, out=upper)
+            np.multiply(wc1, padded[low_r : low_r + rows, high_c : high_c + cols], out=term)
+            upper += term
+            np.multiply(wc0, padded[high_r : high_r + rows, low_c : low_c + cols], out=lower)
+            np.multiply(wc1, padded[high_r : high_r + rows, high_c : high_c + cols], out=term)
+            lower += term
+            upper *= wr0
+            lower *= wr1
+            upper += lower
+            texture = upper
+        np.greater_equal(texture, centre, out=bit)  # texture - centre >= 0, for finite values
+        code += bit.view(np.uint8) * np.uint16(1 << index)
+    return _lbp_table()[code]
 
 
 @functools.cache
@@ -194,14 +303,26 @@ def scattering_features(greens: np.ndarray, *, batch_size: int = 64) -> np.ndarr
 def texture_crops(green: np.ndarray, cell_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(crops (N, S, S) each scaled to its cell, masks (N, S, S)) at `TEXTURE_SIZE_PX` from a field's
     green channel (H, W), cells in ascending id order."""
-    from ml.crops import crop_cells
+    slices = ndimage.find_objects(cell_labels)
+    pairs = [
+        texture_crop(green[box], cell_labels[box] == index + 1) for index, box in enumerate(slices) if box is not None
+    ]
+    if not pairs:
+        size = TEXTURE_SIZE_PX
+        return np.zeros((0, size, size), np.float32), np.zeros((0, size, size), bool)
+    return np.stack([crop for crop, _ in pairs]), np.stack([mask for _, mask in pairs])
 
-    # The second plane is all ones: cropped like the green one, it becomes the cell's mask at crop size.
-    planes = np.stack([green.astype(np.float32, copy=False), np.ones(green.shape, dtype=np.float32)])
-    images = crop_cells(planes, cell_labels, size_px=TEXTURE_SIZE_PX).images
-    masks = images[:, 1] > 0.5
-    scaled = [scaled_to_cell(crop, mask) for crop, mask in zip(images[:, 0], masks, strict=True)]
-    return (np.stack(scaled) if scaled else images[:, 0]), masks
+
+def texture_crop(green: np.ndarray, is_cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(crop (S, S) scaled to its cell, mask (S, S)) at `TEXTURE_SIZE_PX` of one cell from the green
+    channel over its box and its mask there: as `ml.crops.crop_cells` crops, the mask cropped alike."""
+    from ml.crops import place_resized
+
+    size = TEXTURE_SIZE_PX
+    planes = np.zeros((2, size, size), dtype=np.float32)
+    place_resized(np.stack([green.astype(np.float32, copy=False) * is_cell, is_cell.astype(np.float32)]), planes)
+    mask = planes[1] > 0.5
+    return scaled_to_cell(planes[0], mask), mask
 
 
 def crop_textures(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,78 @@
+"""The faster methods of `ml.measure` give the values of the library calls they stand for."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from scipy.spatial import ConvexHull
+from skimage.feature import local_binary_pattern
+from skimage.measure import perimeter
+
+from ml.measure.intensity import _bin_means
+from ml.measure.shape import _convex_area, _euler_number, _hole_area, _perimeter, erode
+from ml.measure.texture import _nri_uniform_lbp, lbp_histogram
+
+
+def _images(seed: int, count: int):
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        height, width = (int(side) for side in rng.integers(3, 70, 2))
+        kind = index % 3
+        if kind == 0:
+            yield rng, rng.integers(0, 256, (height, width)).astype(np.uint8)
+        elif kind == 1:  # few grey levels: ties between the centre and its neighbours
+            yield rng, (rng.integers(0, 3, (height, width)) * 7).astype(np.uint8)
+        else:
+            yield rng, ((rng.random((height, width)) < 0.5) * int(rng.integers(1, 256))).astype(np.uint8)
+
+
+def test_lbp_codes_are_scikit_images_over_any_box():
+    for rng, image in _images(0, 60):
+        expected = local_binary_pattern(image, 16, 2, method="nri_uniform")
+        height, width = image.shape
+        top, left = int(rng.integers(0, height)), int(rng.integers(0, width))
+        bottom, right = int(rng.integers(top + 1, height + 1)), int(rng.integers(left + 1, width + 1))
+        assert np.array_equal(_nri_uniform_lbp(image, (top, bottom, left, right)), expected[top:bottom, left:right])
+
+
+def test_lbp_histogram_is_scikit_images_codes_counted_over_the_mask():
+    for rng, image in _images(1, 30):
+        mask = rng.random(image.shape) < 0.6
+        if not mask.any():
+            continue
+        codes = local_binary_pattern(image, 16, 2, method="nri_uniform")[mask].astype(np.int64)
+        counts = np.bincount(codes, minlength=243).astype(np.float64)
+        assert np.array_equal(lbp_histogram(image / 255.0, mask), counts / counts.sum())
+
+
+def _masks(seed: int, count: int):
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        height, width = (int(side) for side in rng.integers(2, 60, 2))
+        noise = ndimage.gaussian_filter(rng.random((height, width)), float(rng.uniform(0.5, 3)))
+        mask = noise > np.quantile(noise, float(rng.uniform(0.2, 0.8)))
+        if mask.any():
+            yield mask
+
+
+def test_shape_helpers_equal_the_library_computations():
+    for mask in _masks(2, 80):
+        eroded = ndimage.binary_erosion(mask)
+        assert np.array_equal(erode(mask), eroded)
+        assert _perimeter(mask & ~eroded) == perimeter(mask, neighborhood=4)
+        pieces = ndimage.label(mask, structure=np.ones((3, 3)))[1]
+        holes = ndimage.label(np.pad(~mask, 1, constant_values=True))[1] - 1
+        assert _euler_number(mask) == pieces - holes
+        assert (_hole_area(mask) > 0) == (holes > 0)
+        rows, cols = np.nonzero(mask & ~eroded)
+        corners = np.concatenate([np.stack([rows + dr, cols + dc], 1) for dr in (-0.5, 0.5) for dc in (-0.5, 0.5)])
+        if np.ptp(corners[:, 0]) > 0 and np.ptp(corners[:, 1]) > 0:
+            assert _convex_area(mask, float(mask.sum())) == pytest.approx(ConvexHull(corners).volume, rel=1e-12)
+
+
+def test_bin_means_equal_numpys_block_mean():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        rows, cols = (int(side) * 2 for side in rng.integers(1, 40, 2))
+        window = rng.random((rows + 1, cols + 1)).astype(np.float32)[:rows, :cols]
+        expected = window.reshape(rows // 2, 2, cols // 2, 2).mean(axis=(1, 3), dtype=np.float32)
+        assert np.array_equal(_bin_means(window), expected)
