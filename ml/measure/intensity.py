@@ -32,7 +32,8 @@ def intensity_names() -> tuple[str, ...]:
 
 def intensity_features(windows: dict[str, np.ndarray], cell_mask: np.ndarray, nucleus_mask: np.ndarray) -> list[float]:
     """`intensity_names()` of one cell from its channels' windows (h, w) over its box (present ones only)."""
-    values = {name: window[cell_mask] for name, window in windows.items()}
+    pixels = np.flatnonzero(cell_mask)  # then `take`: the same values as window[cell_mask], several times faster
+    values = {name: np.ascontiguousarray(window).ravel().take(pixels) for name, window in windows.items()}
     features: list[float] = []
     centred: dict[str, np.ndarray] = {}
     for channel in CHANNELS:
@@ -47,7 +48,7 @@ def intensity_features(windows: dict[str, np.ndarray], cell_mask: np.ndarray, nu
         if channel == "green" or channel in REFERENCES:
             centred[channel] = inside - inside.mean(dtype=np.float64)
     green = values["green"]
-    in_nucleus = nucleus_mask[cell_mask]  # of the cell's pixels, those of its nucleus
+    in_nucleus = nucleus_mask.ravel().take(pixels)  # of the cell's pixels, those of its nucleus
     ratio = np.nan
     nucleus_count = int(np.count_nonzero(in_nucleus))
     if 0 < nucleus_count < len(in_nucleus):

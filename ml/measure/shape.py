@@ -36,7 +36,7 @@ def shape_features(
 ) -> list[float]:
     """`SHAPE_NAMES` of one cell; masks (h, w) over the cell's box (`nucleus_mask`: its own nucleus,
     wherever it lies in the box). `touches`: whether the box meets the top, left, bottom, right edge."""
-    rows, cols = np.nonzero(cell_mask)
+    rows, cols = np.divmod(np.flatnonzero(cell_mask), cell_mask.shape[1])  # np.nonzero's, faster
     area_count = len(rows)
     area = float(area_count)
     # The ellipse with the same second moments (as scikit-image's regionprops): axes 4 sqrt(eigenvalue).
@@ -110,7 +110,7 @@ _PERIMETER_WEIGHTS[[13, 23]] = (1 + np.sqrt(2)) / 2
 def _perimeter(rim: np.ndarray) -> float:
     """scikit-image's `perimeter(mask, neighborhood=4)` from the mask's rim, its convolution taken at
     the rim pixels only (the others weigh 0), so the same histogram gives the same sum."""
-    rows, cols = np.nonzero(rim)
+    rows, cols = np.divmod(np.flatnonzero(rim), rim.shape[1])
     padded = np.pad(rim, 1).view(np.uint8)
     values = np.zeros(len(rows), dtype=np.int64)
     for dr in range(3):
