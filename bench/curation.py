@@ -1,8 +1,9 @@
 """A biologist teaches the model through the REST API only, on a domain the shipped model has not seen.
 
-The domain: fields of the `v2` synthetic generator (`ml.synth`, closer to real HPA images) with a
-dimmer protein staining on a bright background, as another antibody or exposure gives:
-green' = 0.08 * green + 0.3. A scripted user, through `/api/` alone (token, uploads, cells,
+The domain: fields of the `v2` synthetic generator (`ml.synth`, closer to real HPA images) with
+spectral bleed-through of the endoplasmic reticulum stain into the protein channel, a common widefield
+artefact (a weak antibody imaged with a high gain next to a bright ER dye): green' = green + 3 * yellow.
+A scripted user, through `/api/` alone (token, uploads, cells,
 annotations, training jobs, re-runs, exports):
 1. uploads held-out fields with the shipped model and scores their Kaggle submission (the
    competition mAP against the generator's true cells): the starting mAP;
@@ -33,31 +34,35 @@ from PIL import Image
 
 from bench.common import DEFAULT_DATA_DIR, configure_django, markdown_table
 
-PROTEIN_GAIN = 0.08
-PROTEIN_BACKGROUND = 0.3
+BLEED_THROUGH = 3.0  # of the ER (yellow) channel into the protein (green) one
 DOMAIN = (
-    f"synthetic v2 fields, dim protein staining on a bright background "
-    f"(green' = {PROTEIN_GAIN} * green + {PROTEIN_BACKGROUND})"
+    f"synthetic v2 fields with ER bleed-through into the protein channel (green' = green + {BLEED_THROUGH:g} * yellow)"
 )
 PASSWORD = "a-scripted-biologist"
 
 
-def dim_protein(green: np.ndarray) -> np.ndarray:
-    """The domain's staining: a quarter-strength protein signal over a bright background (uint8 in, uint8 out)."""
-    scaled = PROTEIN_GAIN * (green.astype(np.float32) / 255.0) + PROTEIN_BACKGROUND
-    return np.clip(np.round(scaled * 255.0), 0, 255).astype(np.uint8)
+def bleed_through(green: np.ndarray, yellow: np.ndarray) -> np.ndarray:
+    """The domain's protein channel: the protein plus `BLEED_THROUGH` times the ER channel (uint8 in and out)."""
+    mixed = green.astype(np.float32) + BLEED_THROUGH * yellow.astype(np.float32)
+    return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
 
 
 def domain_fields(folder: Path, *, count: int, seed: int, size_px: int) -> Path:
-    """`count` fields of the domain in Kaggle layout (with train.csv, solution.csv, truth/), drawn once."""
+    """`count` fields of the domain in Kaggle layout (with train.csv, solution.csv, truth/), drawn once
+    (the generator's own fields are kept beside it, in `{folder}-raw`)."""
     from ml.synth import write_dataset
 
     if (folder / "solution.csv").is_file() and len(list(folder.glob("*_green.png"))) >= count:
         return folder
+    raw = folder.with_name(f"curation-v2-{size_px}px-s{seed}-raw")
+    if not ((raw / "solution.csv").is_file() and len(list(raw.glob("*_green.png"))) >= count):
+        shutil.rmtree(raw, ignore_errors=True)
+        write_dataset(raw, n_images=count, seed=seed, size_px=size_px, bit_depth=8, style="v2")
     shutil.rmtree(folder, ignore_errors=True)
-    write_dataset(folder, n_images=count, seed=seed, size_px=size_px, bit_depth=8, style="v2")
+    shutil.copytree(raw, folder)
     for path in folder.glob("*_green.png"):
-        Image.fromarray(dim_protein(np.asarray(Image.open(path)))).save(path)
+        yellow = np.asarray(Image.open(path.with_name(path.name.replace("_green.png", "_yellow.png"))))
+        Image.fromarray(bleed_through(np.asarray(Image.open(path)), yellow)).save(path)
     return folder
 
 
@@ -225,7 +230,7 @@ def _run(
     from rest_framework.test import APIClient
 
     folder = domain_fields(
-        DEFAULT_DATA_DIR / f"curation-v2dim{PROTEIN_GAIN}+{PROTEIN_BACKGROUND}-{size_px}px-s{seed}",
+        DEFAULT_DATA_DIR / f"curation-v2-er-bleed{BLEED_THROUGH:g}-{size_px}px-s{seed}",
         count=heldout + max(train_fields, weak_fields),
         seed=seed,
         size_px=size_px,

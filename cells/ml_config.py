@@ -98,6 +98,16 @@ def max_model_bytes() -> int:
     return settings.HPAWEB_MAX_MODEL_BYTES
 
 
+def training_device() -> str:
+    """Where training jobs run (ML_DEVICE: "auto", "cpu", "cuda", ...)."""
+    return settings.ML_DEVICE
+
+
+def training_threads() -> int:
+    """CPU threads of a training job (ML_TORCH_THREADS; 2 when it is 0, i.e. unset)."""
+    return settings.ML_TORCH_THREADS or 2
+
+
 class _LoadedClassifiers:
     """The classifiers a process has loaded, least recently used first; at most `ML_MAX_LOADED_MODELS`.
 

@@ -95,11 +95,14 @@ def _overlay_png_bytes(overlay: np.ndarray) -> bytes:
     Browsers show it exactly as the RGBA image, from a quarter of the bytes to compress.
     """
     drawn = overlay[..., 3] > 0
-    colours = np.unique(overlay[drawn][:, :3], axis=0)
-    if len(colours) > 1:
-        raise ValueError("An outline overlay must have a single colour.")
-    image = Image.frombytes("P", (overlay.shape[1], overlay.shape[0]), drawn.astype(np.uint8).tobytes())
-    image.putpalette([0, 0, 0, *(colours[0].tolist() if len(colours) else (0, 0, 0))])
+    first = int(np.argmax(drawn.ravel()))
+    colour = overlay.reshape(-1, overlay.shape[-1])[first, :3] if drawn.ravel()[first] else np.zeros(3, np.uint8)
+    # Every drawn pixel has the first one's colour (one comparison per plane, not a sort of the pixels).
+    for plane, value in zip(np.moveaxis(overlay[..., :3], -1, 0), colour, strict=True):
+        if np.any((plane != value) & drawn):
+            raise ValueError("An outline overlay must have a single colour.")
+    image = Image.frombytes("P", (overlay.shape[1], overlay.shape[0]), drawn.view(np.uint8).tobytes())
+    image.putpalette([0, 0, 0, *colour.tolist()])
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=3, transparency=0)
     return buffer.getvalue()

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from django.conf import settings
 from django.utils import timezone
 
 from cells import ml_config, processing, registry
@@ -45,6 +44,13 @@ CANCEL_POLL_S = 1.0
 # (a lower one barely moved the shipped model on a few hundred annotated cells: python -m bench.curation).
 NEW_NETWORK_LR = 3e-3
 FINE_TUNE_LR = 3e-3
+# Annotated cells held out (stratified by class) to score every epoch at cell level, when there are enough;
+# the best epoch is kept once the score has not improved for PATIENCE epochs.
+CELL_VALIDATION_FRACTION = 0.15
+MIN_CELLS_TO_VALIDATE = 20
+PATIENCE = 12
+# A few hundred annotated cells are drawn (class-balanced, augmented) at least this many times per epoch.
+MIN_SAMPLES_PER_EPOCH = 512
 
 
 @dataclass(frozen=True)
@@ -158,8 +164,12 @@ def _write_store(store_path: Path, *, size_px: int, fields, calls, use_labels: b
 
 def _card(training_job: TrainingJob, *, metrics: dict, data: dict, elapsed_s: float) -> tuple[str, str]:
     """(summary line, markdown card) of a trained model, from its data and validation metrics."""
-    score = metrics.get("val_map", metrics.get("val_image_map"))
-    score_name = "cell-level mAP" if "val_map" in metrics else "image-level macro AP"
+    key = next((k for k in ("val_map", "val_cell_map", "val_image_map") if metrics.get(k) is not None), None)
+    score = metrics[key] if key else None
+    score_name = {
+        "val_map": "cell-level mAP",
+        "val_cell_map": "cell-level macro AP",
+    }.get(key, "image-level macro AP")
     start = f"fine-tuned from {training_job.base_model.label}" if training_job.base_model else (
         f"trained from the {training_job.backbone or COMPACT} backbone"
     )  # fmt: skip
@@ -169,7 +179,9 @@ def _card(training_job: TrainingJob, *, metrics: dict, data: dict, elapsed_s: fl
         f"and {data['labelled_fields']} labelled fields; "
         + (f"validation {score_name} {score:.3f}." if score is not None else "no validation fields were held out.")
     )
-    per_class = metrics.get("val_ap_per_class") or metrics.get("val_image_ap_per_class") or []
+    per_class = (
+        metrics.get("val_ap_per_class") or metrics.get("val_cell_ap_per_class") or metrics.get("val_image_ap_per_class")
+    ) or []
     rows = "\n".join(
         f"| {CLASS_NAMES[index]} | {'' if ap is None else f'{ap:.3f}'} |" for index, ap in enumerate(per_class)
     )
@@ -183,7 +195,7 @@ def _card(training_job: TrainingJob, *, metrics: dict, data: dict, elapsed_s: fl
         f"{data['fields']} fields in all. Only the users who made these annotations and labels have checked them.\n\n"
         f"## Validation\n\n"
         + (
-            f"{score_name}: {score:.3f} on held-out fields.\n\n"
+            f"{score_name}: {score:.3f} on held-out {'annotated cells' if key == 'val_cell_map' else 'fields'}.\n\n"
             if score is not None
             else "No fields were held out.\n\n"
         )
@@ -247,6 +259,7 @@ def training_run(*, training_job_id: int) -> None:
         )
         TrainingJob.objects.filter(pk=training_job_id).update(progress={"stage": "training", **data.as_dict()})
         only_cells = training_job.source == TrainingJob.Source.CELLS or data.labelled_fields == 0
+        validate_cells = data.annotated_cells >= MIN_CELLS_TO_VALIDATE
         config = TrainConfig(
             store=workdir / "cells.store",
             out=workdir / "model.pt",
@@ -256,9 +269,14 @@ def training_run(*, training_job_id: int) -> None:
             epochs=training_job.epochs,
             refine_rounds=0 if only_cells else training_job.refine_rounds,
             refine_epochs=max(1, min(4, training_job.epochs)),
+            # Fields of annotated cells alone are not held out whole: some of their cells are, instead.
+            val_fraction=0.0 if only_cells and validate_cells else 0.15,
+            cell_val_fraction=CELL_VALIDATION_FRACTION if validate_cells else 0.0,
+            patience=PATIENCE if validate_cells else None,
+            samples_per_epoch=max(data.annotated_cells, MIN_SAMPLES_PER_EPOCH) if only_cells else None,
             lr=FINE_TUNE_LR if init is not None else NEW_NETWORK_LR,
-            device=settings.ML_DEVICE,
-            threads=settings.ML_TORCH_THREADS or 2,
+            device=ml_config.training_device(),
+            threads=ml_config.training_threads(),
             run_dir=workdir / "run",
             command=f"hpaweb training job {training_job_id}",
         )

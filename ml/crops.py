@@ -29,23 +29,39 @@ def cell_boxes(cell_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     """(cell_ids (N,), bboxes (N, 4) half-open, areas_px (N,)) of the nonzero labels, ids ascending."""
     if cell_labels.ndim != 2:
         raise ValueError(f"Cell labels must be 2-D (H, W), got shape {cell_labels.shape}.")
+    cell_ids, bboxes = _find_boxes(cell_labels)
+    # Counted inside each box: a bincount of the whole field costs more than all the boxes together.
+    areas_px = np.array(
+        [
+            np.count_nonzero(cell_labels[top:bottom, left:right] == cell_id)
+            for cell_id, (top, left, bottom, right) in zip(cell_ids, bboxes, strict=True)
+        ],
+        dtype=np.int64,
+    )
+    return cell_ids, bboxes, areas_px
+
+
+def _find_boxes(cell_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     slices = ndimage.find_objects(cell_labels)
     cell_ids = np.array([index + 1 for index, box in enumerate(slices) if box is not None], dtype=np.int64)
     bboxes = np.array(
         [(rows.start, cols.start, rows.stop, cols.stop) for rows, cols in filter(None, slices)], dtype=np.int64
     ).reshape(-1, 4)
-    areas_px = np.bincount(cell_labels.ravel(), minlength=len(slices) + 1)[cell_ids].astype(np.int64)
-    return cell_ids, bboxes, areas_px
+    return cell_ids, bboxes
 
 
 def crop_cells(stack: np.ndarray, cell_labels: np.ndarray, *, size_px: int = 128) -> CellCrops:
     """Crop every labelled cell of a (4, H, W) float32 stack into (N, 4, size_px, size_px)."""
     if stack.ndim != 3 or stack.shape[1:] != cell_labels.shape:
         raise ValueError(f"Stack (C, H, W) {stack.shape} does not match cell labels (H, W) {cell_labels.shape}.")
-    cell_ids, bboxes, areas_px = cell_boxes(cell_labels)
+    if cell_labels.ndim != 2:
+        raise ValueError(f"Cell labels must be 2-D (H, W), got shape {cell_labels.shape}.")
+    cell_ids, bboxes = _find_boxes(cell_labels)
+    areas_px = np.zeros(len(cell_ids), dtype=np.int64)
     images = np.zeros((len(cell_ids), stack.shape[0], size_px, size_px), dtype=np.float32)
     for index, (cell_id, (top, left, bottom, right)) in enumerate(zip(cell_ids, bboxes, strict=True)):
         is_cell = cell_labels[top:bottom, left:right] == cell_id
+        areas_px[index] = np.count_nonzero(is_cell)
         window = stack[:, top:bottom, left:right] * is_cell
         place_resized(window, images[index])
     return CellCrops(cell_ids=cell_ids, bboxes=bboxes, areas_px=areas_px, images=images)

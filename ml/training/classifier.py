@@ -95,6 +95,9 @@ class TrainConfig:
     max_fields: int | None = None
     val_fraction: float = 0.15
     validation_fields: tuple[str, ...] | None = None  # instead of a stratified split
+    # Hold out this fraction of the training fields' cells that have classes of their own (stratified by
+    # their rarest class) and score them (`val_cell_map`): a cell-level validation for annotated cells.
+    cell_val_fraction: float = 0.0
     batch_size: int = 64
     samples_per_epoch: int | None = None  # cells drawn per epoch (default: as many as there are)
     lr: float = 3e-3
@@ -470,8 +473,39 @@ def _finite(value):
 
 
 def validation_score(metrics: dict) -> float | None:
-    """The number early stopping watches: the competition mAP where truth exists, else the image-level mAP."""
-    return metrics.get("val_map", metrics.get("val_image_map"))
+    """The number early stopping watches: the competition mAP where truth exists, else the cell-level mAP of
+    held-out annotated cells (`cell_val_fraction`), else the image-level mAP."""
+    for key in ("val_map", "val_cell_map", "val_image_map"):
+        if metrics.get(key) is not None:
+            return metrics[key]
+    return None
+
+
+def held_out_cell_crops(store: CellStore, table: celldata.CellTable, rows: np.ndarray) -> np.ndarray:
+    """uint8 (M, 4, S, S) crops of the table's cells `rows`, read from the store."""
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(table.field_index, minlength=len(table.image_ids)))])
+    if len(rows) == 0:
+        return np.zeros((0, 4, store.size_px, store.size_px), dtype=np.uint8)
+    return np.stack(
+        [store.read_crop(table.image_ids[table.field_index[r]], int(r - offsets[table.field_index[r]])) for r in rows]
+    )
+
+
+def cell_level_metrics(
+    model: nn.Module,
+    crops: np.ndarray,
+    targets: np.ndarray,
+    *,
+    device: torch.device,
+    mean: list[float],
+    std: list[float],
+) -> dict:
+    """Macro AP (and per class) of the cells' own probabilities against their own classes; {} without cells."""
+    if len(crops) == 0:
+        return {}
+    probabilities = predict_table(model, crops, device=device, mean=mean, std=std)
+    cell_map, per_class = image_level_map(targets, probabilities)
+    return {"val_cell_map": _finite(cell_map), "val_cell_ap_per_class": _finite(per_class)}
 
 
 class RunLog:
@@ -566,7 +600,7 @@ def _build(config: TrainConfig) -> tuple[nn.Module, dict, dict | None]:
 def _state_fingerprint(config: TrainConfig, store_path: Path) -> dict:
     """What a resumed run must share with the one it continues."""
     keys = ("size_px", "epochs", "refine_rounds", "refine_epochs", "batch_size", "lr", "arch", "seed", "widths")
-    keys += ("samples_per_epoch",)
+    keys += ("samples_per_epoch", "cell_val_fraction")
     return {**{k: _plainish(getattr(config, k)) for k in keys}, "store": str(store_path)}
 
 
@@ -650,10 +684,20 @@ def _train(config, cluster: Distributed, segmenter, progress, should_stop, start
     if len(train_table) == 0:
         raise InputError("The training fields have no cells; check the segmentation or the data folder.")
     own_rows, own_targets = store.cell_classes(train_ids)
+    val_cell_rows = np.zeros(0, dtype=np.int64)
+    val_cell_targets = np.zeros((0, NUM_CLASSES), dtype=np.float32)
+    if config.cell_val_fraction > 0 and len(own_rows) and not config.cell_labels_from_truth:
+        held = celldata.stratified_cell_split(
+            own_targets, validation_fraction=config.cell_val_fraction, seed=config.seed
+        )
+        kept = np.setdiff1d(np.arange(len(own_rows)), held)
+        val_cell_rows, val_cell_targets = own_rows[held], own_targets[held]
+        own_rows, own_targets = own_rows[kept], own_targets[kept]
     if main:
         print(
             f"{len(train_ids)} training fields ({len(train_table)} cells, {len(own_rows)} with cell labels), "
-            f"{len(val_ids)} validation fields ({len(val_table)} cells)",
+            f"{len(val_ids)} validation fields ({len(val_table)} cells)"
+            + (f", {len(val_cell_rows)} annotated cells held out for validation" if len(val_cell_rows) else ""),
             file=sys.stderr,
         )
 
@@ -674,6 +718,7 @@ def _train(config, cluster: Distributed, segmenter, progress, should_stop, start
         # float16 holds 0, 1 and NaN exactly, in half the memory: this array has a row per cell.
         targets = train_table.image_labels.astype(np.float16)[train_table.field_index]
         targets[own_rows] = own_targets
+        targets[val_cell_rows] = np.nan  # held-out annotated cells: validated on, never trained on
         label_source = (
             f"image labels inherited by every cell, refined {config.refine_rounds} time(s) with the model's own "
             "predictions" + (f"; {len(own_rows)} cells with their own cell labels" if len(own_rows) else "")
@@ -727,6 +772,7 @@ def _train(config, cluster: Distributed, segmenter, progress, should_stop, start
         )
     run_start = time.perf_counter() - elapsed_before
     trained = DistributedDataParallel(model) if cluster.enabled else model
+    val_cell_crops = held_out_cell_crops(store, train_table, val_cell_rows) if main else None
     scaler_enabled = device.type == "cuda"
 
     while stage_index < len(stages):
@@ -742,7 +788,8 @@ def _train(config, cluster: Distributed, segmenter, progress, should_stop, start
             refined = celldata.refine_targets(train_table, probabilities)
             refined = refined.astype(np.float16)
             refined[own_rows] = own_targets  # annotated cells keep their own labels
-            changed = float((refined != targets).any(axis=1).mean())
+            refined[val_cell_rows] = np.nan
+            changed = float(((refined != targets) & ~np.isnan(targets)).any(axis=1).mean())
             targets = refined
             history.append({"round": stage_index, "losses": [], "changed_cell_fraction": changed})
             best = {"score": None, "epoch": 0, "weights": None}
@@ -803,6 +850,10 @@ def _train(config, cluster: Distributed, segmenter, progress, should_stop, start
             metrics = (
                 evaluate(model, val_table, solution, store=store, device=device, mean=mean, std=std) if main else {}
             )
+            if main and len(val_cell_rows):
+                metrics.update(
+                    cell_level_metrics(model, val_cell_crops, val_cell_targets, device=device, mean=mean, std=std)
+                )
             history[-1]["losses"].append(loss)
             history[-1].update(metrics)
             done_overall = sum(e for _s, e in stages[:stage_index]) + epoch

@@ -162,6 +162,26 @@ def _bytes_rle(rle: dict) -> dict:
     return {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
 
 
+def stratified_cell_split(targets: np.ndarray, *, validation_fraction: float, seed: int) -> np.ndarray:
+    """Positions (into `targets`, cells' own multi-hot classes) of the cells to hold out for validation:
+    cells grouped by their rarest class, the same fraction of every group (at least one of a group of 3
+    or more), so each class that can be validated is."""
+    if validation_fraction <= 0 or len(targets) == 0:
+        return np.zeros(0, dtype=np.int64)
+    positive = targets > 0
+    counts = positive.sum(axis=0)
+    rarest = np.where(positive, counts[None, :], np.iinfo(np.int64).max).argmin(axis=1)
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in np.unique(rarest):
+        members = rng.permutation(np.flatnonzero(rarest == label))
+        take = int(round(validation_fraction * len(members)))
+        if take == 0 and len(members) >= 3:
+            take = 1
+        held.append(members[:take])
+    return np.sort(np.concatenate(held)).astype(np.int64)
+
+
 def class_balanced_weights(targets: np.ndarray, *, power: float = 0.5) -> np.ndarray:
     """Sampling weight per row: the inverse frequency (to `power`) of its rarest positive class."""
     positive = targets > 0

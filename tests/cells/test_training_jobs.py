@@ -204,3 +204,25 @@ def test_the_train_page_refuses_a_request_without_usable_cells_with_the_sentence
     assert started.status_code == 302 and started["Location"] == f"/training/{training_job.pk}/"
     detail = client.get(f"/training/{training_job.pk}/")
     assert b"Waiting for a training worker" in detail.content and b"Cancel training" in detail.content
+
+
+def test_training_from_annotated_cells_validates_on_held_out_annotated_cells(
+    processed_field, owner, owner_api, monkeypatch
+):
+    # Few enough cells to train in a second: hold half of each class's cells out (one of the two class-14 cells).
+    monkeypatch.setattr(training, "MIN_CELLS_TO_VALIDATE", 4)
+    monkeypatch.setattr(training, "CELL_VALIDATION_FRACTION", 0.5)
+    _annotate(owner, processed_field, {1: [0], 2: [0, 16], 3: [14], 4: [14]})
+    created = owner_api.post(
+        "/api/training-jobs/",
+        {"jobs": [processed_field.job_id], "epochs": 2, "base_model": registry.classifier_default().pk},
+        format="json",
+    ).json()
+    training.training_run(training_job_id=created["id"])
+    done = TrainingJob.objects.get(pk=created["id"])
+    assert done.status == "done", done.error
+    # Scored at cell level every epoch (the held-out cell shows class 14 only, so its AP is 1.0), not at image level.
+    assert [entry["validation"] for entry in done.history] == [{"val_cell_map": 1.0}, {"val_cell_map": 1.0}]
+    card = done.result_model.card
+    assert "cell-level macro AP: 1.000 on held-out annotated cells." in card
+    assert "| Mitochondria | 1.000 |" in card and "| Nucleoplasm |  |" in card
