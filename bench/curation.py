@@ -16,7 +16,7 @@ annotations, training jobs, re-runs, exports):
 
 Celery tasks run in this process (eagerly), so the timings are those of the work itself.
 
-    .venv/bin/python -m bench.curation [--heldout 8 --train-fields 8 --max-cells 200 --weak-fields 20]
+    .venv/bin/python -m bench.curation [--heldout 8 --train-fields 12 --max-cells 200 --weak-fields 20 --epochs 50]
 """
 
 import argparse

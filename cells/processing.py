@@ -19,7 +19,7 @@ from cells import ml_config
 from cells.files import field_file_save, stored_files_delete
 from cells.models import Cell, CellPrediction, Field, FieldImage, FieldPrediction, RegisteredModel
 from cells.pictures import EncodedPictures, encode_pictures
-from ml.crops import crop_cells
+from ml.crops import crop_cells, field_planes
 from ml.io import (
     FieldImages,
     InputError,
@@ -129,7 +129,7 @@ def field_classify(*, field_id: int, classifier_id: int) -> None:
     with field.cell_labels.open("rb") as handle:
         cell_labels = read_labels_png(handle)
     predictor = ml_config.get_classifier(classifier)
-    crops = crop_cells(normalise_range(images).stack(), cell_labels, size_px=predictor.input_size_px)
+    crops = crop_cells(field_planes(normalise_range(images)), cell_labels, size_px=predictor.input_size_px)
     del images
     predictions = predictor.predict_cells(crops)
     _field_store_predictions(

@@ -49,8 +49,8 @@ FINE_TUNE_LR = 3e-3
 CELL_VALIDATION_FRACTION = 0.15
 MIN_CELLS_TO_VALIDATE = 20
 PATIENCE = 12
-# A few hundred annotated cells are drawn (class-balanced, augmented) at least this many times per epoch.
-MIN_SAMPLES_PER_EPOCH = 512
+# Cells drawn per epoch (class-balanced, augmented) at least, so a few hundred annotated cells give a few batches.
+MIN_SAMPLES_PER_EPOCH = 256
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,9 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from ml.constants import CHANNELS
+from ml.io import FieldImages
+
 
 @dataclass(frozen=True, eq=False)
 class CellCrops:
@@ -50,19 +53,34 @@ def _find_boxes(cell_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cell_ids, bboxes
 
 
-def crop_cells(stack: np.ndarray, cell_labels: np.ndarray, *, size_px: int = 128) -> CellCrops:
-    """Crop every labelled cell of a (4, H, W) float32 stack into (N, 4, size_px, size_px)."""
-    if stack.ndim != 3 or stack.shape[1:] != cell_labels.shape:
-        raise ValueError(f"Stack (C, H, W) {stack.shape} does not match cell labels (H, W) {cell_labels.shape}.")
+def field_planes(field: FieldImages) -> list[np.ndarray]:
+    """The field's channels in `CHANNELS` order as (H, W) float32 planes, a missing one all zeros:
+    what `FieldImages.stack()` holds, without copying the field into one array."""
+    zeros = np.broadcast_to(np.float32(0.0), field.shape)
+    planes = [getattr(field, name) for name in CHANNELS]
+    return [zeros if plane is None else plane.astype(np.float32, copy=False) for plane in planes]
+
+
+def crop_cells(stack: np.ndarray | Sequence[np.ndarray], cell_labels: np.ndarray, *, size_px: int = 128) -> CellCrops:
+    """Crop every labelled cell of a (4, H, W) float32 stack (or a sequence of its (H, W) planes,
+    as `field_planes` gives) into (N, 4, size_px, size_px)."""
+    shapes = {plane.shape for plane in stack} if isinstance(stack, Sequence) else {stack.shape[1:]}
+    if (not isinstance(stack, Sequence) and stack.ndim != 3) or shapes != {cell_labels.shape}:
+        shape = stack.shape if isinstance(stack, np.ndarray) else f"{len(stack)} planes of {sorted(shapes)}"
+        raise ValueError(f"Stack (C, H, W) {shape} does not match cell labels (H, W) {cell_labels.shape}.")
+    channels = len(stack)
     if cell_labels.ndim != 2:
         raise ValueError(f"Cell labels must be 2-D (H, W), got shape {cell_labels.shape}.")
     cell_ids, bboxes = _find_boxes(cell_labels)
     areas_px = np.zeros(len(cell_ids), dtype=np.int64)
-    images = np.zeros((len(cell_ids), stack.shape[0], size_px, size_px), dtype=np.float32)
+    images = np.zeros((len(cell_ids), channels, size_px, size_px), dtype=np.float32)
     for index, (cell_id, (top, left, bottom, right)) in enumerate(zip(cell_ids, bboxes, strict=True)):
         is_cell = cell_labels[top:bottom, left:right] == cell_id
         areas_px[index] = np.count_nonzero(is_cell)
-        window = stack[:, top:bottom, left:right] * is_cell
+        if isinstance(stack, np.ndarray):
+            window = stack[:, top:bottom, left:right] * is_cell
+        else:
+            window = np.stack([plane[top:bottom, left:right] * is_cell for plane in stack])
         place_resized(window, images[index])
     return CellCrops(cell_ids=cell_ids, bboxes=bboxes, areas_px=areas_px, images=images)
 

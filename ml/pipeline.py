@@ -5,7 +5,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ml.classifier.base import CellClassifierModel, ModelDescription
-from ml.crops import cell_boxes, crop_cells
+from ml.crops import cell_boxes, crop_cells, field_planes
 from ml.encoding import empty_rle, labels_to_rles
 from ml.io import FieldImages, normalise_range
 from ml.measure import measure_cells
@@ -109,7 +109,8 @@ def analyse_field(
         report(stage, STAGE_START[stage])
         started = time.perf_counter()
         # Dim channels stretched over their own range, so the classifier sees them as it sees bright ones.
-        crops = crop_cells(normalise_range(field).stack(), segmentation.cell_labels, size_px=predictor.input_size_px)
+        planes = field_planes(normalise_range(field))  # the channels as they are, not copied into one stack
+        crops = crop_cells(planes, segmentation.cell_labels, size_px=predictor.input_size_px)
         timings_s["crops"] = time.perf_counter() - started
         started = time.perf_counter()
         predictions = predictor.predict_cells(crops)

@@ -72,7 +72,8 @@ def measure_cells(
     if cell_labels.shape != field.shape or nuclei_labels.shape != field.shape:
         raise ValueError(f"Labels {cell_labels.shape} and {nuclei_labels.shape} do not match the field {field.shape}.")
     height, width = field.shape
-    channels = {name: getattr(field, name) for name in field.channels_present}
+    channels = {name: np.ascontiguousarray(getattr(field, name)) for name in field.channels_present}
+    flat_channels = {name: channel.ravel() for name, channel in channels.items()}  # views
     names = measurement_names(texture=texture, scattering=scattering)
     slices = ndimage.find_objects(cell_labels)
     cell_ids = np.array([index + 1 for index, box in enumerate(slices) if box is not None], dtype=np.int64)
@@ -91,7 +92,11 @@ def measure_cells(
         windows = {name: channel[rows_box, cols_box] for name, channel in channels.items()}
         touches = (own_rows.start == 0, own_cols.start == 0, own_rows.stop == height, own_cols.stop == width)
         row = shape_features(cell_mask, nucleus_mask, touches=touches)
-        row += intensity_features(windows, cell_mask, nucleus_mask)
+        # The cell's pixels taken from the whole field by index: the values of window[cell_mask].
+        box_rows, box_cols = np.divmod(np.flatnonzero(cell_mask), cell_mask.shape[1])
+        indices = (box_rows + rows_box.start) * width + (box_cols + cols_box.start)
+        values = {name: flat.take(indices) for name, flat in flat_channels.items()}
+        row += intensity_features(windows, cell_mask, nucleus_mask, values=values)
         rows.append(row)
         if texture or scattering:  # the cell's own box inside the window
             own = (

@@ -780,6 +780,8 @@
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     if (!shortcuts.hidden) {
       if (event.key === "Escape" || event.key === "?") { event.preventDefault(); closeShortcuts(); }
+      // The list's one control keeps the focus while it is open (a modal dialog traps Tab).
+      if (event.key === "Tab") { event.preventDefault(); shortcuts.querySelector("[data-shortcuts-close]").focus(); }
       return;
     }
     const typing = event.target.closest && event.target.closest("input, select, textarea, [contenteditable]");

@@ -266,6 +266,9 @@ def test_every_page_passes_axe_at_both_widths_and_the_new_views_work(browser, li
     assert page.locator("[data-shortcuts]").is_visible()
     violations += axe_serious(page)
     shot(page, "shortcuts-desktop", full_page=False)
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.hasAttribute('data-shortcuts-close')")
     page.keyboard.press("Escape")
     assert page.locator("[data-shortcuts]").is_hidden()
 
