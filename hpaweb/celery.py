@@ -4,6 +4,8 @@ import os
 
 from celery import Celery, Task
 
+from hpaweb.broker import use_atomic_filesystem_transport
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hpaweb.settings.local")
 
 
@@ -19,6 +21,7 @@ class WorkerLimitsTask(Task):
         return super().apply_async(args, kwargs, **options)
 
 
+use_atomic_filesystem_transport()
 app = Celery("hpaweb", task_cls=WorkerLimitsTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
