@@ -49,8 +49,6 @@ FINE_TUNE_LR = 3e-3
 CELL_VALIDATION_FRACTION = 0.15
 MIN_CELLS_TO_VALIDATE = 20
 PATIENCE = 12
-# Fine-tuning from annotated cells alone first trains the classification head for this many epochs.
-HEAD_ONLY_EPOCHS = 5
 # Cells drawn per epoch (class-balanced, augmented) at least, so a few hundred annotated cells give a few batches.
 MIN_SAMPLES_PER_EPOCH = 256
 
@@ -275,7 +273,6 @@ def training_run(*, training_job_id: int) -> None:
             val_fraction=0.0 if only_cells and validate_cells else 0.15,
             cell_val_fraction=CELL_VALIDATION_FRACTION if validate_cells else 0.0,
             patience=PATIENCE if validate_cells else None,
-            head_only_epochs=HEAD_ONLY_EPOCHS if only_cells and init is not None else 0,
             samples_per_epoch=max(data.annotated_cells, MIN_SAMPLES_PER_EPOCH) if only_cells else None,
             lr=FINE_TUNE_LR if init is not None else NEW_NETWORK_LR,
             device=ml_config.training_device(),

@@ -98,9 +98,6 @@ class TrainConfig:
     # Hold out this fraction of the training fields' cells that have classes of their own (stratified by
     # their rarest class) and score them (`val_cell_map`): a cell-level validation for annotated cells.
     cell_val_fraction: float = 0.0
-    # The first epochs of the first stage train the classification head alone, the rest frozen (fine-tuning
-    # from few cells); one process only (ignored under torchrun).
-    head_only_epochs: int = 0
     batch_size: int = 64
     samples_per_epoch: int | None = None  # cells drawn per epoch (default: as many as there are)
     lr: float = 3e-3
@@ -603,7 +600,7 @@ def _build(config: TrainConfig) -> tuple[nn.Module, dict, dict | None]:
 def _state_fingerprint(config: TrainConfig, store_path: Path) -> dict:
     """What a resumed run must share with the one it continues."""
     keys = ("size_px", "epochs", "refine_rounds", "refine_epochs", "batch_size", "lr", "arch", "seed", "widths")
-    keys += ("samples_per_epoch", "cell_val_fraction", "head_only_epochs")
+    keys += ("samples_per_epoch", "cell_val_fraction")
     return {**{k: _plainish(getattr(config, k)) for k in keys}, "store": str(store_path)}
 
 
@@ -838,10 +835,6 @@ def _train(config, cluster: Distributed, segmenter, progress, should_stop, start
         resumed = None
         for epoch in range(epoch_done + 1, epochs + 1):
             sampler.set_epoch(epoch)
-            if config.head_only_epochs and not cluster.enabled:
-                head_only = stage_index == 0 and epoch <= config.head_only_epochs
-                for name, parameter in model.named_parameters():
-                    parameter.requires_grad_(not head_only or name.startswith("head."))
             epoch_start = time.perf_counter()
             loss, seen = train_one_epoch(
                 trained, loader, optimizer=optimizer, scheduler=scheduler, scaler=scaler, device=device,
