@@ -27,6 +27,7 @@ from cells.selectors import job_summary, job_summary_rows
 from ml.constants import CHANNELS, CLASS_NAMES
 from ml.encoding import SUBMISSION_COLUMNS, SubmissionRow, prediction_string, rle_to_kaggle
 from ml.io import read_field, read_multichannel_tiff
+from ml.measure import measurement_names
 from ml.qc import QC_FLAGS
 
 _ROWS_PER_QUERY = 500
@@ -145,9 +146,15 @@ def cells_csv(*, job: Job, field: Field | None = None) -> Iterator[str]:
 
 
 def _feature_names(job: Job) -> list[str]:
-    """The measurement names of the job's cells, in `ml.measure` order (every measured cell has the same)."""
+    """The measurement names of the job's cells, in `ml.measure` order (every measured cell has the same).
+
+    The order comes from `ml.measure`, not from the stored JSON: PostgreSQL's jsonb keeps keys in its own order."""
     first = Cell.objects.filter(field__job=job, measurements__isnull=False).order_by("field_id", "label").first()
-    return list(first.measurements) if first is not None else []
+    if first is None:
+        return []
+    canonical = measurement_names(texture=True, scattering=True)
+    position = {name: index for index, name in enumerate(canonical)}
+    return sorted(first.measurements, key=lambda name: (position.get(name, len(canonical)), name))
 
 
 FEATURES_ID_COLUMNS = ("field", "cell_id", "qc_flags")
