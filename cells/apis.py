@@ -51,6 +51,16 @@ from ml.qc import QC_FLAGS
 from ml.segmentation import BACKENDS
 
 
+class ObjectIdField(serializers.IntegerField):
+    """A primary key in a request: 1 up to the largest integer the databases store (64-bit signed), so an
+    out-of-range id is a 400, not a database error."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", 2**63 - 1)
+        super().__init__(**kwargs)
+
+
 class ApiTokenCreateApi(APIView):
     """POST a username and password, get an API token (django-rest-knox: stored hashed, expiring)."""
 
@@ -280,7 +290,7 @@ class JobListCreateApi(APIView):
             required=False,
             help_text='A builtin backend that can run here, or a segmentation model of GET /api/models/ as "model:<id>".',
         )
-        classifier = serializers.IntegerField(
+        classifier = ObjectIdField(
             required=False, help_text="The id of the classifier to run (GET /api/models/); default: the installation's."
         )
         pixel_size_um = serializers.FloatField(
@@ -685,7 +695,7 @@ class CropFilterSerializer(CellFilterSerializer):
         default="png",
         help_text="png: one 8- or 16-bit PNG per channel and cell; tiff: one 4-plane TIFF per cell (red, green, blue, yellow).",
     )
-    field = serializers.IntegerField(required=False, min_value=1, help_text="Only this field's cells (its id).")
+    field = ObjectIdField(required=False, min_value=1, help_text="Only this field's cells (its id).")
     cells = serializers.RegexField(
         r"^\d+(,\d+)*$",
         required=False,
@@ -890,7 +900,7 @@ class ClassifierChoiceSerializer(serializers.Serializer):
     class Meta:
         ref_name = "ClassifierChoice"
 
-    classifier = serializers.IntegerField(help_text="The id of the classifier (GET /api/models/).")
+    classifier = ObjectIdField(help_text="The id of the classifier (GET /api/models/).")
 
 
 def _chosen_classifier(request) -> RegisteredModel:
@@ -942,8 +952,8 @@ class FieldClassifyApi(APIView):
 
 class JobCompareApi(APIView):
     class FilterSerializer(serializers.Serializer):
-        first = serializers.IntegerField(help_text="A classifier the job was run with.")
-        second = serializers.IntegerField(help_text="Another classifier the job was run with.")
+        first = ObjectIdField(help_text="A classifier the job was run with.")
+        second = ObjectIdField(help_text="Another classifier the job was run with.")
         min_confidence = serializers.FloatField(required=False, min_value=0.0, max_value=1.0, default=0.5)
 
     class OutputSerializer(serializers.Serializer):
@@ -1035,9 +1045,7 @@ class JobSummaryCsvApi(APIView):
 
 class AnnotationOutputSerializer(serializers.ModelSerializer):
     field = serializers.CharField(source="field.name")
-    cell = serializers.IntegerField(
-        source="cell_id", allow_null=True, help_text="Null while a mask fix changed the cell."
-    )
+    cell = ObjectIdField(source="cell_id", allow_null=True, help_text="Null while a mask fix changed the cell.")
     author = serializers.CharField(source="author.username", default="")
     class_names = serializers.SerializerMethodField()
     corrected_model = ModelSummarySerializer(read_only=True, allow_null=True)
@@ -1128,7 +1136,7 @@ class JobAnnotationListApi(APIView):
             class Meta:
                 ref_name = "CellVersion"
 
-            id = serializers.IntegerField()
+            id = ObjectIdField()
             version = serializers.IntegerField(required=False, allow_null=True, default=None)
 
         cells = CellVersionSerializer(many=True, help_text="The cells (ids) and the annotation versions you saw.")
@@ -1277,7 +1285,7 @@ class CellMaskMergeApi(APIView):
         class Meta:
             ref_name = "CellMerge"
 
-        other = serializers.IntegerField(help_text="The id of a touching cell of the same field.")
+        other = ObjectIdField(help_text="The id of a touching cell of the same field.")
 
     @extend_schema(
         summary="Merge a cell with a touching one (undoable)",
@@ -1369,8 +1377,8 @@ class TrainingJobListCreateApi(APIView):
             default=TrainingJob.Source.CELLS,
             help_text="cells: annotated cells (cell-level labels); jobs: fields uploaded with labels (weak); both.",
         )
-        jobs = serializers.ListField(child=serializers.IntegerField(), help_text="Jobs to take cells and labels from.")
-        base_model = serializers.IntegerField(
+        jobs = serializers.ListField(child=ObjectIdField(), help_text="Jobs to take cells and labels from.")
+        base_model = ObjectIdField(
             required=False, allow_null=True, default=None, help_text="A classifier to fine-tune (GET /api/models/)."
         )
         backbone = serializers.CharField(

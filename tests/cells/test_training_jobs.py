@@ -41,6 +41,14 @@ def test_a_request_without_usable_cells_is_refused_and_nothing_is_stored(process
     assert TrainingJob.objects.count() == 0
 
 
+def test_ids_beyond_what_the_database_stores_are_a_400_not_a_server_error(owner_api):
+    response = owner_api.post("/api/training-jobs/", {"jobs": [2**70], "base_model": 2**70}, format="json")
+    assert response.status_code == 400
+    body = response.json()
+    assert set(body) >= {"jobs", "base_model"}
+    assert TrainingJob.objects.count() == 0
+
+
 def test_another_users_job_cannot_be_trained_on_until_an_administrator_shares_it(
     processed_field, owner, outsider, outsider_api, admin_user
 ):
