@@ -21,12 +21,12 @@ from django.http.response import HttpResponseBase
 from django.utils import timezone
 from PIL import Image
 
+from cells import processing
 from cells.curation import coco_annotated_entries
 from cells.models import Cell, Field, Job
 from cells.selectors import job_summary, job_summary_rows
 from ml.constants import CHANNELS, CLASS_NAMES
 from ml.encoding import SUBMISSION_COLUMNS, SubmissionRow, prediction_string, rle_to_kaggle
-from ml.io import read_field, read_multichannel_tiff
 from ml.measure import measurement_names
 from ml.qc import QC_FLAGS
 
@@ -407,16 +407,7 @@ CROP_FORMATS = ("png", "tiff")
 def _field_channels(field: Field) -> np.ndarray:
     """The field's four channels at full resolution and its own bit depth, (4, H, W) in CHANNELS order
     (a channel it was uploaded without is zeros)."""
-    if field.multichannel:
-        with field.multichannel.open("rb") as handle:
-            images = read_multichannel_tiff(handle, max_side_px=max(field.width, field.height))
-    else:
-        handles = {channel: stored.open("rb") for channel, stored in field.channel_files().items()}
-        try:
-            images = read_field(handles, max_side_px=max(field.width, field.height))
-        finally:
-            for handle in handles.values():
-                handle.close()
+    images = processing.read_stored_channels(field, max_side_px=max(field.width, field.height))
     dtype = np.uint16 if images.bit_depth == 16 else np.uint8
     return np.rint(images.stack() * np.iinfo(dtype).max).astype(dtype)
 

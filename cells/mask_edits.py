@@ -54,7 +54,7 @@ def _check_done(field: Field) -> None:
 
 def _rebuild(field: Field, *, cell_labels: np.ndarray, nuclei_labels: np.ndarray) -> None:
     """Everything the field stores, made again from edited label images."""
-    images = processing._read_stored_field(field)
+    images = processing.read_stored_field(field)
     segmentation = Segmentation(
         nuclei_labels=nuclei_labels.astype(np.uint16),
         cell_labels=cell_labels.astype(np.uint16),

@@ -73,7 +73,7 @@ def field_process(*, field_id: int, resume: bool = False) -> None:
         return
     field = Field.objects.select_related("job").get(pk=field_id)
     try:
-        images = _read_stored_field(field)
+        images = read_stored_field(field)
     except InputError as exc:
         field_fail(field_id=field_id, reason=str(exc))
         return
@@ -122,7 +122,7 @@ def field_classify(*, field_id: int, classifier_id: int) -> None:
     Field.objects.filter(pk=field_id).update(started_at=timezone.now())
     field_set_progress(field_id=field_id, status=Field.Status.CLASSIFYING, progress=STAGE_START["classifying"])
     try:
-        images = _read_stored_field(field)
+        images = read_stored_field(field)
     except InputError as exc:
         field_fail(field_id=field_id, reason=str(exc))
         return
@@ -217,16 +217,19 @@ def _rounded(measurements: dict[str, float | None] | None) -> dict[str, float | 
     return {name: None if value is None else float(f"{value:.6g}") for name, value in measurements.items()}
 
 
-def _read_stored_field(field: Field) -> FieldImages:
+def read_stored_field(field: Field) -> FieldImages:
     """The field's channels as stored, with the scale its job was given (None: estimated)."""
-    images = _read_stored_channels(field)
+    images = read_stored_channels(field)
     job = field.job
     scale = nucleus_diameter_from(pixel_size_um=job.pixel_size_um, nucleus_diameter_px=job.nucleus_diameter_px)
     return dataclasses.replace(images, nucleus_diameter_px=scale) if scale is not None else images
 
 
-def _read_stored_channels(field: Field) -> FieldImages:
-    max_side_px = ml_config.max_side_px()
+def read_stored_channels(field: Field, *, max_side_px: int | None = None) -> FieldImages:
+    """The field's stored channel files (or its multichannel TIFF, through its job's channel mapping) read
+    back; `max_side_px` defaults to the installation's upload limit."""
+    if max_side_px is None:
+        max_side_px = ml_config.max_side_px()
     if field.multichannel:
         with field.multichannel.open("rb") as handle:
             return read_multichannel_tiff(

@@ -150,7 +150,7 @@ def _write_store(store_path: Path, *, size_px: int, fields, calls, use_labels: b
             cell_labels[~np.isin(cell_labels, list(own))] = 0
         if excluded:
             cell_labels[np.isin(cell_labels, excluded)] = 0
-        images = processing._read_stored_field(field)
+        images = processing.read_stored_field(field)
         store.add_field(
             _store_id(field),
             images,
