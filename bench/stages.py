@@ -2,7 +2,8 @@
 
 Each field goes through the calls `cells.processing.field_process` makes, in its order, timed one
 by one: decode (`ml.io.read_field`), `ml.pipeline.analyse_field` (segmentation, mask encoding,
-crops, classification, with progress written to the database), viewer images, and
+crops, classification, with progress written to the database; the measurements run in a thread
+alongside encoding, crops and classification, and their row is the wait for them after those), viewer images, and
 `field_store_result` (thumbnails, PNGs and cell rows) on a throwaway SQLite database.
 The decode floor is Pillow alone decoding the field's four PNGs, measured just before each field
 so that both see the same load on a shared machine.
@@ -39,7 +40,7 @@ STAGE_NAMES = {
     "encoding": "mask encoding (cells and nuclei)",
     "crops": "crops",
     "classification": "classification",
-    "measurements": "measurements and quality control (no scattering)",
+    "measurements": "measurements and quality control (no scattering), beyond crops and classification",
     "viewer": "viewer images",
     "database_write": "database write (thumbnails, PNGs, rows)",
     "other": "other (progress, result assembly)",

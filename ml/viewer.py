@@ -69,10 +69,10 @@ def downscale_labels(labels: np.ndarray, out_shape: tuple[int, int]) -> np.ndarr
 
 def encode_ids_rgb(labels: np.ndarray) -> np.ndarray:
     """(h, w) integer ids < 2**24 -> uint8 (h, w, 3) with id = R * 65536 + G * 256 + B."""
-    ids = labels.astype(np.uint32)
-    if ids.size and int(ids.max()) >= 1 << 24:
+    if labels.size and (int(labels.max()) >= 1 << 24 or int(labels.min()) < 0):
         raise ValueError("Cell ids must be below 2**24 to fit three 8-bit colour planes.")
-    return np.stack([(ids >> 16) & 0xFF, (ids >> 8) & 0xFF, ids & 0xFF], axis=-1).astype(np.uint8)
+    ids = np.ascontiguousarray(labels, dtype="<u4")  # little-endian bytes: B, G, R, 0
+    return ids.view(np.uint8).reshape(*ids.shape, 4)[..., 2::-1].copy()
 
 
 def decode_ids_rgb(rgb: np.ndarray) -> np.ndarray:

@@ -54,10 +54,8 @@ class CellMeasurements:
 
     def row_dict(self, index: int) -> dict[str, float | None]:
         """Cell `index`'s measurements by name, NaN as None (JSON has no NaN)."""
-        return {
-            name: (None if np.isnan(value) else float(value))
-            for name, value in zip(self.names, self.values[index], strict=True)
-        }
+        values = self.values[index].tolist()  # Python floats at once: NaN is the one value unequal to itself
+        return {name: (value if value == value else None) for name, value in zip(self.names, values, strict=True)}
 
 
 def measure_cells(

@@ -40,9 +40,21 @@ def test_encode_ids_rgb_round_trips_ids_above_one_byte():
     assert np.array_equal(decode_ids_rgb(rgb), labels)
 
 
+def test_encode_ids_rgb_is_the_three_low_bytes_high_first_for_any_integer_labels():
+    rng = np.random.default_rng(0)
+    for dtype in (np.int32, np.uint32, np.int64, np.uint16):
+        labels = rng.integers(0, min(1 << 24, np.iinfo(dtype).max), (13, 7)).astype(dtype)
+        ids = labels.astype(np.uint64)
+        expected = np.stack([(ids >> 16) & 0xFF, (ids >> 8) & 0xFF, ids & 0xFF], axis=-1).astype(np.uint8)
+        assert np.array_equal(encode_ids_rgb(labels), expected)
+        assert np.array_equal(encode_ids_rgb(labels[:, ::2]), expected[:, ::2])  # not contiguous
+
+
 def test_encode_ids_rgb_rejects_ids_that_do_not_fit_three_bytes():
     with pytest.raises(ValueError, match="2\\*\\*24"):
         encode_ids_rgb(np.array([[1 << 24]], dtype=np.uint32))
+    with pytest.raises(ValueError, match="2\\*\\*24"):
+        encode_ids_rgb(np.array([[-1]], dtype=np.int32))
 
 
 def test_viewer_shape_never_enlarges_and_caps_the_longer_side():

@@ -76,3 +76,23 @@ def test_bin_means_equal_numpys_block_mean():
         window = rng.random((rows + 1, cols + 1)).astype(np.float32)[:rows, :cols]
         expected = window.reshape(rows // 2, 2, cols // 2, 2).mean(axis=(1, 3), dtype=np.float32)
         assert np.array_equal(_bin_means(window), expected)
+
+
+def test_intensity_statistics_equal_numpys_on_odd_and_even_cells():
+    from ml.constants import CHANNELS
+    from ml.measure.intensity import STATISTICS, intensity_features
+
+    rng = np.random.default_rng(5)
+    for index in range(40):
+        height, width = (int(side) for side in rng.integers(4, 40, 2))
+        mask = rng.random((height, width)) < 0.7
+        mask[0, 0] = True
+        windows = {channel: (rng.integers(0, 256, (height, width)) / 255).astype(np.float32) for channel in CHANNELS}
+        nucleus = mask & (rng.random((height, width)) < 0.3)
+        features = intensity_features(windows, mask, nucleus)
+        for position, channel in enumerate(CHANNELS):
+            inside = windows[channel][mask]
+            mean, median, _std, largest, total = features[position * len(STATISTICS) : (position + 1) * len(STATISTICS)]
+            assert median == float(np.median(inside)), (index, channel, inside.size)
+            assert largest == float(inside.max())
+            assert total == float(inside.sum(dtype=np.float64))
