@@ -110,3 +110,28 @@ def test_analyse_field_with_the_classical_segmenter(drawn_field):
     for cell in result.cells:  # each found cell covers one drawn nucleus
         nucleus_ids = np.unique(drawn_field.nuclei_labels[decode_rle(cell.mask_rle)])
         assert len(nucleus_ids[nucleus_ids > 0]) == 1
+
+
+def test_analyse_field_measures_in_a_thread_the_same_values_as_measure_cells(drawn_field, tiny_checkpoint):
+    from ml.measure import measure_cells
+    from ml.pipeline import MeasureOptions
+
+    predictor = Predictor.from_checkpoint(tiny_checkpoint, device="cpu")
+    segmenter = FakeSegmenter(drawn_field.nuclei_labels, drawn_field.cell_labels)
+    result = analyse_field(drawn_field.field, segmenter=segmenter, predictor=predictor, measure=MeasureOptions())
+    direct = measure_cells(drawn_field.field, drawn_field.cell_labels, drawn_field.nuclei_labels)
+    assert [cell.measurements for cell in result.cells] == [direct.row_dict(row) for row in range(len(direct))]
+    assert result.timings_s["measurements"] >= 0.0
+
+
+def test_analyse_field_raises_the_measurement_threads_error(drawn_field, monkeypatch):
+    import ml.pipeline
+    from ml.pipeline import MeasureOptions
+
+    def broken(*args, **kwargs):
+        raise MemoryError("no room for the measurements")
+
+    monkeypatch.setattr(ml.pipeline, "measure_cells", broken)
+    segmenter = FakeSegmenter(drawn_field.nuclei_labels, drawn_field.cell_labels)
+    with pytest.raises(MemoryError, match="no room"):
+        analyse_field(drawn_field.field, segmenter=segmenter, predictor=None, measure=MeasureOptions())
