@@ -66,6 +66,7 @@ def _rebuild(field: Field, *, cell_labels: np.ndarray, nuclei_labels: np.ndarray
         images,
         segmenter=lambda _images: segmentation,
         predictor=ml_config.get_classifier(classifier) if classifier is not None else None,
+        measure=ml_config.measure_options(),  # the cells' measurements and flags follow the fix
     )
     viewer = viewer_images(images, segmentation)
     del images

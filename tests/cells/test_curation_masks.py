@@ -134,3 +134,19 @@ def test_another_user_cannot_fix_or_undo(processed_field, owner_api, outsider_ap
     edit = owner_api.post(f"/api/cells/{cell.pk}/mask/delete/").json()
     assert outsider_api.post(f"/api/mask-edits/{edit['id']}/undo/").status_code == 404
     assert outsider_api.get(f"/api/fields/{processed_field.pk}/mask-edits/").status_code == 404
+
+
+def test_every_fix_measures_and_flags_the_cells_again(processed_field, owner_api):
+    first_measured = {cell.label: cell.measurements for cell in processed_field.cells.all()}
+    assert all(first_measured.values())
+    cell = processed_field.cells.get(label=1)
+    split = owner_api.post(f"/api/cells/{cell.pk}/mask/split/", {"line": _vertical_line(cell)}, format="json")
+    assert split.status_code == 201, split.json()
+    for stored in processed_field.cells.all():
+        assert stored.measurements, stored.label  # every cell of the field, the new ones too
+        assert stored.measurements["area_px"] == stored.area_px
+        assert stored.qc_flags is not None
+    halves = processed_field.cells.filter(label__in=[1, 5])
+    assert sum(half.measurements["area_px"] for half in halves) == first_measured[1]["area_px"]
+    untouched = processed_field.cells.get(label=3)
+    assert untouched.measurements == pytest.approx(first_measured[3], nan_ok=True)
