@@ -17,6 +17,7 @@ annotations, training jobs, re-runs, exports):
 Celery tasks run in this process (eagerly), so the timings are those of the work itself.
 
     .venv/bin/python -m bench.curation [--heldout 8 --train-fields 12 --max-cells 200 --weak-fields 20 --epochs 50]
+                                       [--size 1024 --bleed 3 --downscale 1]
 """
 
 import argparse
@@ -34,35 +35,92 @@ from PIL import Image
 
 from bench.common import DEFAULT_DATA_DIR, configure_django, markdown_table
 
+CHANNEL_FILES = ("red", "green", "blue", "yellow")
+
 BLEED_THROUGH = 3.0  # of the ER (yellow) channel into the protein (green) one
-DOMAIN = (
-    f"synthetic v2 fields with ER bleed-through into the protein channel (green' = green + {BLEED_THROUGH:g} * yellow)"
-)
 PASSWORD = "a-scripted-biologist"
 
 
-def bleed_through(green: np.ndarray, yellow: np.ndarray) -> np.ndarray:
-    """The domain's protein channel: the protein plus `BLEED_THROUGH` times the ER channel (uint8 in and out)."""
-    mixed = green.astype(np.float32) + BLEED_THROUGH * yellow.astype(np.float32)
+def domain_name(bleed: float = BLEED_THROUGH, downscale: int = 1) -> str:
+    name = f"synthetic v2 fields with ER bleed-through into the protein channel (green' = green + {bleed:g} * yellow)"
+    if downscale > 1:
+        name += (
+            f", drawn {downscale} times larger and averaged down {downscale} times (as the 2018 competition's fields)"
+        )
+    return name
+
+
+def bleed_through(green: np.ndarray, yellow: np.ndarray, bleed: float = BLEED_THROUGH) -> np.ndarray:
+    """The domain's protein channel: the protein plus `bleed` times the ER channel (uint8 in and out)."""
+    mixed = green.astype(np.float32) + bleed * yellow.astype(np.float32)
     return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
 
 
-def domain_fields(folder: Path, *, count: int, seed: int, size_px: int) -> Path:
-    """`count` fields of the domain in Kaggle layout (with train.csv, solution.csv, truth/), drawn once
-    (the generator's own fields are kept beside it, in `{folder}-raw`)."""
+def _averaged_down(plane: np.ndarray, factor: int) -> np.ndarray:
+    """float64 means of `factor` x `factor` blocks (rows and columns beyond a whole block dropped)."""
+    rows, cols = plane.shape[0] // factor * factor, plane.shape[1] // factor * factor
+    return plane[:rows, :cols].reshape(rows // factor, factor, cols // factor, factor).mean(axis=(1, 3))
+
+
+def _solution_averaged_down(source: Path, target: Path, factor: int) -> None:
+    """The solution CSV of fields averaged down `factor` times: each true mask averaged alike, kept where >= 0.5."""
+    from ml.encoding import (
+        SubmissionRow,
+        decode_rle,
+        encode_kaggle_mask,
+        kaggle_to_rle,
+        parse_prediction_string,
+        read_submission,
+        write_submission,
+    )
+
+    rows = []
+    for row in read_submission(source):
+        parts = []
+        for label, confidence, mask in parse_prediction_string(row.prediction_string):
+            true_mask = decode_rle(kaggle_to_rle(mask, height=row.height, width=row.width)).astype(np.float64)
+            parts.append(f"{label} {confidence:g} {encode_kaggle_mask(_averaged_down(true_mask, factor) >= 0.5)}")
+        rows.append(
+            SubmissionRow(
+                image_id=row.image_id,
+                width=row.width // factor,
+                height=row.height // factor,
+                prediction_string=" ".join(parts),
+            )  # fmt: skip
+        )
+    write_submission(target, rows)
+
+
+def domain_fields(
+    folder: Path, *, count: int, seed: int, size_px: int, bleed: float = BLEED_THROUGH, downscale: int = 1
+) -> Path:
+    """`count` fields of the domain in Kaggle layout (with train.csv, solution.csv), drawn once at
+    `size_px * downscale` px (the generator's own fields are kept beside it, in `{folder}-raw`), the
+    ER channel bled into the protein one, then averaged down `downscale` times to `size_px`."""
     from ml.synth import write_dataset
 
     if (folder / "solution.csv").is_file() and len(list(folder.glob("*_green.png"))) >= count:
         return folder
-    raw = folder.with_name(f"curation-v2-{size_px}px-s{seed}-raw")
+    drawn_px = size_px * downscale
+    raw = folder.with_name(f"curation-v2-{drawn_px}px-s{seed}-raw")
     if not ((raw / "solution.csv").is_file() and len(list(raw.glob("*_green.png"))) >= count):
         shutil.rmtree(raw, ignore_errors=True)
-        write_dataset(raw, n_images=count, seed=seed, size_px=size_px, bit_depth=8, style="v2")
+        write_dataset(raw, n_images=count, seed=seed, size_px=drawn_px, bit_depth=8, style="v2")
     shutil.rmtree(folder, ignore_errors=True)
-    shutil.copytree(raw, folder)
-    for path in folder.glob("*_green.png"):
-        yellow = np.asarray(Image.open(path.with_name(path.name.replace("_green.png", "_yellow.png"))))
-        Image.fromarray(bleed_through(np.asarray(Image.open(path)), yellow)).save(path)
+    if downscale == 1:
+        shutil.copytree(raw, folder)
+    else:  # the true label images would not match the fields: only the CSVs come along
+        folder.mkdir(parents=True)
+        shutil.copy(raw / "train.csv", folder / "train.csv")
+        _solution_averaged_down(raw / "solution.csv", folder / "solution.csv", downscale)
+    for path in raw.glob("*_green.png"):
+        image_id = path.name.removesuffix("_green.png")
+        planes = {channel: np.asarray(Image.open(raw / f"{image_id}_{channel}.png")) for channel in CHANNEL_FILES}
+        planes["green"] = bleed_through(planes["green"], planes["yellow"], bleed)
+        for channel, plane in planes.items():
+            if downscale > 1:
+                plane = np.clip(np.round(_averaged_down(plane.astype(np.float64), downscale)), 0, 255).astype(np.uint8)
+            Image.fromarray(plane).save(folder / f"{image_id}_{channel}.png")
     return folder
 
 
@@ -75,7 +133,7 @@ def _zip(folder: Path, ids: list[str], *, with_labels: bool) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         for image_id in ids:
-            for channel in ("red", "green", "blue", "yellow"):
+            for channel in CHANNEL_FILES:
                 archive.write(folder / f"{image_id}_{channel}.png", f"{image_id}_{channel}.png")
         if with_labels:
             rows = _image_labels(folder)
@@ -197,6 +255,8 @@ def run(
     weak_epochs: int,
     seed: int,
     size_px: int,
+    bleed: float = BLEED_THROUGH,
+    downscale: int = 1,
 ) -> dict:
     """Every step of the module's docstring; Celery tasks run in this process while it lasts."""
     from django.conf import settings
@@ -209,7 +269,7 @@ def run(
     try:
         return _run(
             heldout=heldout, train_fields=train_fields, max_cells=max_cells, weak_fields=weak_fields, epochs=epochs,
-            weak_epochs=weak_epochs, seed=seed, size_px=size_px,
+            weak_epochs=weak_epochs, seed=seed, size_px=size_px, bleed=bleed, downscale=downscale,
         )  # fmt: skip
     finally:
         app.conf.task_always_eager, settings.ALLOWED_HOSTS = eager, hosts
@@ -225,15 +285,20 @@ def _run(
     weak_epochs: int,
     seed: int,
     size_px: int,
+    bleed: float,
+    downscale: int,
 ) -> dict:
     from django.contrib.auth import get_user_model
     from rest_framework.test import APIClient
 
+    scale = f"-down{downscale}" if downscale > 1 else ""
     folder = domain_fields(
-        DEFAULT_DATA_DIR / f"curation-v2-er-bleed{BLEED_THROUGH:g}-{size_px}px-s{seed}",
+        DEFAULT_DATA_DIR / f"curation-v2-er-bleed{bleed:g}{scale}-{size_px}px-s{seed}",
         count=heldout + max(train_fields, weak_fields),
         seed=seed,
         size_px=size_px,
+        bleed=bleed,
+        downscale=downscale,
     )
     ids = sorted(_image_labels(folder))
     heldout_ids, pool = ids[:heldout], ids[heldout:]
@@ -277,7 +342,7 @@ def _run(
     weak_scores = user.submission_scores(test_job["id"], folder / "solution.csv")
     weak_map = weak_scores.mAP
     return {
-        "domain": DOMAIN,
+        "domain": domain_name(bleed, downscale),
         "heldout_fields": heldout,
         "annotated_cells": len(chosen),
         "annotated_fields": train_fields,
@@ -309,7 +374,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--weak-epochs", type=int, default=6, help="of the weak training (then one refinement round)")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=7301)
+    parser.add_argument(
+        "--bleed", type=float, default=BLEED_THROUGH, help="times the ER channel added to the protein one"
+    )
+    parser.add_argument(
+        "--downscale", type=int, default=1,
+        help="draw the fields this many times larger and average them down to --size (1: as drawn)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.downscale < 1 or args.bleed < 0:
+        raise SystemExit("--downscale must be at least 1 and --bleed at least 0.")
     import torch
 
     torch.set_num_threads(2)
@@ -319,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict:
         result = run(
             heldout=args.heldout, train_fields=args.train_fields, max_cells=args.max_cells,
             weak_fields=args.weak_fields, epochs=args.epochs, weak_epochs=args.weak_epochs, seed=args.seed,
-            size_px=args.size,
+            size_px=args.size, bleed=args.bleed, downscale=args.downscale,
         )  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
