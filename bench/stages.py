@@ -2,9 +2,10 @@
 
 Each field goes through the calls `cells.processing.field_process` makes, in its order, timed one
 by one: decode (`ml.io.read_field`), `ml.pipeline.analyse_field` (segmentation, mask encoding,
-crops, classification, with progress written to the database; the measurements run in a thread
-alongside encoding, crops and classification, and their row is the wait for them after those), viewer images, and
-`field_store_result` (thumbnails, PNGs and cell rows) on a throwaway SQLite database.
+crops, classification and viewer images, with progress written to the database; the measurements
+run in a thread beside encoding, crops, classification and the viewer images, and their row is the
+wait for them after those), and `field_store_result` (thumbnails, PNGs and cell rows) on a
+throwaway SQLite database.
 The decode floor is Pillow alone decoding the field's four PNGs, measured just before each field
 so that both see the same load on a shared machine.
 
@@ -40,7 +41,7 @@ STAGE_NAMES = {
     "encoding": "mask encoding (cells and nuclei)",
     "crops": "crops",
     "classification": "classification",
-    "measurements": "measurements and quality control (no scattering), beyond crops and classification",
+    "measurements": "measurements and quality control (no scattering), beyond the stages they run beside",
     "viewer": "viewer images",
     "database_write": "database write (thumbnails, PNGs, rows)",
     "other": "other (progress, result assembly)",
@@ -83,7 +84,6 @@ def time_fields(
     from ml.crops import crop_cells
     from ml.io import read_field
     from ml.pipeline import analyse_field
-    from ml.viewer import viewer_images
 
     owner, _ = get_user_model().objects.get_or_create(username="bench")
     job = Job.objects.create(owner=owner, name="bench", segmentation_backend=segmenter.backend)
@@ -99,14 +99,13 @@ def time_fields(
         def report(stage: str, fraction: float) -> None:
             field_set_progress(field_id=field.pk, status=Field.Status.SEGMENTING, progress=fraction)
 
-        result = analyse_field(images, segmenter=segmenter, predictor=predictor, progress=report, measure=measure)
+        result = analyse_field(
+            images, segmenter=segmenter, predictor=predictor, progress=report, measure=measure, viewer=True
+        )
         seconds.update(result.timings_s)
         seconds.setdefault("measurements", 0.0)
         step = time.perf_counter()
-        viewer = viewer_images(images, result.segmentation)
-        seconds["viewer"] = time.perf_counter() - step
-        step = time.perf_counter()
-        field_store_result(field=field, result=result, viewer=viewer)
+        field_store_result(field=field, result=result, viewer=result.viewer)
         seconds["database_write"] = time.perf_counter() - step
         seconds["end_to_end"] = time.perf_counter() - started
         seconds["other"] = max(0.0, seconds["end_to_end"] - sum(seconds[name] for name in STAGES if name != "other"))

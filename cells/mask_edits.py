@@ -29,7 +29,6 @@ from cells.models import Cell, Field, MaskEdit
 from ml.io import read_labels_png, write_labels_png
 from ml.pipeline import analyse_field
 from ml.segmentation import Segmentation
-from ml.viewer import viewer_images
 
 # Each part of a split keeps at least this share of the cell (a line grazing an edge is not a split).
 MIN_SPLIT_PART_SHARE = 0.05
@@ -67,10 +66,10 @@ def _rebuild(field: Field, *, cell_labels: np.ndarray, nuclei_labels: np.ndarray
         segmenter=lambda _images: segmentation,
         predictor=ml_config.get_classifier(classifier) if classifier is not None else None,
         measure=ml_config.measure_options(),  # the cells' measurements and flags follow the fix
+        viewer=True,
     )
-    viewer = viewer_images(images, segmentation)
     del images
-    processing.field_store_result(field=field, result=result, viewer=viewer, classifier=classifier)
+    processing.field_store_result(field=field, result=result, viewer=result.viewer, classifier=classifier)
     field.refresh_from_db()
     annotations_relink(field=field)
 

@@ -30,7 +30,7 @@ from ml.io import (
     read_multichannel_tiff,
 )
 from ml.pipeline import STAGE_START, FieldResult, analyse_field
-from ml.viewer import ViewerImages, viewer_images
+from ml.viewer import ViewerImages
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +90,11 @@ def field_process(*, field_id: int, resume: bool = False) -> None:
         predictor=ml_config.get_classifier(classifier) if classifier is not None else None,
         progress=report,
         measure=ml_config.measure_options(),
+        viewer=True,  # made while the measurements finish
     )
     field_set_progress(field_id=field_id, status=Field.Status.CLASSIFYING, progress=STAGE_START["saving"])
-    viewer = viewer_images(images, result.segmentation)
     del images  # the full-resolution channels are not needed any more
-    field_store_result(field=field, result=result, viewer=viewer, classifier=classifier)
+    field_store_result(field=field, result=result, viewer=result.viewer, classifier=classifier)
 
 
 def field_store_result(

@@ -12,6 +12,7 @@ from ml.io import FieldImages, normalise_range
 from ml.measure import CellMeasurements, measure_cells
 from ml.qc import QcThresholds, qc_flags
 from ml.segmentation import Segmentation, Segmenter
+from ml.viewer import ViewerImages, viewer_images
 
 # Share of a field's work done when each stage starts; segmentation dominates on a CPU.
 # `analyse_field` reports the first three; "saving" is for a caller that stores the result.
@@ -52,7 +53,8 @@ class FieldResult:
     cells: tuple[CellResult, ...]
     image_probabilities: tuple[float, ...] | None  # 19, pooled over the cells; None without a model
     model: ModelDescription | None  # the classifier that made the probabilities
-    timings_s: dict[str, float]  # segmentation, encoding, crops, classification
+    timings_s: dict[str, float]  # segmentation, encoding, crops, classification (measurements, viewer)
+    viewer: ViewerImages | None = None  # the viewer's pictures, when asked for
 
     @property
     def model_name(self) -> str | None:
@@ -93,10 +95,12 @@ def analyse_field(
     predictor: CellClassifierModel | None,
     progress: Progress | None = None,
     measure: MeasureOptions | None = None,
+    viewer: bool = False,
 ) -> FieldResult:
     """Segment a field, encode its cells and nuclei, classify each cell when a predictor is given, and
     measure each cell and flag it for quality control when `measure` is given (in a thread, alongside
-    encoding, crops and classification; "measurements" times what is left of it after them).
+    encoding, crops and classification; "measurements" times what is left of it after them), and make
+    the viewer's pictures when `viewer` is true (after classification, while the measurements finish).
 
     `progress(stage, fraction)` is called as each stage starts ("segmenting", "encoding",
     "classifying") with the share of the field's work done so far, and once more with 1.0.
@@ -145,6 +149,12 @@ def analyse_field(
             unfamiliar = predictions.unfamiliar.tolist()
         model = predictor.description
 
+    pictures = None
+    if viewer:
+        started = time.perf_counter()
+        pictures = viewer_images(field, segmentation)
+        timings_s["viewer"] = time.perf_counter() - started
+
     measured: list[dict | None] = [None] * len(cell_ids)
     flags: list[tuple[str, ...]] = [()] * len(cell_ids)
     if measuring is not None:
@@ -179,6 +189,7 @@ def analyse_field(
         image_probabilities=image_probabilities,
         model=model,
         timings_s=timings_s,
+        viewer=pictures,
     )
 
 

@@ -135,3 +135,15 @@ def test_analyse_field_raises_the_measurement_threads_error(drawn_field, monkeyp
     segmenter = FakeSegmenter(drawn_field.nuclei_labels, drawn_field.cell_labels)
     with pytest.raises(MemoryError, match="no room"):
         analyse_field(drawn_field.field, segmenter=segmenter, predictor=None, measure=MeasureOptions())
+
+
+def test_analyse_field_makes_the_viewer_pictures_when_asked(drawn_field):
+    from ml.viewer import viewer_images
+
+    segmenter = FakeSegmenter(drawn_field.nuclei_labels, drawn_field.cell_labels)
+    assert analyse_field(drawn_field.field, segmenter=segmenter, predictor=None).viewer is None
+    result = analyse_field(drawn_field.field, segmenter=segmenter, predictor=None, viewer=True)
+    expected = viewer_images(drawn_field.field, result.segmentation)
+    assert np.array_equal(result.viewer.composite, expected.composite)
+    assert np.array_equal(result.viewer.cell_ids, expected.cell_ids)
+    assert result.timings_s["viewer"] >= 0.0
