@@ -41,6 +41,16 @@ def synthetic_fields(
     return [fields[field_id] for field_id in list(fields)[:count]]
 
 
+def block_means(plane, factor: int):
+    """float64 means of `factor` x `factor` blocks of a 2-D array (rows and columns beyond a whole block
+    dropped): a field as a camera with pixels `factor` times larger would record it."""
+    import numpy as np
+
+    rows, cols = plane.shape[0] // factor * factor, plane.shape[1] // factor * factor
+    shape = (rows // factor, factor, cols // factor, factor)
+    return np.asarray(plane[:rows, :cols], dtype=np.float64).reshape(shape).mean(axis=(1, 3))
+
+
 def summary(values: Sequence[float]) -> dict[str, float]:
     """Median and maximum, the two numbers every table reports."""
     return {"median": statistics.median(values), "max": max(values)} if values else {"median": 0.0, "max": 0.0}

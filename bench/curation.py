@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.common import DEFAULT_DATA_DIR, configure_django, markdown_table
+from bench.common import DEFAULT_DATA_DIR, block_means, configure_django, markdown_table
 
 CHANNEL_FILES = ("red", "green", "blue", "yellow")
 
@@ -56,19 +56,12 @@ def bleed_through(green: np.ndarray, yellow: np.ndarray, bleed: float = BLEED_TH
     return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
 
 
-def _averaged_down(plane: np.ndarray, factor: int) -> np.ndarray:
-    """float64 means of `factor` x `factor` blocks (rows and columns beyond a whole block dropped)."""
-    rows, cols = plane.shape[0] // factor * factor, plane.shape[1] // factor * factor
-    return plane[:rows, :cols].reshape(rows // factor, factor, cols // factor, factor).mean(axis=(1, 3))
-
-
 def _solution_averaged_down(source: Path, target: Path, factor: int) -> None:
     """The solution CSV of fields averaged down `factor` times: each true mask averaged alike, kept where >= 0.5."""
     from ml.encoding import (
         SubmissionRow,
-        decode_rle,
+        decode_kaggle_mask,
         encode_kaggle_mask,
-        kaggle_to_rle,
         parse_prediction_string,
         read_submission,
         write_submission,
@@ -78,8 +71,8 @@ def _solution_averaged_down(source: Path, target: Path, factor: int) -> None:
     for row in read_submission(source):
         parts = []
         for label, confidence, mask in parse_prediction_string(row.prediction_string):
-            true_mask = decode_rle(kaggle_to_rle(mask, height=row.height, width=row.width)).astype(np.float64)
-            parts.append(f"{label} {confidence:g} {encode_kaggle_mask(_averaged_down(true_mask, factor) >= 0.5)}")
+            true_mask = decode_kaggle_mask(mask, height=row.height, width=row.width)
+            parts.append(f"{label} {confidence:g} {encode_kaggle_mask(block_means(true_mask, factor) >= 0.5)}")
         rows.append(
             SubmissionRow(
                 image_id=row.image_id,
@@ -117,9 +110,10 @@ def domain_fields(
         image_id = path.name.removesuffix("_green.png")
         planes = {channel: np.asarray(Image.open(raw / f"{image_id}_{channel}.png")) for channel in CHANNEL_FILES}
         planes["green"] = bleed_through(planes["green"], planes["yellow"], bleed)
-        for channel, plane in planes.items():
+        changed = planes if downscale > 1 else {"green": planes["green"]}  # as drawn, the rest is the copy's
+        for channel, plane in changed.items():
             if downscale > 1:
-                plane = np.clip(np.round(_averaged_down(plane.astype(np.float64), downscale)), 0, 255).astype(np.uint8)
+                plane = np.clip(np.round(block_means(plane, downscale)), 0, 255).astype(np.uint8)
             Image.fromarray(plane).save(folder / f"{image_id}_{channel}.png")
     return folder
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from bench.common import block_means
 from ml.io import FieldImages, read_field
 from ml.measure import measure_cells
 from ml.measure.texture import scattering_features, texture_crops
@@ -237,8 +238,7 @@ def scale_quality() -> list[tuple[str, str, float, int, int]]:
     for factor, diameters in ((4, (None, 51.0)), (8, (None,)), (12, (None,))):
         planes = {}
         for channel, pixels in raw.items():
-            height, width = (side // factor * factor for side in pixels.shape)
-            small = pixels[:height, :width].reshape(height // factor, factor, width // factor, factor).mean(axis=(1, 3))
+            small = block_means(pixels, factor)
             planes[channel] = (np.round(small / small.max() * 235) / 65535).astype(np.float32)
         dim = FieldImages(blue=planes["blue"], green=planes["green"], bit_depth=16)
         small_reference = reference[factor // 2 :: factor, factor // 2 :: factor][: dim.shape[0], : dim.shape[1]]

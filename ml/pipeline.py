@@ -72,7 +72,8 @@ class FieldResult:
 def _start_measuring(
     field: FieldImages, segmentation: Segmentation, measure: MeasureOptions
 ) -> Future[CellMeasurements]:
-    """Measure the cells in a thread of their own while the caller encodes, crops and classifies them:
+    """Measure the cells in a thread of their own while the caller encodes, crops and classifies them
+    and makes the viewer pictures:
     NumPy, SciPy and Pillow release the GIL for most of the work, so on two cores or more the measurements
     cost little of the field's time (`python -m bench`)."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="measure")
