@@ -93,7 +93,8 @@ def test_upload_with_labels_annotate_fix_a_mask_and_train_at_desktop_and_phone_w
     field = Field.objects.get(name="plate2-B4")
     assert field.image_labels == sorted(image_labels)
     _wait(lambda: Field.objects.get(pk=field.pk).status == "done", page)
-    page.reload()
+    # The page reloads itself once the job is finished (a reload of our own would race with it).
+    page.locator("[data-field-summary-row='plate2-B4']", has_text="#").wait_for(timeout=30_000)
     summary = page.locator("[data-field-summary-row='plate2-B4']")
     assert "#" in summary.inner_text()  # each label with its rank in the prediction
     _shot(page, "curation-job-summary-wide")
@@ -164,7 +165,8 @@ def test_upload_with_labels_annotate_fix_a_mask_and_train_at_desktop_and_phone_w
     page.get_by_role("button", name="Start training").click()
     page.wait_for_url(re.compile(r".*/training/\d+/$"))
     _wait(lambda: TrainingJob.objects.get().is_finished, page, timeout_s=300)
-    page.reload()
+    # The page reloads itself once the training is finished, and stops polling (no reload of our own to race it).
+    page.locator("#training-progress:not([hx-get])").wait_for(timeout=30_000)
     training_job = TrainingJob.objects.get()
     assert training_job.status == "done", training_job.error
     assert page.get_by_test_id("trained-model").inner_text() == training_job.result_model.label
