@@ -73,6 +73,7 @@ def measure_cells(
     channels = {name: np.ascontiguousarray(getattr(field, name)) for name in field.channels_present}
     flat_channels = {name: channel.ravel() for name, channel in channels.items()}  # views
     names = measurement_names(texture=texture, scattering=scattering)
+    levels = (1 << field.bit_depth) - 1  # pixels are k / levels as read (`ml.io`); checked where used
     slices = ndimage.find_objects(cell_labels)
     cell_ids = np.array([index + 1 for index, box in enumerate(slices) if box is not None], dtype=np.int64)
     nucleus_slices = ndimage.find_objects(nuclei_labels, max_label=len(slices))
@@ -94,7 +95,7 @@ def measure_cells(
         box_rows, box_cols = np.divmod(np.flatnonzero(cell_mask), cell_mask.shape[1])
         indices = (box_rows + rows_box.start) * width + (box_cols + cols_box.start)
         values = {name: flat.take(indices) for name, flat in flat_channels.items()}
-        row += intensity_features(windows, cell_mask, nucleus_mask, values=values)
+        row += intensity_features(windows, cell_mask, nucleus_mask, values=values, levels=levels)
         rows.append(row)
         if texture or scattering:  # the cell's own box inside the window
             own = (

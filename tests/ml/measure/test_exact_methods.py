@@ -78,21 +78,67 @@ def test_bin_means_equal_numpys_block_mean():
         assert np.array_equal(_bin_means(window), expected)
 
 
+def _intensity_cases(seed: int):
+    """(windows, mask, nucleus, levels) over small and large cells, odd and even pixel counts, for pixels
+    read from 8- and 16-bit files (`ml.io`'s k / levels), such pixels rescaled, and float data."""
+    from ml.constants import CHANNELS
+
+    rng = np.random.default_rng(seed)
+    for index in range(48):
+        low, high = ((4, 40), (50, 160))[index % 2]  # below and above the histogram's minimum size
+        height, width = (int(side) for side in rng.integers(low, high, 2))
+        mask = rng.random((height, width)) < 0.7
+        mask[0, 0] = True
+        bits = (8, 16)[index // 2 % 2]
+        levels = (1 << bits) - 1
+        top = int(rng.choice([3, 235, levels]))  # few grey levels, a dim 16-bit field, the full range
+        windows = {}
+        for channel in CHANNELS:
+            pixels = rng.integers(0, top + 1, (height, width)).astype(np.uint16 if bits == 16 else np.uint8)
+            windows[channel] = pixels.astype(np.float32) / np.float32(levels)
+        kind = index // 4 % 3
+        if kind == 1:  # rescaled (as `normalise_range` does): not k / levels any more
+            windows["green"] = windows["green"] * np.float32(1.7) - np.float32(0.01)
+        elif kind == 2:  # float data
+            windows["red"] = rng.random((height, width)).astype(np.float32)
+        yield windows, mask, mask & (rng.random((height, width)) < 0.3), levels
+
+
 def test_intensity_statistics_equal_numpys_on_odd_and_even_cells():
     from ml.constants import CHANNELS
     from ml.measure.intensity import STATISTICS, intensity_features
 
-    rng = np.random.default_rng(5)
-    for index in range(40):
-        height, width = (int(side) for side in rng.integers(4, 40, 2))
-        mask = rng.random((height, width)) < 0.7
-        mask[0, 0] = True
-        windows = {channel: (rng.integers(0, 256, (height, width)) / 255).astype(np.float32) for channel in CHANNELS}
-        nucleus = mask & (rng.random((height, width)) < 0.3)
-        features = intensity_features(windows, mask, nucleus)
-        for position, channel in enumerate(CHANNELS):
-            inside = windows[channel][mask]
-            mean, median, _std, largest, total = features[position * len(STATISTICS) : (position + 1) * len(STATISTICS)]
-            assert median == float(np.median(inside)), (index, channel, inside.size)
-            assert largest == float(inside.max())
-            assert total == float(inside.sum(dtype=np.float64))
+    for index, (windows, mask, nucleus, levels) in enumerate(_intensity_cases(5)):
+        for given_levels in (levels, None):
+            features = intensity_features(windows, mask, nucleus, levels=given_levels)
+            for position, channel in enumerate(CHANNELS):
+                inside = windows[channel][mask]
+                stats = features[position * len(STATISTICS) : (position + 1) * len(STATISTICS)]
+                mean, median, std, largest, total = stats
+                where = (index, channel, inside.size, given_levels)
+                assert median == float(np.median(inside)), where
+                assert largest == float(inside.max()), where
+                assert total == float(inside.sum(dtype=np.float64)), where
+                assert mean == float(inside.mean(dtype=np.float64)), where
+                assert std == pytest.approx(float(np.std(inside, dtype=np.float64)), rel=1e-12, abs=1e-15), where
+            green = windows["green"][mask].astype(np.float64)
+            for offset, reference in enumerate(("red", "blue", "yellow")):
+                correlation = features[len(CHANNELS) * len(STATISTICS) + 1 + offset]
+                assert correlation == pytest.approx(np.corrcoef(green, windows[reference][mask])[0, 1], rel=1e-9)
+
+
+def test_median_from_levels_takes_the_histogram_only_where_it_gives_every_pixel_back(monkeypatch):
+    """Pixels of a file take the histogram; rescaled ones the partial sort (the same median either way)."""
+    from ml.measure import intensity
+
+    sorted_sizes = []
+    partition = np.partition
+    monkeypatch.setattr(
+        intensity.np, "partition", lambda values, kth: sorted_sizes.append(values.size) or partition(values, kth)
+    )
+    pixels = np.random.default_rng(6).integers(0, 256, 5001).astype(np.float32) / np.float32(255)
+    assert intensity._median_and_max(pixels, 255) == (float(np.median(pixels)), float(pixels.max()))
+    assert sorted_sizes == []
+    rescaled = pixels * np.float32(0.999)
+    assert intensity._median_and_max(rescaled, 255) == (float(np.median(rescaled)), float(rescaled.max()))
+    assert sorted_sizes == [5001]
