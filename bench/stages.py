@@ -2,10 +2,10 @@
 
 Each field goes through the calls `cells.processing.field_process` makes, in its order, timed one
 by one: decode (`ml.io.read_field`), `ml.pipeline.analyse_field` (segmentation, mask encoding,
-crops, classification and viewer images, with progress written to the database; the measurements
-run in a thread beside encoding, crops, classification and the viewer images, and their row is the
-wait for them after those), and `field_store_result` (thumbnails, PNGs and cell rows) on a
-throwaway SQLite database.
+crops and classification, with progress written to the database; the measurements run in a thread
+beside encoding, crops and classification, and the pictures the field stores are made and encoded
+on another from the decoded field on; their rows are the waits for them after those), and
+`field_store_result` (cell rows and files) on a throwaway SQLite database.
 The decode floor is Pillow alone decoding the field's four PNGs, measured just before each field
 so that both see the same load on a shared machine.
 
@@ -42,8 +42,8 @@ STAGE_NAMES = {
     "crops": "crops",
     "classification": "classification",
     "measurements": "measurements and quality control (no scattering), beyond the stages they run beside",
-    "viewer": "viewer images",
-    "database_write": "database write (thumbnails, PNGs, rows)",
+    "viewer": "viewer images, thumbnails and label PNGs, beyond the stages they run beside",
+    "database_write": "database write (rows and files)",
     "other": "other (progress, result assembly)",
     "end_to_end": "end to end",
 }
@@ -105,7 +105,7 @@ def time_fields(
         seconds.update(result.timings_s)
         seconds.setdefault("measurements", 0.0)
         step = time.perf_counter()
-        field_store_result(field=field, result=result, viewer=result.viewer)
+        field_store_result(field=field, result=result)
         seconds["database_write"] = time.perf_counter() - step
         seconds["end_to_end"] = time.perf_counter() - started
         seconds["other"] = max(0.0, seconds["end_to_end"] - sum(seconds[name] for name in STAGES if name != "other"))

@@ -69,7 +69,7 @@ def _rebuild(field: Field, *, cell_labels: np.ndarray, nuclei_labels: np.ndarray
         viewer=True,
     )
     del images
-    processing.field_store_result(field=field, result=result, viewer=result.viewer, classifier=classifier)
+    processing.field_store_result(field=field, result=result, classifier=classifier)
     field.refresh_from_db()
     annotations_relink(field=field)
 

@@ -18,7 +18,6 @@ from django.utils import timezone
 from cells import ml_config
 from cells.files import field_file_save, stored_files_delete
 from cells.models import Cell, CellPrediction, Field, FieldImage, FieldPrediction, RegisteredModel
-from cells.pictures import EncodedPictures, encode_pictures
 from ml.crops import crop_cells, field_planes
 from ml.io import (
     FieldImages,
@@ -29,8 +28,8 @@ from ml.io import (
     read_labels_png,
     read_multichannel_tiff,
 )
+from ml.pictures import EncodedPictures
 from ml.pipeline import STAGE_START, FieldResult, analyse_field
-from ml.viewer import ViewerImages
 
 logger = logging.getLogger(__name__)
 
@@ -90,25 +89,20 @@ def field_process(*, field_id: int, resume: bool = False) -> None:
         predictor=ml_config.get_classifier(classifier) if classifier is not None else None,
         progress=report,
         measure=ml_config.measure_options(),
-        viewer=True,  # made while the measurements finish
+        viewer=True,  # the pictures the field stores, made and encoded beside the analysis
     )
     field_set_progress(field_id=field_id, status=Field.Status.CLASSIFYING, progress=STAGE_START["saving"])
     del images  # the full-resolution channels are not needed any more
-    field_store_result(field=field, result=result, viewer=result.viewer, classifier=classifier)
+    field_store_result(field=field, result=result, classifier=classifier)
 
 
-def field_store_result(
-    *, field: Field, result: FieldResult, viewer: ViewerImages, classifier: RegisteredModel | None = None
-) -> None:
-    """Encode the field's pictures (no lock held), then replace its stored results in one transaction
-    and mark it done. `classifier` is the registry row of the model that made the probabilities."""
-    _field_store_encoded(
-        field_id=field.pk,
-        result=result,
-        viewer_shape=viewer.shape,
-        pictures=encode_pictures(result=result, viewer=viewer),
-        classifier=classifier,
-    )
+def field_store_result(*, field: Field, result: FieldResult, classifier: RegisteredModel | None = None) -> None:
+    """Replace the field's stored results with an analysed field's (`analyse_field(viewer=True)`, which
+    encodes its pictures) in one transaction and mark it done. `classifier` is the registry row of the
+    model that made the probabilities."""
+    if result.pictures is None:
+        raise ValueError("Analyse the field with viewer=True: its stored results include the pictures.")
+    _field_store_encoded(field_id=field.pk, result=result, pictures=result.pictures, classifier=classifier)
 
 
 def field_classify(*, field_id: int, classifier_id: int) -> None:
@@ -247,7 +241,6 @@ def _field_store_encoded(
     *,
     field_id: int,
     result: FieldResult,
-    viewer_shape: tuple[int, int],
     pictures: EncodedPictures,
     classifier: RegisteredModel | None,
 ) -> None:
@@ -267,7 +260,6 @@ def _field_store_encoded(
             _replace_results(
                 field,
                 result=result,
-                viewer_shape=viewer_shape,
                 pictures=pictures,
                 classifier=classifier,
                 written=written,
@@ -290,7 +282,6 @@ def _replace_results(
     field: Field,
     *,
     result: FieldResult,
-    viewer_shape: tuple[int, int],
     pictures: EncodedPictures,
     classifier: RegisteredModel | None,
     written: list[FieldFile],
@@ -345,7 +336,7 @@ def _replace_results(
         stored = field.cells.all()  # with primary keys, which bulk_create does not give on every database
         CellPrediction.objects.bulk_create([_cell_prediction(prediction, cell) for cell in stored], batch_size=500)
     for kind, picture in pictures.viewer.items():
-        image = FieldImage(field=field, kind=kind, width=viewer_shape[1], height=viewer_shape[0])
+        image = FieldImage(field=field, kind=kind, width=pictures.viewer_shape[1], height=pictures.viewer_shape[0])
         save(image.file, picture.file_name, picture.data)
         image.save()
     save(field.nuclei_labels, f"{field.name}_nuclei.png", pictures.nuclei_labels)

@@ -10,9 +10,10 @@ from ml.crops import cell_boxes, crop_cells, field_planes
 from ml.encoding import empty_rle, labels_to_rles
 from ml.io import FieldImages, normalise_range
 from ml.measure import CellMeasurements, measure_cells
+from ml.pictures import EncodedPictures, FieldPictures
 from ml.qc import QcThresholds, qc_flags
 from ml.segmentation import Segmentation, Segmenter
-from ml.viewer import ViewerImages, viewer_images
+from ml.viewer import ViewerImages
 
 # Share of a field's work done when each stage starts; segmentation dominates on a CPU.
 # `analyse_field` reports the first three; "saving" is for a caller that stores the result.
@@ -55,6 +56,7 @@ class FieldResult:
     model: ModelDescription | None  # the classifier that made the probabilities
     timings_s: dict[str, float]  # segmentation, encoding, crops, classification (measurements, viewer)
     viewer: ViewerImages | None = None  # the viewer's pictures, when asked for
+    pictures: EncodedPictures | None = None  # and every picture the field stores, encoded
 
     @property
     def model_name(self) -> str | None:
@@ -72,8 +74,7 @@ class FieldResult:
 def _start_measuring(
     field: FieldImages, segmentation: Segmentation, measure: MeasureOptions
 ) -> Future[CellMeasurements]:
-    """Measure the cells in a thread of their own while the caller encodes, crops and classifies them
-    and makes the viewer pictures:
+    """Measure the cells in a thread of their own while the caller encodes, crops and classifies them:
     NumPy, SciPy and Pillow release the GIL for most of the work, so on two cores or more the measurements
     cost little of the field's time (`python -m bench`)."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="measure")
@@ -100,12 +101,34 @@ def analyse_field(
 ) -> FieldResult:
     """Segment a field, encode its cells and nuclei, classify each cell when a predictor is given, and
     measure each cell and flag it for quality control when `measure` is given (in a thread, alongside
-    encoding, crops and classification; "measurements" times what is left of it after them), and make
-    the viewer's pictures when `viewer` is true (after classification, while the measurements finish).
+    encoding, crops and classification; "measurements" times what is left of it after them).
+
+    With `viewer`, the viewer's pictures and every picture the field stores are made and encoded
+    on threads beside the rest (`ml.pictures.FieldPictures`, from the decoded field on); "viewer"
+    times the wait for them at the end.
 
     `progress(stage, fraction)` is called as each stage starts ("segmenting", "encoding",
     "classifying") with the share of the field's work done so far, and once more with 1.0.
     """
+    pictures = FieldPictures(field) if viewer else None
+    try:
+        return _analyse_field(
+            field, segmenter=segmenter, predictor=predictor, progress=progress, measure=measure, pictures=pictures
+        )
+    finally:
+        if pictures is not None:
+            pictures.close()  # a no-op once the pictures are in; otherwise the failed field's are dropped
+
+
+def _analyse_field(
+    field: FieldImages,
+    *,
+    segmenter: Segmenter,
+    predictor: CellClassifierModel | None,
+    progress: Progress | None,
+    measure: MeasureOptions | None,
+    pictures: FieldPictures | None,
+) -> FieldResult:
     report = progress or _ignore_progress
     timings_s = {"segmentation": 0.0, "encoding": 0.0, "crops": 0.0, "classification": 0.0}
     height, width = field.shape
@@ -121,6 +144,8 @@ def analyse_field(
         )
 
     measuring = _start_measuring(field, segmentation, measure) if measure is not None else None
+    if pictures is not None:
+        pictures.segmented(segmentation)
     report("encoding", STAGE_START["encoding"])
     started = time.perf_counter()
     cell_rles = labels_to_rles(segmentation.cell_labels)
@@ -131,6 +156,8 @@ def analyse_field(
     cell_probabilities = image_probabilities = model = familiarity = unfamiliar = None
     if predictor is None:
         cell_ids, bboxes, areas_px = cell_boxes(segmentation.cell_labels)
+        if pictures is not None:
+            pictures.cells(cell_ids=cell_ids, bboxes=bboxes)
     else:
         stage = "classifying"
         report(stage, STAGE_START[stage])
@@ -139,22 +166,18 @@ def analyse_field(
         planes = field_planes(normalise_range(field))  # the channels as they are, not copied into one stack
         crops = crop_cells(planes, segmentation.cell_labels, size_px=predictor.input_size_px)
         timings_s["crops"] = time.perf_counter() - started
+        cell_ids, bboxes, areas_px = crops.cell_ids, crops.bboxes, crops.areas_px
+        if pictures is not None:
+            pictures.cells(cell_ids=cell_ids, bboxes=bboxes)
         started = time.perf_counter()
         predictions = predictor.predict_cells(crops)
         timings_s["classification"] = time.perf_counter() - started
-        cell_ids, bboxes, areas_px = crops.cell_ids, crops.bboxes, crops.areas_px
         cell_probabilities = [tuple(row.tolist()) for row in predictions.final_probabilities]
         image_probabilities = tuple(predictions.image_probabilities.tolist())
         if predictions.familiarity is not None:
             familiarity = predictions.familiarity.tolist()
             unfamiliar = predictions.unfamiliar.tolist()
         model = predictor.description
-
-    pictures = None
-    if viewer:
-        started = time.perf_counter()
-        pictures = viewer_images(field, segmentation)
-        timings_s["viewer"] = time.perf_counter() - started
 
     measured: list[dict | None] = [None] * len(cell_ids)
     flags: list[tuple[str, ...]] = [()] * len(cell_ids)
@@ -165,6 +188,12 @@ def analyse_field(
         if measure.qc is not None:
             flags = qc_flags(measurements, measure.qc)
         timings_s["measurements"] = time.perf_counter() - started  # the part not hidden behind the stages above
+
+    viewer_images = encoded = None
+    if pictures is not None:
+        started = time.perf_counter()
+        viewer_images, encoded = pictures.result()
+        timings_s["viewer"] = time.perf_counter() - started  # the part not hidden behind the stages above
 
     cells = tuple(
         CellResult(
@@ -190,7 +219,8 @@ def analyse_field(
         image_probabilities=image_probabilities,
         model=model,
         timings_s=timings_s,
-        viewer=pictures,
+        viewer=viewer_images,
+        pictures=encoded,
     )
 
 

@@ -27,15 +27,26 @@ class ViewerImages:
 
     channels: dict[str, np.ndarray]  # uint8 (h, w) per channel present, contrast-stretched
     cell_labels: np.ndarray  # uint16 (h, w), nearest-neighbour copy of the field's cell labels
-    cell_outlines: np.ndarray  # uint8 (h, w, 4) RGBA, transparent off the outlines
-    nucleus_outlines: np.ndarray  # uint8 (h, w, 4) RGBA
+    cell_boundaries: np.ndarray  # bool (h, w): the inner boundary of every cell
+    nucleus_boundaries: np.ndarray  # bool (h, w): the inner boundary of every nucleus
     cell_ids: np.ndarray  # uint8 (h, w, 3): cell id = R * 65536 + G * 256 + B, 0 = background
-    composite: np.ndarray  # uint8 (h, w, 3): HPA colouring with both outlines drawn in
+    colours: np.ndarray  # uint8 (h, w, 3): HPA colouring of the channels
+    composite: np.ndarray  # uint8 (h, w, 3): the colouring with both outlines drawn in
     scale: float
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.cell_labels.shape
+
+    @property
+    def cell_outlines(self) -> np.ndarray:
+        """uint8 (h, w, 4) RGBA: the cell outline colour on the cells' boundaries, transparent elsewhere."""
+        return boundary_overlay(self.cell_boundaries, CELL_OUTLINE_RGB)
+
+    @property
+    def nucleus_outlines(self) -> np.ndarray:
+        """uint8 (h, w, 4) RGBA, as `cell_outlines` for the nuclei."""
+        return boundary_overlay(self.nucleus_boundaries, NUCLEUS_OUTLINE_RGB)
 
 
 def viewer_shape(shape: tuple[int, int], *, max_side_px: int = VIEWER_MAX_SIDE_PX) -> tuple[tuple[int, int], float]:
@@ -81,11 +92,21 @@ def decode_ids_rgb(rgb: np.ndarray) -> np.ndarray:
     return (planes[..., 0] << 16) | (planes[..., 1] << 8) | planes[..., 2]
 
 
+def boundary_overlay(boundaries: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """uint8 (h, w, 4): `colour`, opaque where `boundaries` is true, transparent elsewhere."""
+    overlay = np.zeros((*boundaries.shape, 4), dtype=np.uint8)
+    overlay[boundaries] = (*colour, 255)
+    return overlay
+
+
 def outline_overlay(labels: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
     """uint8 (h, w, 4): `colour`, opaque on the inner boundary of every label, transparent elsewhere."""
-    overlay = np.zeros((*labels.shape, 4), dtype=np.uint8)
-    overlay[inner_boundaries(labels)] = (*colour, 255)
-    return overlay
+    return boundary_overlay(inner_boundaries(labels), colour)
+
+
+def viewer_channel(image: np.ndarray, out_shape: tuple[int, int]) -> np.ndarray:
+    """One channel as the viewer shows it: area-averaged down to `out_shape`, contrast-stretched to uint8."""
+    return contrast_stretch_uint8(downscale_channel(image, out_shape))
 
 
 def hpa_composite(channels: dict[str, np.ndarray]) -> np.ndarray:
@@ -110,24 +131,30 @@ def viewer_images(
     out_shape, scale = viewer_shape(field.shape, max_side_px=max_side_px)
     # Pillow's resampling and NumPy's array arithmetic release the GIL: one thread per channel.
     with ThreadPoolExecutor(max_workers=len(field.channels_present)) as pool:
-        stretched = pool.map(
-            lambda name: contrast_stretch_uint8(downscale_channel(getattr(field, name), out_shape)),
-            field.channels_present,
-        )
+        stretched = pool.map(lambda name: viewer_channel(getattr(field, name), out_shape), field.channels_present)
         channels = dict(zip(field.channels_present, stretched, strict=True))
+    return viewer_images_from_channels(channels, segmentation, scale=scale)
+
+
+def viewer_images_from_channels(
+    channels: dict[str, np.ndarray], segmentation: Segmentation, *, scale: float
+) -> ViewerImages:
+    """The viewer pictures from the field's `viewer_channel`s (all of one shape) and its segmentation."""
+    out_shape = next(iter(channels.values())).shape
     cell_labels = downscale_labels(segmentation.cell_labels, out_shape)
-    nuclei_labels = downscale_labels(segmentation.nuclei_labels, out_shape)
-    cell_outlines = outline_overlay(cell_labels, CELL_OUTLINE_RGB)
-    nucleus_outlines = outline_overlay(nuclei_labels, NUCLEUS_OUTLINE_RGB)
-    composite = hpa_composite(channels)
-    for overlay in (cell_outlines, nucleus_outlines):
-        np.copyto(composite, overlay[..., :3], where=overlay[..., 3:] > 0)
+    cell_boundaries = inner_boundaries(cell_labels)
+    nucleus_boundaries = inner_boundaries(downscale_labels(segmentation.nuclei_labels, out_shape))
+    colours = hpa_composite(channels)
+    composite = colours.copy()
+    composite[cell_boundaries] = CELL_OUTLINE_RGB
+    composite[nucleus_boundaries] = NUCLEUS_OUTLINE_RGB  # drawn over the cells' where they meet
     return ViewerImages(
         channels=channels,
         cell_labels=cell_labels,
-        cell_outlines=cell_outlines,
-        nucleus_outlines=nucleus_outlines,
+        cell_boundaries=cell_boundaries,
+        nucleus_boundaries=nucleus_boundaries,
         cell_ids=encode_ids_rgb(cell_labels),
+        colours=colours,
         composite=composite,
         scale=scale,
     )
@@ -142,7 +169,10 @@ def cell_thumbnails(
     """
     height, width = images.shape
     thumbnails = np.zeros((len(cell_ids), size_px, size_px, 3), dtype=np.uint8)
-    colours = hpa_composite(images.channels)  # once for the field; the stored composite has outlines drawn in
+    colours = Image.fromarray(images.colours)  # without the outlines the composite has drawn in
+    # Neighbours dimmed once for the field, each level rounded as float32, as a float square of the cell would be.
+    dim_levels = (np.arange(256) * THUMBNAIL_CONTEXT_BRIGHTNESS).astype(np.float32).round().astype(np.uint8)
+    dimmed = colours.point(dim_levels.tolist() * 3)
     for index, (cell_id, bbox) in enumerate(zip(cell_ids, bboxes, strict=True)):
         top, left = int(np.floor(bbox[0] * images.scale)), int(np.floor(bbox[1] * images.scale))
         bottom = min(height, max(top + 1, int(np.ceil(bbox[2] * images.scale))))
@@ -150,14 +180,13 @@ def cell_thumbnails(
         side = max(bottom - top, right - left)
         # The square around the box, clipped to the image; the part outside stays black.
         row0, col0 = (top + bottom - side) // 2, (left + right - side) // 2
-        square = np.zeros((side, side, 3), dtype=np.float32)
         rows = slice(max(row0, 0), min(row0 + side, height))
         cols = slice(max(col0, 0), min(col0 + side, width))
-        is_cell = images.cell_labels[rows, cols] == cell_id
-        window = (
-            colours[rows, cols].astype(np.float32) * np.where(is_cell, 1.0, THUMBNAIL_CONTEXT_BRIGHTNESS)[..., None]
-        )
-        square[rows.start - row0 : rows.stop - row0, cols.start - col0 : cols.stop - col0] = window
-        resized = Image.fromarray(square.round().astype(np.uint8)).resize((size_px, size_px), Image.Resampling.BILINEAR)
-        thumbnails[index] = np.asarray(resized)
+        box = (cols.start, rows.start, cols.stop, rows.stop)
+        is_cell = (images.cell_labels[rows, cols] == cell_id).view(np.uint8) * np.uint8(255)
+        window = dimmed.crop(box)
+        window.paste(colours.crop(box), (0, 0), Image.fromarray(is_cell))  # Pillow's uint8 work beats NumPy's here
+        square = Image.new("RGB", (side, side))
+        square.paste(window, (cols.start - col0, rows.start - row0))
+        thumbnails[index] = np.asarray(square.resize((size_px, size_px), Image.Resampling.BILINEAR))
     return thumbnails

@@ -11,7 +11,6 @@ from cells.models import Cell, CellPrediction, Field
 from ml.encoding import decode_rle
 from ml.pipeline import analyse_field
 from ml.segmentation import Segmenter
-from ml.viewer import viewer_images
 from tests.factories import field_images, make_field, make_job
 from tests.ml.support import FOREGROUND, constant_network
 
@@ -167,9 +166,9 @@ def test_field_process_run_again_replaces_viewer_files(
 
 def test_field_store_result_stores_an_analysed_field_with_its_pictures(owner, media_files):
     images = field_images(size_px=256)
-    result = analyse_field(images, segmenter=Segmenter("classical"), predictor=None)
+    result = analyse_field(images, segmenter=Segmenter("classical"), predictor=None, viewer=True)
     field = make_field(job=make_job(owner=owner), name="bench-1", size_px=256, status=Field.Status.SEGMENTING)
-    processing.field_store_result(field=field, result=result, viewer=viewer_images(images, result.segmentation))
+    processing.field_store_result(field=field, result=result)
     field.refresh_from_db()
     assert (field.status, field.progress, field.segmentation_backend, field.channels_used) == (
         "done",

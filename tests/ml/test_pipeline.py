@@ -147,3 +147,16 @@ def test_analyse_field_makes_the_viewer_pictures_when_asked(drawn_field):
     assert np.array_equal(result.viewer.composite, expected.composite)
     assert np.array_equal(result.viewer.cell_ids, expected.cell_ids)
     assert result.timings_s["viewer"] >= 0.0
+    assert result.pictures.viewer_shape == expected.shape
+    assert len(result.pictures.thumbnails) == len(result.cells)
+
+
+def test_a_failed_analysis_leaves_no_picture_threads_behind(drawn_field):
+    import threading
+
+    def failing(field):
+        raise MemoryError("no room")
+
+    with pytest.raises(MemoryError, match="no room"):
+        analyse_field(drawn_field.field, segmenter=failing, predictor=None, viewer=True)
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("pictures")]

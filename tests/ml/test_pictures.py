@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cells.pictures import JPEG_QUALITY, encode_pictures
+from ml.crops import cell_boxes
 from ml.io import read_labels_png
+from ml.pictures import JPEG_QUALITY, VIEWER_KINDS, FieldPictures, encode_pictures
 from ml.pipeline import analyse_field
 from ml.segmentation import Segmenter
-from ml.viewer import THUMBNAIL_SIZE_PX, viewer_images
+from ml.viewer import THUMBNAIL_SIZE_PX, cell_thumbnails, viewer_images
 from tests.factories import field_images
 
 
@@ -19,14 +20,14 @@ from tests.factories import field_images
 def analysed():
     """(result, viewer images) of a 256 px field of 4 cells, segmented without a classifier."""
     images = field_images(size_px=256)
-    result = analyse_field(images, segmenter=Segmenter("classical"), predictor=None)
-    return result, viewer_images(images, result.segmentation)
+    result = analyse_field(images, segmenter=Segmenter("classical"), predictor=None, viewer=True)
+    return result, result.viewer
 
 
 @pytest.fixture(scope="module")
 def pictures(analysed):
-    result, viewer = analysed
-    return encode_pictures(result=result, viewer=viewer)
+    result, _ = analysed
+    return result.pictures
 
 
 def _image(data: bytes) -> Image.Image:
@@ -78,10 +79,44 @@ def test_preview_and_one_thumbnail_per_cell_are_jpeg(analysed, pictures):
         assert (image.format, image.size) == ("JPEG", (THUMBNAIL_SIZE_PX, THUMBNAIL_SIZE_PX))
 
 
-def test_an_outline_overlay_of_two_colours_is_refused(analysed):
+def test_the_pictures_made_beside_the_analysis_are_those_made_at_once(analysed, pictures):
     result, viewer = analysed
-    overlay = viewer.cell_outlines.copy()
-    drawn = np.argwhere(overlay[..., 3] > 0)
-    overlay[tuple(drawn[0])] = (1, 2, 3, 255)
-    with pytest.raises(ValueError, match="^An outline overlay must have a single colour.$"):
-        encode_pictures(result=result, viewer=dataclasses.replace(viewer, cell_outlines=overlay))
+    images = field_images(size_px=256)
+    cell_ids, bboxes, _ = cell_boxes(result.segmentation.cell_labels)
+    at_once, encoded = encode_pictures(images, result.segmentation, cell_ids=cell_ids, bboxes=bboxes)
+    expected = viewer_images(images, result.segmentation)
+    for name in ("cell_labels", "cell_boundaries", "nucleus_boundaries", "cell_ids", "colours", "composite"):
+        assert np.array_equal(getattr(viewer, name), getattr(expected, name)), name
+        assert np.array_equal(getattr(at_once, name), getattr(expected, name)), name
+    assert encoded == pictures
+    thumbnails = cell_thumbnails(expected, cell_ids=cell_ids, bboxes=bboxes)
+    for data, thumbnail in zip(pictures.thumbnails, thumbnails, strict=True):
+        assert np.abs(np.asarray(_image(data), dtype=np.int16) - thumbnail).mean() < 3.0
+
+
+def test_a_picture_that_fails_fails_the_result_and_stops_the_threads(analysed):
+    result, _ = analysed
+    images = field_images(size_px=256)
+    pictures = FieldPictures(images)
+    too_many = result.segmentation.cell_labels.astype(np.uint32) << 24  # ids that do not fit the RGB id map
+    pictures.segmented(dataclasses.replace(result.segmentation, cell_labels=too_many))
+    pictures.cells(cell_ids=np.array([1 << 24]), bboxes=np.array([[0, 0, 8, 8]]))
+    with pytest.raises(ValueError, match="2\\*\\*24"):
+        pictures.result()
+    with pytest.raises(RuntimeError):  # the pool is shut down
+        pictures.segmented(result.segmentation)
+
+
+def test_pictures_need_the_segmentation_and_the_cells_first():
+    pictures = FieldPictures(field_images(size_px=64))
+    with pytest.raises(RuntimeError, match="segmentation"):
+        pictures.cells(cell_ids=np.array([1]), bboxes=np.array([[0, 0, 8, 8]]))
+    with pytest.raises(RuntimeError, match="segmentation and the cells"):
+        pictures.result()
+    pictures.close()
+
+
+def test_viewer_kinds_are_the_stored_image_kinds():
+    from cells.models import FieldImage
+
+    assert set(VIEWER_KINDS) == set(FieldImage.Kind.values)
