@@ -163,7 +163,7 @@ def read_channel(source: Source, *, channel: str, max_side_px: int = MAX_SIDE_PX
     """Read one grayscale channel file; returns (float32 (H, W) in [0, 1], bit depth 8 or 16)."""
     what = _describe_source(source, channel)
     pixels = _read_plane(source, what=what, max_side_px=max_side_px)
-    return _to_unit_float(pixels), _bit_depth(pixels.dtype)
+    return to_unit_float(pixels), _bit_depth(pixels.dtype)
 
 
 def read_field(sources: Mapping[str, Source | None], *, max_side_px: int = MAX_SIDE_PX) -> FieldImages:
@@ -289,7 +289,7 @@ def read_multichannel_tiff(
         _check_dtype(series.dtype, what)
         pixels = _decode(series.asarray, what).reshape(shape)
     planes = np.moveaxis(pixels, -1, 0) if channels_last else pixels
-    images = {name: _to_unit_float(plane) for name, plane in zip(CHANNELS, planes, strict=True)}
+    images = {name: to_unit_float(plane) for name, plane in zip(CHANNELS, planes, strict=True)}
     return FieldImages(**images, bit_depth=_bit_depth(pixels.dtype))
 
 
@@ -324,7 +324,7 @@ def _read_ome(
     kept_axes = "".join(axis for axis in axes if axis in "CYX")
     pixels = pixels.reshape([side for axis, side in zip(axes, shape, strict=True) if axis in "CYX"])
     pixels = np.transpose(pixels, [kept_axes.index(axis) for axis in "CYX"])
-    planes = {channel: _to_unit_float(pixels[index]) for index, channel in assigned.items()}
+    planes = {channel: to_unit_float(pixels[index]) for index, channel in assigned.items()}
     return FieldImages(**planes, bit_depth=_bit_depth(pixels.dtype))
 
 
@@ -534,7 +534,8 @@ def _bit_depth(dtype: np.dtype) -> int:
     return 8 * np.dtype(dtype).itemsize
 
 
-def _to_unit_float(pixels: np.ndarray) -> np.ndarray:
+def to_unit_float(pixels: np.ndarray) -> np.ndarray:
+    """Unsigned integer pixels as float32 in [0, 1], k / the type's maximum: how every channel is read."""
     scaled = pixels.astype(np.float32)
     scaled /= np.float32(np.iinfo(pixels.dtype).max)  # division, so 51 / 255 is exactly float32(0.2)
     return scaled

@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from ml.constants import CHANNELS
+from ml.io import to_unit_float
 from ml.measure.shape import erode
 
 STATISTICS: tuple[str, ...] = ("mean", "median", "std", "max", "integrated")
@@ -115,8 +116,11 @@ def _median_and_max(inside: np.ndarray, levels: int | None) -> tuple[float, floa
 
 @functools.cache
 def _unit_levels(levels: int) -> np.ndarray:
-    """float32 k / levels for k = 0..levels, as `ml.io` divides."""
-    return np.arange(levels + 1, dtype=np.float32) / np.float32(levels)
+    """float32 k / levels for k = 0..levels, as `ml.io` reads them (levels: an unsigned type's maximum)."""
+    codes = np.arange(levels + 1, dtype=np.min_scalar_type(levels))
+    if np.iinfo(codes.dtype).max != levels:
+        raise ValueError(f"levels={levels} is not the maximum of an unsigned integer type (255, 65535).")
+    return to_unit_float(codes)
 
 
 def _focus(windows: dict[str, np.ndarray], cell_mask: np.ndarray) -> float:
