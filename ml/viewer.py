@@ -75,13 +75,18 @@ def downscale_labels(labels: np.ndarray, out_shape: tuple[int, int]) -> np.ndarr
     cols = np.minimum(
         ((np.arange(out_shape[1]) + 0.5) * labels.shape[1] / out_shape[1]).astype(np.intp), labels.shape[1] - 1
     )
-    return labels[np.ix_(rows, cols)]
+    return labels.take(rows, axis=0).take(cols, axis=1)  # labels[np.ix_(rows, cols)], a third of its time
 
 
 def encode_ids_rgb(labels: np.ndarray) -> np.ndarray:
     """(h, w) integer ids < 2**24 -> uint8 (h, w, 3) with id = R * 65536 + G * 256 + B."""
     if labels.size and (int(labels.max()) >= 1 << 24 or int(labels.min()) < 0):
         raise ValueError("Cell ids must be below 2**24 to fit three 8-bit colour planes.")
+    if labels.dtype in (np.uint8, np.uint16):  # R is 0: the two bytes only, without a 32-bit copy
+        ids = np.ascontiguousarray(labels, dtype="<u2").view(np.uint8).reshape(*labels.shape, 2)
+        rgb = np.zeros((*labels.shape, 3), dtype=np.uint8)
+        rgb[..., 1], rgb[..., 2] = ids[..., 1], ids[..., 0]
+        return rgb
     ids = np.ascontiguousarray(labels, dtype="<u4")  # little-endian bytes: B, G, R, 0
     return ids.view(np.uint8).reshape(*ids.shape, 4)[..., 2::-1].copy()
 
@@ -146,8 +151,9 @@ def viewer_images_from_channels(
     nucleus_boundaries = inner_boundaries(downscale_labels(segmentation.nuclei_labels, out_shape))
     colours = hpa_composite(channels)
     composite = colours.copy()
-    composite[cell_boundaries] = CELL_OUTLINE_RGB
-    composite[nucleus_boundaries] = NUCLEUS_OUTLINE_RGB  # drawn over the cells' where they meet
+    pixels = composite.reshape(-1, 3)  # by flat index: a few percent of the pixels, faster than a mask
+    pixels[np.flatnonzero(cell_boundaries)] = CELL_OUTLINE_RGB
+    pixels[np.flatnonzero(nucleus_boundaries)] = NUCLEUS_OUTLINE_RGB  # drawn over the cells' where they meet
     return ViewerImages(
         channels=channels,
         cell_labels=cell_labels,

@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from ml.io import FieldImages
 from ml.measure.intensity import intensity_features, intensity_names
-from ml.measure.shape import SHAPE_NAMES, shape_features
+from ml.measure.shape import SHAPE_NAMES, pixel_rows_cols, shape_features
 from ml.measure.texture import (
     LBP_BINS,
     TEXTURE_SIZE_PX,
@@ -90,12 +90,13 @@ def measure_cells(
         nucleus_mask = nuclei_labels[rows_box, cols_box] == cell_id
         windows = {name: channel[rows_box, cols_box] for name, channel in channels.items()}
         touches = (own_rows.start == 0, own_cols.start == 0, own_rows.stop == height, own_cols.stop == width)
-        row = shape_features(cell_mask, nucleus_mask, touches=touches)
+        pixels = np.flatnonzero(cell_mask)
+        box_rows, box_cols = pixel_rows_cols(pixels, cell_mask.shape[1])
+        row = shape_features(cell_mask, nucleus_mask, touches=touches, pixel_rows=(box_rows, box_cols))
         # The cell's pixels taken from the whole field by index: the values of window[cell_mask].
-        box_rows, box_cols = np.divmod(np.flatnonzero(cell_mask), cell_mask.shape[1])
         indices = (box_rows + rows_box.start) * width + (box_cols + cols_box.start)
         values = {name: flat.take(indices) for name, flat in flat_channels.items()}
-        row += intensity_features(windows, cell_mask, nucleus_mask, values=values, levels=levels)
+        row += intensity_features(windows, cell_mask, nucleus_mask, values=values, pixels=pixels, levels=levels)
         rows.append(row)
         if texture or scattering:  # the cell's own box inside the window
             own = (

@@ -41,12 +41,15 @@ def intensity_features(
     nucleus_mask: np.ndarray,
     *,
     values: dict[str, np.ndarray] | None = None,
+    pixels: np.ndarray | None = None,
     levels: int | None = None,
 ) -> list[float]:
     """`intensity_names()` of one cell from its channels' windows (h, w) over its box (present ones only);
-    `values`: each window's pixels in the cell (`window[cell_mask]`) where the caller has them already;
-    `levels`: 2**bit_depth - 1 of the file the channels were read from (None: not read from integers)."""
-    pixels = np.flatnonzero(cell_mask)  # then `take`: the same values as window[cell_mask], several times faster
+    `values`: each window's pixels in the cell (`window[cell_mask]`) and `pixels`: `np.flatnonzero(cell_mask)`,
+    where the caller has them already; `levels`: 2**bit_depth - 1 of the file the channels were read
+    from (None: not read from integers)."""
+    if pixels is None:
+        pixels = np.flatnonzero(cell_mask)  # then `take`: the same values as window[cell_mask], several times faster
     if values is None:
         values = {name: np.ascontiguousarray(window).ravel().take(pixels) for name, window in windows.items()}
     features: list[float] = []

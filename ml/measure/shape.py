@@ -31,12 +31,24 @@ MIN_NUCLEUS_PIECE_FRACTION = 0.1
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
+def pixel_rows_cols(pixels: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of flat indices into an image `width` wide: `np.divmod(pixels, width)` (so
+    `np.nonzero`'s of a mask from its `np.flatnonzero`), in a third of divmod's time."""
+    rows = pixels // width
+    return rows, pixels - rows * width
+
+
 def shape_features(
-    cell_mask: np.ndarray, nucleus_mask: np.ndarray, *, touches: tuple[bool, bool, bool, bool]
+    cell_mask: np.ndarray,
+    nucleus_mask: np.ndarray,
+    *,
+    touches: tuple[bool, bool, bool, bool],
+    pixel_rows: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[float]:
     """`SHAPE_NAMES` of one cell; masks (h, w) over the cell's box (`nucleus_mask`: its own nucleus,
-    wherever it lies in the box). `touches`: whether the box meets the top, left, bottom, right edge."""
-    rows, cols = np.divmod(np.flatnonzero(cell_mask), cell_mask.shape[1])  # np.nonzero's, faster
+    wherever it lies in the box). `touches`: whether the box meets the top, left, bottom, right edge;
+    `pixel_rows`: `np.nonzero(cell_mask)` where the caller has it already."""
+    rows, cols = pixel_rows or pixel_rows_cols(np.flatnonzero(cell_mask), cell_mask.shape[1])
     area_count = len(rows)
     area = float(area_count)
     # The ellipse with the same second moments (as scikit-image's regionprops): axes 4 sqrt(eigenvalue).
@@ -110,7 +122,7 @@ _PERIMETER_WEIGHTS[[13, 23]] = (1 + np.sqrt(2)) / 2
 def _perimeter(rim: np.ndarray) -> float:
     """scikit-image's `perimeter(mask, neighborhood=4)` from the mask's rim, its convolution taken at
     the rim pixels only (the others weigh 0), so the same histogram gives the same sum."""
-    rows, cols = np.divmod(np.flatnonzero(rim), rim.shape[1])
+    rows, cols = pixel_rows_cols(np.flatnonzero(rim), rim.shape[1])
     padded = np.pad(rim, 1).view(np.uint8)
     values = np.zeros(len(rows), dtype=np.int64)
     for dr in range(3):

@@ -42,7 +42,7 @@ def test_encode_ids_rgb_round_trips_ids_above_one_byte():
 
 def test_encode_ids_rgb_is_the_three_low_bytes_high_first_for_any_integer_labels():
     rng = np.random.default_rng(0)
-    for dtype in (np.int32, np.uint32, np.int64, np.uint16):
+    for dtype in (np.int32, np.uint32, np.int64, np.uint16, np.uint8):
         labels = rng.integers(0, min(1 << 24, np.iinfo(dtype).max), (13, 7)).astype(dtype)
         ids = labels.astype(np.uint64)
         expected = np.stack([(ids >> 16) & 0xFF, (ids >> 8) & 0xFF, ids & 0xFF], axis=-1).astype(np.uint8)

@@ -8,7 +8,7 @@ from skimage.feature import local_binary_pattern
 from skimage.measure import perimeter
 
 from ml.measure.intensity import _bin_means
-from ml.measure.shape import _convex_area, _euler_number, _hole_area, _perimeter, erode
+from ml.measure.shape import _convex_area, _euler_number, _hole_area, _perimeter, erode, pixel_rows_cols
 from ml.measure.texture import _nri_uniform_lbp, lbp_histogram
 
 
@@ -142,3 +142,12 @@ def test_median_from_levels_takes_the_histogram_only_where_it_gives_every_pixel_
     rescaled = pixels * np.float32(0.999)
     assert intensity._median_and_max(rescaled, 255) == (float(np.median(rescaled)), float(rescaled.max()))
     assert sorted_sizes == [5001]
+
+
+def test_pixel_rows_cols_are_np_nonzero_of_the_mask():
+    rng = np.random.default_rng(5)
+    for height, width in ((1, 1), (7, 13), (300, 331)):
+        mask = rng.random((height, width)) < 0.4
+        rows, cols = pixel_rows_cols(np.flatnonzero(mask), width)
+        expected_rows, expected_cols = np.nonzero(mask)
+        assert np.array_equal(rows, expected_rows) and np.array_equal(cols, expected_cols)
