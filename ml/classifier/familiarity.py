@@ -72,6 +72,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 METHOD = "mahalanobis-layers-min-p"
 SINGLE_LAYER_METHOD = "mahalanobis-ledoit-wolf"  # the earlier block: the penultimate layer alone
@@ -423,4 +424,8 @@ def _whitening(covariance: np.ndarray) -> np.ndarray:
 
 def _mahalanobis(features: np.ndarray, mean: np.ndarray, whitening: np.ndarray) -> np.ndarray:
     centred = np.asarray(features, dtype=np.float64) - mean
-    return np.linalg.norm(centred @ whitening.T, axis=1)
+    # One BLAS thread (the same product, bit for bit): after a product of this size OpenBLAS's other
+    # threads busy-wait for about 0.1 s of CPU, which the worker's measurement and picture threads need.
+    with threadpool_limits(limits=1, user_api="blas"):
+        whitened = centred @ whitening.T
+    return np.linalg.norm(whitened, axis=1)
