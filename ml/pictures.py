@@ -70,7 +70,7 @@ class FieldPictures:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pictures")
         out_shape, self._scale = viewer_shape(field.shape, max_side_px=max_side_px)
         self._channels = {
-            name: self._submit(viewer_channel, getattr(field, name), out_shape) for name in field.channels_present
+            name: self._pool.submit(viewer_channel, getattr(field, name), out_shape) for name in field.channels_present
         }
         self._channel_jpegs = {name: self._after(future, _jpeg_bytes) for name, future in self._channels.items()}
         self._viewer: Future[ViewerImages] | None = None
@@ -79,9 +79,9 @@ class FieldPictures:
     def segmented(self, segmentation: Segmentation) -> None:
         """Start the pictures made from the segmentation: outlines, cell ids, preview and label images."""
         # The label images first: they need nothing else, so they fill the threads while the rest waits.
-        self._nuclei_labels = self._submit(_label_png_bytes, segmentation.nuclei_labels)
-        self._cell_labels = self._submit(_label_png_bytes, segmentation.cell_labels)
-        viewer = self._viewer = self._submit(self._viewer_images, segmentation)
+        self._nuclei_labels = self._pool.submit(_label_png_bytes, segmentation.nuclei_labels)
+        self._cell_labels = self._pool.submit(_label_png_bytes, segmentation.cell_labels)
+        viewer = self._viewer = self._pool.submit(self._viewer_images, segmentation)
         self._pngs = {
             CELL_OUTLINES: self._after(
                 viewer, lambda images: _mask_png_bytes(images.cell_boundaries, CELL_OUTLINE_RGB)
@@ -134,26 +134,9 @@ class FieldPictures:
         channels = {name: future.result() for name, future in self._channels.items()}
         return viewer_images_from_channels(channels, segmentation, scale=self._scale)
 
-    def _submit(self, function: Callable, *args) -> Future:
-        return self._pool.submit(function, *args)
-
     def _after(self, future: Future, function: Callable) -> Future:
         """`function(future.result())` on a thread of the pool, handed over after `future` was."""
         return self._pool.submit(lambda: function(future.result()))
-
-
-def encode_pictures(
-    field: FieldImages, segmentation: Segmentation, *, cell_ids: np.ndarray, bboxes: np.ndarray
-) -> tuple[ViewerImages, EncodedPictures]:
-    """Every picture of an analysed field at once (`FieldPictures` with nothing to overlap)."""
-    pictures = FieldPictures(field)
-    try:
-        pictures.segmented(segmentation)
-        pictures.cells(cell_ids=cell_ids, bboxes=bboxes)
-    except BaseException:
-        pictures.close()
-        raise
-    return pictures.result()
 
 
 def _png_bytes(pixels: np.ndarray) -> bytes:

@@ -167,7 +167,7 @@ def _analyse_field(
         crops = crop_cells(planes, segmentation.cell_labels, size_px=predictor.input_size_px)
         timings_s["crops"] = time.perf_counter() - started
         cell_ids, bboxes, areas_px = crops.cell_ids, crops.bboxes, crops.areas_px
-        if pictures is not None:
+        if pictures is not None:  # before classifying, so the thumbnails are drawn beside it
             pictures.cells(cell_ids=cell_ids, bboxes=bboxes)
         started = time.perf_counter()
         predictions = predictor.predict_cells(crops)

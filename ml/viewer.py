@@ -38,16 +38,6 @@ class ViewerImages:
     def shape(self) -> tuple[int, int]:
         return self.cell_labels.shape
 
-    @property
-    def cell_outlines(self) -> np.ndarray:
-        """uint8 (h, w, 4) RGBA: the cell outline colour on the cells' boundaries, transparent elsewhere."""
-        return boundary_overlay(self.cell_boundaries, CELL_OUTLINE_RGB)
-
-    @property
-    def nucleus_outlines(self) -> np.ndarray:
-        """uint8 (h, w, 4) RGBA, as `cell_outlines` for the nuclei."""
-        return boundary_overlay(self.nucleus_boundaries, NUCLEUS_OUTLINE_RGB)
-
 
 def viewer_shape(shape: tuple[int, int], *, max_side_px: int = VIEWER_MAX_SIDE_PX) -> tuple[tuple[int, int], float]:
     """((h, w), scale) of the viewer copy of an (H, W) field; fields that fit are not enlarged."""
@@ -98,15 +88,11 @@ def decode_ids_rgb(rgb: np.ndarray) -> np.ndarray:
 
 
 def boundary_overlay(boundaries: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
-    """uint8 (h, w, 4): `colour`, opaque where `boundaries` is true, transparent elsewhere."""
+    """uint8 (h, w, 4) RGBA, as a browser shows an outline picture (`ml.pictures`): `colour`, opaque
+    where `boundaries` (bool (h, w)) is true, transparent elsewhere."""
     overlay = np.zeros((*boundaries.shape, 4), dtype=np.uint8)
     overlay[boundaries] = (*colour, 255)
     return overlay
-
-
-def outline_overlay(labels: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
-    """uint8 (h, w, 4): `colour`, opaque on the inner boundary of every label, transparent elsewhere."""
-    return boundary_overlay(inner_boundaries(labels), colour)
 
 
 def viewer_channel(image: np.ndarray, out_shape: tuple[int, int]) -> np.ndarray:

@@ -9,10 +9,11 @@ from PIL import Image
 
 from ml.crops import cell_boxes
 from ml.io import read_labels_png
-from ml.pictures import JPEG_QUALITY, VIEWER_KINDS, FieldPictures, encode_pictures
+from ml.pictures import JPEG_QUALITY, VIEWER_KINDS, FieldPictures
 from ml.pipeline import analyse_field
+from ml.render import CELL_OUTLINE_RGB, NUCLEUS_OUTLINE_RGB
 from ml.segmentation import Segmenter
-from ml.viewer import THUMBNAIL_SIZE_PX, cell_thumbnails, viewer_images
+from ml.viewer import THUMBNAIL_SIZE_PX, boundary_overlay, cell_thumbnails, viewer_images
 from tests.factories import field_images
 
 
@@ -56,7 +57,10 @@ def test_channel_jpegs_keep_the_viewer_pixels_closely(analysed, pictures):
 
 def test_outline_overlays_decode_to_exactly_the_rgba_overlay(analysed, pictures):
     _, viewer = analysed
-    for kind, overlay in (("cell-outlines", viewer.cell_outlines), ("nucleus-outlines", viewer.nucleus_outlines)):
+    for kind, overlay in (
+        ("cell-outlines", boundary_overlay(viewer.cell_boundaries, CELL_OUTLINE_RGB)),
+        ("nucleus-outlines", boundary_overlay(viewer.nucleus_boundaries, NUCLEUS_OUTLINE_RGB)),
+    ):
         image = _image(pictures.viewer[kind].data)
         assert image.mode == "P"  # a 2-colour palette: a quarter of the bytes of RGBA to compress
         assert np.array_equal(np.asarray(image.convert("RGBA")), overlay), kind
@@ -83,7 +87,10 @@ def test_the_pictures_made_beside_the_analysis_are_those_made_at_once(analysed, 
     result, viewer = analysed
     images = field_images(size_px=256)
     cell_ids, bboxes, _ = cell_boxes(result.segmentation.cell_labels)
-    at_once, encoded = encode_pictures(images, result.segmentation, cell_ids=cell_ids, bboxes=bboxes)
+    at_once = FieldPictures(images)  # handed everything at once, nothing to overlap
+    at_once.segmented(result.segmentation)
+    at_once.cells(cell_ids=cell_ids, bboxes=bboxes)
+    at_once, encoded = at_once.result()
     expected = viewer_images(images, result.segmentation)
     for name in ("cell_labels", "cell_boundaries", "nucleus_boundaries", "cell_ids", "colours", "composite"):
         assert np.array_equal(getattr(viewer, name), getattr(expected, name)), name

@@ -2,15 +2,16 @@ import numpy as np
 import pytest
 
 from ml.io import FieldImages
+from ml.render import inner_boundaries
 from ml.segmentation import Segmentation
 from ml.viewer import (
     THUMBNAIL_CONTEXT_BRIGHTNESS,
+    boundary_overlay,
     cell_thumbnails,
     decode_ids_rgb,
     downscale_labels,
     encode_ids_rgb,
     hpa_composite,
-    outline_overlay,
     viewer_images,
     viewer_shape,
 )
@@ -68,10 +69,10 @@ def test_downscale_labels_samples_existing_labels_only():
     assert small.tolist() == [[6, 8], [14, 16]]
 
 
-def test_outline_overlay_is_opaque_on_inner_boundaries_only():
+def test_boundary_overlay_is_opaque_on_the_inner_boundaries_only():
     labels = np.zeros((6, 6), np.uint16)
     labels[1:5, 1:5] = 3
-    overlay = outline_overlay(labels, (255, 255, 255))
+    overlay = boundary_overlay(inner_boundaries(labels), (255, 255, 255))
     opaque = overlay[..., 3] == 255
     expected = np.zeros((6, 6), bool)
     expected[1:5, 1:5] = True
@@ -96,7 +97,7 @@ def test_viewer_images_downscale_a_large_field_to_the_maximum_side():
     images = viewer_images(field, segmentation, max_side_px=64)
     assert images.scale == 0.25 and images.shape == (64, 64)
     assert all(channel.shape == (64, 64) for channel in images.channels.values())
-    assert images.cell_outlines.shape == (64, 64, 4)
+    assert images.cell_boundaries.shape == images.nucleus_boundaries.shape == (64, 64)
     assert set(np.unique(decode_ids_rgb(images.cell_ids))) == {1, 2}
 
 
