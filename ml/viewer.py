@@ -5,7 +5,6 @@ copy whose longer side is at most `max_side_px`. Every picture here is made from
 one pass over the full-resolution channels, so producing them costs little next to segmentation.
 """
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,12 +117,10 @@ def hpa_composite(channels: dict[str, np.ndarray]) -> np.ndarray:
 def viewer_images(
     field: FieldImages, segmentation: Segmentation, *, max_side_px: int = VIEWER_MAX_SIDE_PX
 ) -> ViewerImages:
-    """Every viewer picture of a field and its segmentation."""
+    """Every viewer picture of a field and its segmentation, in one call (`ml.pictures.FieldPictures`
+    makes the same pictures stage by stage, beside the analysis)."""
     out_shape, scale = viewer_shape(field.shape, max_side_px=max_side_px)
-    # Pillow's resampling and NumPy's array arithmetic release the GIL: one thread per channel.
-    with ThreadPoolExecutor(max_workers=len(field.channels_present)) as pool:
-        stretched = pool.map(lambda name: viewer_channel(getattr(field, name), out_shape), field.channels_present)
-        channels = dict(zip(field.channels_present, stretched, strict=True))
+    channels = {name: viewer_channel(getattr(field, name), out_shape) for name in field.channels_present}
     return viewer_images_from_channels(channels, segmentation, scale=scale)
 
 

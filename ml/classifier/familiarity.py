@@ -68,11 +68,12 @@ the penultimate layer alone) still loads (`single_layer_block_as_layers`) and sc
 it did: its one layer's tail probability is its familiarity, its threshold its flag.
 """
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 METHOD = "mahalanobis-layers-min-p"
 SINGLE_LAYER_METHOD = "mahalanobis-ledoit-wolf"  # the earlier block: the penultimate layer alone
@@ -422,10 +423,17 @@ def _whitening(covariance: np.ndarray) -> np.ndarray:
     return np.linalg.inv(np.linalg.cholesky(covariance))
 
 
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    """The process's thread pools, found once (threadpoolctl's advice: a limit from it costs a tenth of
+    `threadpool_limits`, which looks them up again each time)."""
+    return ThreadpoolController()
+
+
 def _mahalanobis(features: np.ndarray, mean: np.ndarray, whitening: np.ndarray) -> np.ndarray:
     centred = np.asarray(features, dtype=np.float64) - mean
     # One BLAS thread (the same product, bit for bit): after a product of this size OpenBLAS's other
     # threads busy-wait for about 0.1 s of CPU, which the worker's measurement and picture threads need.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _blas_controller().limit(limits=1, user_api="blas"):
         whitened = centred @ whitening.T
     return np.linalg.norm(whitened, axis=1)
