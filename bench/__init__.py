@@ -13,7 +13,9 @@
   leaves them bit-identical.
 - `bench.familiarity`: the share of cells the shipped classifier flags unfamiliar on held-out synthetic
   and on real fields, the AUROC of its familiarity score at telling them apart, and its cost;
-- `bench.models_memory`: a process's resident memory holding one loaded classifier against three.
+- `bench.models_memory`: a process's resident memory holding one loaded classifier against three;
+- `bench.threads`: a field's analysis with crops and classification on torch's threads against one
+  thread, beside the measurement and picture threads.
 
 Shared helpers live in `bench.common`.
 """

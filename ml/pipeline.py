@@ -1,7 +1,8 @@
 """One field in, everything the product shows out: segmentation, cell masks as RLE, class probabilities."""
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -20,6 +21,13 @@ from ml.viewer import ViewerImages
 STAGE_START: dict[str, float] = {"segmenting": 0.0, "encoding": 0.6, "classifying": 0.7, "saving": 0.9}
 
 Progress = Callable[[str, float], None]
+
+# PyTorch's OpenMP threads wait for one another at every barrier of the network by spinning. Beside the
+# measurement and picture threads they spin for cores those threads hold: on two cores a 2048 px field's
+# crops and classification took 0.41 s on torch's two threads and 0.28 s on one, and the field 1.72 s
+# of CPU instead of 1.64 (medians of 32 fields, `python -m bench.threads`). So while those threads run,
+# crops and classification on the CPU use this many threads (0: torch's own count).
+CPU_THREADS_BESIDE_OTHERS = 1
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,23 @@ def _start_measuring(
     )
     pool.shutdown(wait=False)  # the thread ends with its one task
     return future
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """PyTorch's CPU threads limited to `count` inside the block (0, or more than it has: left as they are).
+    Its thread count is the process's: one field is analysed at a time in a worker process."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count <= 0 or count >= before:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def analyse_field(
@@ -161,17 +186,19 @@ def _analyse_field(
     else:
         stage = "classifying"
         report(stage, STAGE_START[stage])
-        started = time.perf_counter()
-        # Dim channels stretched over their own range, so the classifier sees them as it sees bright ones.
-        planes = field_planes(normalise_range(field))  # the channels as they are, not copied into one stack
-        crops = crop_cells(planes, segmentation.cell_labels, size_px=predictor.input_size_px)
-        timings_s["crops"] = time.perf_counter() - started
-        cell_ids, bboxes, areas_px = crops.cell_ids, crops.bboxes, crops.areas_px
-        if pictures is not None:  # before classifying, so the thumbnails are drawn beside it
-            pictures.cells(cell_ids=cell_ids, bboxes=bboxes)
-        started = time.perf_counter()
-        predictions = predictor.predict_cells(crops)
-        timings_s["classification"] = time.perf_counter() - started
+        beside = measuring is not None or pictures is not None
+        with _torch_threads(CPU_THREADS_BESIDE_OTHERS if beside else 0):
+            started = time.perf_counter()
+            # Dim channels stretched over their own range, so the classifier sees them as it sees bright ones.
+            planes = field_planes(normalise_range(field))  # the channels as they are, not copied into one stack
+            crops = crop_cells(planes, segmentation.cell_labels, size_px=predictor.input_size_px)
+            timings_s["crops"] = time.perf_counter() - started
+            cell_ids, bboxes, areas_px = crops.cell_ids, crops.bboxes, crops.areas_px
+            if pictures is not None:  # before classifying, so the thumbnails are drawn beside it
+                pictures.cells(cell_ids=cell_ids, bboxes=bboxes)
+            started = time.perf_counter()
+            predictions = predictor.predict_cells(crops)
+            timings_s["classification"] = time.perf_counter() - started
         cell_probabilities = [tuple(row.tolist()) for row in predictions.final_probabilities]
         image_probabilities = tuple(predictions.image_probabilities.tolist())
         if predictions.familiarity is not None:

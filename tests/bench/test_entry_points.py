@@ -22,6 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
         "bench.familiarity",
         "bench.models_memory",
         "bench.bioimageio",
+        "bench.threads",
     ],
 )
 def test_benchmark_runs_as_a_module_and_describes_its_options(module):

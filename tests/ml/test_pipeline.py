@@ -160,3 +160,52 @@ def test_a_failed_analysis_leaves_no_picture_threads_behind(drawn_field):
     with pytest.raises(MemoryError, match="no room"):
         analyse_field(drawn_field.field, segmenter=failing, predictor=None, viewer=True)
     assert not [thread for thread in threading.enumerate() if thread.name.startswith("pictures")]
+
+
+def test_the_classifier_runs_on_one_torch_thread_beside_the_measurements(drawn_field, tiny_checkpoint, monkeypatch):
+    import torch
+
+    from ml.pipeline import MeasureOptions
+
+    predictor = Predictor.from_checkpoint(tiny_checkpoint, device="cpu")
+    seen = []
+    predict = predictor.predict_cells
+
+    def counting(crops):
+        seen.append(torch.get_num_threads())
+        return predict(crops)
+
+    monkeypatch.setattr(predictor, "predict_cells", counting)
+    segmenter = FakeSegmenter(drawn_field.nuclei_labels, drawn_field.cell_labels)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        analyse_field(drawn_field.field, segmenter=segmenter, predictor=predictor, measure=MeasureOptions())
+        analyse_field(drawn_field.field, segmenter=segmenter, predictor=predictor, viewer=True)
+        assert torch.get_num_threads() == 3  # given back afterwards
+        analyse_field(drawn_field.field, segmenter=segmenter, predictor=predictor)  # nothing beside it
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 1, 3]
+
+
+def test_a_failed_classification_gives_torch_its_threads_back(drawn_field, tiny_checkpoint, monkeypatch):
+    import torch
+
+    from ml.pipeline import MeasureOptions
+
+    predictor = Predictor.from_checkpoint(tiny_checkpoint, device="cpu")
+
+    def broken(crops):
+        raise RuntimeError("out of memory in the classifier")
+
+    monkeypatch.setattr(predictor, "predict_cells", broken)
+    segmenter = FakeSegmenter(drawn_field.nuclei_labels, drawn_field.cell_labels)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        with pytest.raises(RuntimeError, match="out of memory"):
+            analyse_field(drawn_field.field, segmenter=segmenter, predictor=predictor, measure=MeasureOptions())
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
