@@ -82,9 +82,10 @@ class FieldResult:
 def _start_measuring(
     field: FieldImages, segmentation: Segmentation, measure: MeasureOptions
 ) -> Future[CellMeasurements]:
-    """Measure the cells in a thread of their own while the caller encodes, crops and classifies them:
-    NumPy, SciPy and Pillow release the GIL for most of the work, so on two cores or more the measurements
-    cost little of the field's time (`python -m bench`)."""
+    """Measure the cells in a thread of their own while the caller encodes, crops and classifies them.
+    The measurements hold the GIL for most of their work (many small NumPy and SciPy calls per cell), so
+    they overlap the GIL-free parts beside them (Pillow, PyTorch, large NumPy arrays) and are the
+    field's longest path after segmentation (README, Performance)."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="measure")
     future = pool.submit(
         measure_cells,
