@@ -41,6 +41,7 @@ def compare(*, fields: int, rounds: int) -> dict[str, dict[str, float]]:
         return wall, cpu, result.timings_s["crops"] + result.timings_s["classification"]
 
     samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in settings}
+    configured = ml.pipeline.CPU_THREADS_BESIDE_OTHERS
     try:
         for threads in settings.values():  # warm-up: imports, thread pools
             ml.pipeline.CPU_THREADS_BESIDE_OTHERS = threads
@@ -52,7 +53,7 @@ def compare(*, fields: int, rounds: int) -> dict[str, dict[str, float]]:
                     ml.pipeline.CPU_THREADS_BESIDE_OTHERS = threads
                     samples[name].append(analyse(channel_files))
     finally:
-        ml.pipeline.CPU_THREADS_BESIDE_OTHERS = 1
+        ml.pipeline.CPU_THREADS_BESIDE_OTHERS = configured
     return {
         name: {
             "end_to_end_s": statistics.median(wall for wall, _, _ in rows),

@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import torch
+
 from ml.classifier.base import CellClassifierModel, ModelDescription
 from ml.crops import cell_boxes, crop_cells, field_planes
 from ml.encoding import empty_rle, labels_to_rles
@@ -103,8 +105,6 @@ def _start_measuring(
 def _torch_threads(count: int) -> Iterator[None]:
     """PyTorch's CPU threads limited to `count` inside the block (0, or more than it has: left as they are).
     Its thread count is the process's: one field is analysed at a time in a worker process."""
-    import torch
-
     before = torch.get_num_threads()
     if count <= 0 or count >= before:
         yield
