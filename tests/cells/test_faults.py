@@ -296,13 +296,30 @@ def test_a_field_left_running_by_a_worker_killed_whole_is_swept_back_into_the_qu
 _SLOW_FIELDS = {"ML_MEASURE_SCATTERING": "1"}
 
 
+def _slow_field_files() -> list[SimpleUploadedFile]:
+    """A synthetic 2048 px field of about 70 cells: with scattering (`_SLOW_FIELDS`) several seconds of
+    work, well past a 1 s limit and the pool's once-a-second look at it (the few cells of
+    `_field_files` can finish within two seconds, before the pool looks again)."""
+    import numpy as np
+
+    from ml.constants import CHANNELS
+    from ml.synth.field import synthesize_field
+    from tests.factories import png_bytes
+
+    image = synthesize_field(np.random.default_rng(0), 2048).image
+    return [
+        SimpleUploadedFile(f"slow_{channel}.png", png_bytes(np.round(plane * 255).astype(np.uint8)), "image/png")
+        for channel, plane in zip(CHANNELS, image, strict=True)
+    ]
+
+
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_the_workers_own_hard_time_limit_fails_the_field_with_a_sentence_and_it_can_run_again(owner_api, workers):
     # The web side keeps its own limits (600 / 660 s): the worker's are the ones that apply.
     worker = workers(env={"CELERY_TASK_SOFT_TIME_LIMIT": "0", "CELERY_TASK_TIME_LIMIT": "1", **_SLOW_FIELDS})
     worker.wait_ready()
-    job = owner_api.post("/api/jobs/", {"files": _field_files(size_px=3072)}, format="multipart").json()
+    job = owner_api.post("/api/jobs/", {"files": _slow_field_files()}, format="multipart").json()
     field_id = job["fields"][0]["id"]
     _wait_for(lambda: _field_state(field_id)[0] == "failed", timeout_s=90, what="field failed", log=worker.log)
     assert _field_state(field_id)[2] == (
@@ -317,7 +334,7 @@ def test_the_workers_own_hard_time_limit_fails_the_field_with_a_sentence_and_it_
 def test_the_workers_own_soft_time_limit_fails_the_field_with_a_sentence(owner_api, workers):
     worker = workers(env={"CELERY_TASK_SOFT_TIME_LIMIT": "1", "CELERY_TASK_TIME_LIMIT": "60", **_SLOW_FIELDS})
     worker.wait_ready()
-    job = owner_api.post("/api/jobs/", {"files": _field_files(size_px=3072)}, format="multipart").json()
+    job = owner_api.post("/api/jobs/", {"files": _slow_field_files()}, format="multipart").json()
     field_id = job["fields"][0]["id"]
     _wait_for(lambda: _field_state(field_id)[0] == "failed", timeout_s=90, what="field failed", log=worker.log)
     assert _field_state(field_id)[2].startswith("Processing took longer than the time limit of 1 s;")
