@@ -1,15 +1,17 @@
 """A biologist teaches the model through the REST API only, on a domain the shipped model has not seen.
 
-The domain: fields of the `v2` synthetic generator (`ml.synth`, closer to real HPA images) with
+The domain: fields of the `v2` synthetic generator (`ml.synth`, closer to real HPA images; `--style v1`: the
+generator the shipped model was trained on) with
 spectral bleed-through of the endoplasmic reticulum stain into the protein channel, a common widefield
 artefact (a weak antibody imaged with a high gain next to a bright ER dye): green' = green + 3 * yellow.
 A scripted user, through `/api/` alone (token, uploads, cells,
 annotations, training jobs, re-runs, exports):
-1. uploads held-out fields with the shipped model and scores their Kaggle submission (the
-   competition mAP against the generator's true cells): the starting mAP;
+1. uploads held-out fields with the shipped model (or with `--start-model CKPT`, a checkpoint it
+   imports into the registry first) and scores their Kaggle submission (the competition mAP against
+   the generator's true cells): the starting mAP;
 2. uploads other fields, annotates at most `--max-cells` cells with their true classes (cells
    matched to the generator's truth at IoU >= 0.5, spread over the classes), starts a training job
-   fine-tuning the shipped model from those cells, waits for it;
+   fine-tuning the starting model from those cells, waits for it;
 3. runs the held-out fields again with the new model and scores them again;
 4. uploads `--weak-fields` fields with their `train.csv` in the zip (image-level labels only) and
    trains from them weakly (refinement rounds as `ml train`), and scores that model too.
@@ -17,7 +19,7 @@ annotations, training jobs, re-runs, exports):
 Celery tasks run in this process (eagerly), so the timings are those of the work itself.
 
     .venv/bin/python -m bench.curation [--heldout 8 --train-fields 12 --max-cells 200 --weak-fields 20 --epochs 50]
-                                       [--size 1024 --bleed 3 --downscale 1]
+                                       [--size 1024 --bleed 3 --downscale 1 --style v2 --start-model CKPT]
 """
 
 import argparse
@@ -41,8 +43,13 @@ BLEED_THROUGH = 3.0  # of the ER (yellow) channel into the protein (green) one
 PASSWORD = "a-scripted-biologist"
 
 
-def domain_name(bleed: float = BLEED_THROUGH, downscale: int = 1) -> str:
-    name = f"synthetic v2 fields with ER bleed-through into the protein channel (green' = green + {bleed:g} * yellow)"
+def domain_name(bleed: float = BLEED_THROUGH, downscale: int = 1, style: str = "v2") -> str:
+    name = f"synthetic {style} fields"
+    name += (
+        f" with ER bleed-through into the protein channel (green' = green + {bleed:g} * yellow)"
+        if bleed
+        else " as drawn"
+    )
     if downscale > 1:
         name += (
             f", drawn {downscale} times larger and averaged down {downscale} times (as the 2018 competition's fields)"
@@ -85,9 +92,16 @@ def _solution_averaged_down(source: Path, target: Path, factor: int) -> None:
 
 
 def domain_fields(
-    folder: Path, *, count: int, seed: int, size_px: int, bleed: float = BLEED_THROUGH, downscale: int = 1
+    folder: Path,
+    *,
+    count: int,
+    seed: int,
+    size_px: int,
+    bleed: float = BLEED_THROUGH,
+    downscale: int = 1,
+    style: str = "v2",
 ) -> Path:
-    """`count` fields of the domain in Kaggle layout (with train.csv, solution.csv), drawn once at
+    """`count` fields of the domain (drawn by the generator's `style`) in Kaggle layout (with train.csv, solution.csv), drawn once at
     `size_px * downscale` px (the generator's own fields are kept beside it, in `{folder}-raw`), the
     ER channel bled into the protein one, then averaged down `downscale` times to `size_px`."""
     from ml.synth import write_dataset
@@ -95,10 +109,10 @@ def domain_fields(
     if (folder / "solution.csv").is_file() and len(list(folder.glob("*_green.png"))) >= count:
         return folder
     drawn_px = size_px * downscale
-    raw = folder.with_name(f"curation-v2-{drawn_px}px-s{seed}-raw")
+    raw = folder.with_name(f"curation-{style}-{drawn_px}px-s{seed}-raw")
     if not ((raw / "solution.csv").is_file() and len(list(raw.glob("*_green.png"))) >= count):
         shutil.rmtree(raw, ignore_errors=True)
-        write_dataset(raw, n_images=count, seed=seed, size_px=drawn_px, bit_depth=8, style="v2")
+        write_dataset(raw, n_images=count, seed=seed, size_px=drawn_px, bit_depth=8, style=style)
     shutil.rmtree(folder, ignore_errors=True)
     if downscale == 1:
         shutil.copytree(raw, folder)
@@ -156,6 +170,13 @@ class Biologist:
             "post", "/api/jobs/", 201, data={"name": name, "files": files, "classifier": classifier}, format="multipart"
         ).json()
         return self.wait_job(job["id"])
+
+    def import_model(self, path: Path) -> dict:
+        """A classifier checkpoint imported into the registry as the user's own (POST /api/models/)."""
+        from django.core.files.uploadedfile import SimpleUploadedFile
+
+        upload = SimpleUploadedFile(path.name, path.read_bytes(), content_type="application/octet-stream")
+        return self.call("post", "/api/models/", 201, data={"file": upload}, format="multipart").json()
 
     def wait_job(self, job_id: int) -> dict:
         while (job := self.call("get", f"/api/jobs/{job_id}/").json())["status"] in ("queued", "running"):
@@ -251,22 +272,26 @@ def run(
     size_px: int,
     bleed: float = BLEED_THROUGH,
     downscale: int = 1,
+    style: str = "v2",
+    start_model: Path | None = None,
 ) -> dict:
     """Every step of the module's docstring; Celery tasks run in this process while it lasts."""
     from django.conf import settings
 
     from hpaweb.celery import app
 
-    eager, hosts = app.conf.task_always_eager, settings.ALLOWED_HOSTS
+    eager, hosts, private = app.conf.task_always_eager, settings.ALLOWED_HOSTS, settings.HPAWEB_PRIVATE_MODELS
     app.conf.task_always_eager = True
     settings.ALLOWED_HOSTS = [*hosts, "testserver"]  # the test client's host name
+    settings.HPAWEB_PRIVATE_MODELS = True  # an installation where users import their own models (--start-model)
     try:
         return _run(
             heldout=heldout, train_fields=train_fields, max_cells=max_cells, weak_fields=weak_fields, epochs=epochs,
-            weak_epochs=weak_epochs, seed=seed, size_px=size_px, bleed=bleed, downscale=downscale,
+            weak_epochs=weak_epochs, seed=seed, size_px=size_px, bleed=bleed, downscale=downscale, style=style,
+            start_model=start_model,
         )  # fmt: skip
     finally:
-        app.conf.task_always_eager, settings.ALLOWED_HOSTS = eager, hosts
+        app.conf.task_always_eager, settings.ALLOWED_HOSTS, settings.HPAWEB_PRIVATE_MODELS = eager, hosts, private
 
 
 def _run(
@@ -281,18 +306,21 @@ def _run(
     size_px: int,
     bleed: float,
     downscale: int,
+    style: str,
+    start_model: Path | None,
 ) -> dict:
     from django.contrib.auth import get_user_model
     from rest_framework.test import APIClient
 
     scale = f"-down{downscale}" if downscale > 1 else ""
     folder = domain_fields(
-        DEFAULT_DATA_DIR / f"curation-v2-er-bleed{bleed:g}{scale}-{size_px}px-s{seed}",
+        DEFAULT_DATA_DIR / f"curation-{style}-er-bleed{bleed:g}{scale}-{size_px}px-s{seed}",
         count=heldout + max(train_fields, weak_fields),
         seed=seed,
         size_px=size_px,
         bleed=bleed,
         downscale=downscale,
+        style=style,
     )
     ids = sorted(_image_labels(folder))
     heldout_ids, pool = ids[:heldout], ids[heldout:]
@@ -302,13 +330,16 @@ def _run(
     token = client.post("/api/token/", {"username": "biologist", "password": PASSWORD}).json()["token"]
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     user = Biologist(client)
-    shipped = next(m for m in user.call("get", "/api/models/").json()["results"] if m["is_default"])
+    if start_model is None:
+        starting = next(m for m in user.call("get", "/api/models/").json()["results"] if m["is_default"])
+    else:
+        starting = user.import_model(start_model)
 
-    test_job = user.upload("held-out", _zip(folder, heldout_ids, with_labels=False), shipped["id"])
+    test_job = user.upload("held-out", _zip(folder, heldout_ids, with_labels=False), starting["id"])
     start = user.submission_scores(test_job["id"], folder / "solution.csv")
     start_map = start.mAP
 
-    train_job = user.upload("to annotate", _zip(folder, pool[:train_fields], with_labels=False), shipped["id"])
+    train_job = user.upload("to annotate", _zip(folder, pool[:train_fields], with_labels=False), starting["id"])
     chosen = choose_cells(true_classes(user.cells(train_job["id"]), folder), limit=max_cells, seed=seed)
     groups = defaultdict(list)
     for cell_id, classes in chosen.items():
@@ -322,21 +353,27 @@ def _run(
             format="json",
         )
     annotated, cells_time = user.train(
-        jobs=[train_job["id"]], source="cells", base_model=shipped["id"], epochs=epochs, name="From my cells"
+        jobs=[train_job["id"]], source="cells", base_model=starting["id"], epochs=epochs, name="From my cells"
     )
     user.rerun(test_job["id"], annotated["result_model"]["id"])
     cells_scores = user.submission_scores(test_job["id"], folder / "solution.csv")
     cells_map = cells_scores.mAP
 
-    weak_job = user.upload("labelled", _zip(folder, pool[:weak_fields], with_labels=True), shipped["id"])
+    weak_job = user.upload("labelled", _zip(folder, pool[:weak_fields], with_labels=True), starting["id"])
     weak, weak_time = user.train(
-        jobs=[weak_job["id"]], source="jobs", base_model=shipped["id"], epochs=weak_epochs, refine_rounds=1, name="Weak"
+        jobs=[weak_job["id"]],
+        source="jobs",
+        base_model=starting["id"],
+        epochs=weak_epochs,
+        refine_rounds=1,
+        name="Weak",
     )
     user.rerun(test_job["id"], weak["result_model"]["id"])
     weak_scores = user.submission_scores(test_job["id"], folder / "solution.csv")
     weak_map = weak_scores.mAP
     return {
-        "domain": domain_name(bleed, downscale),
+        "domain": domain_name(bleed, downscale, style),
+        "start_model": starting["name"],
         "heldout_fields": heldout,
         "annotated_cells": len(chosen),
         "annotated_fields": train_fields,
@@ -375,9 +412,17 @@ def main(argv: list[str] | None = None) -> dict:
         "--downscale", type=int, default=1,
         help="draw the fields this many times larger and average them down to --size (1: as drawn)",
     )  # fmt: skip
+    parser.add_argument("--style", choices=("v1", "v2"), default="v2", help="of the synthetic generator")
+    parser.add_argument(
+        "--start-model",
+        type=Path,
+        help="a classifier checkpoint to start from (imported first); default: the shipped one",
+    )
     args = parser.parse_args(argv)
     if args.downscale < 1 or args.bleed < 0:
         raise SystemExit("--downscale must be at least 1 and --bleed at least 0.")
+    if args.start_model is not None and not args.start_model.is_file():
+        raise SystemExit(f"--start-model {args.start_model}: no such file.")
     import torch
 
     torch.set_num_threads(2)
@@ -387,7 +432,8 @@ def main(argv: list[str] | None = None) -> dict:
         result = run(
             heldout=args.heldout, train_fields=args.train_fields, max_cells=args.max_cells,
             weak_fields=args.weak_fields, epochs=args.epochs, weak_epochs=args.weak_epochs, seed=args.seed,
-            size_px=args.size, bleed=args.bleed, downscale=args.downscale,
+            size_px=args.size, bleed=args.bleed, downscale=args.downscale, style=args.style,
+            start_model=args.start_model,
         )  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -396,7 +442,7 @@ def main(argv: list[str] | None = None) -> dict:
         markdown_table(
             ["model", "trained from", "held-out mAP", "change", "training time (2 CPU threads)"],
             [
-                ["shipped (hpaweb-synth-v1)", "(as shipped)", f"{result['start_map']:.4f}", "", ""],
+                [f"starting model ({result['start_model']})", "", f"{result['start_map']:.4f}", "", ""],
                 [
                     "fine-tuned from annotated cells",
                     f"{result['annotated_cells']} cells of {result['annotated_fields']} fields",
@@ -422,7 +468,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("\nPer-class AP on the held-out fields (classes they hold):")
     print(
         markdown_table(
-            ["class", "shipped", "annotated cells", "weak"],
+            ["class", "starting model", "annotated cells", "weak"],
             [[CLASS_NAMES[i], *(f"{aps[k][i]:.3f}" for k in ("start", "cells", "weak"))] for i in shown],
             align="lrrr",
         )

@@ -1,9 +1,11 @@
-"""The shifted domain of `python -m bench.curation`: bleed-through and averaging down, truth kept in step."""
+"""The shifted domain of `python -m bench.curation`: bleed-through and averaging down, truth kept in step,
+the generator style, and the scripted user's own starting model."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from bench.curation import domain_fields, domain_name
+from bench.curation import Biologist, domain_fields, domain_name
 from ml.encoding import decode_kaggle_mask, parse_prediction_string, read_submission
 
 
@@ -32,3 +34,24 @@ def test_fields_averaged_down_keep_their_true_masks_in_step(tmp_path):
             area = decode_kaggle_mask(big_mask, height=256, width=256).sum()
             assert abs(4 * decode_kaggle_mask(small_mask, height=128, width=128).sum() - area) <= 0.1 * area + 8
     assert "averaged down 2 times" in domain_name(2.0, 2) and "averaged" not in domain_name()
+
+
+def test_the_domain_is_drawn_by_the_chosen_generator_style(tmp_path):
+    v1 = domain_fields(tmp_path / "v1", count=1, seed=5, size_px=128, bleed=0.0, style="v1")
+    v2 = domain_fields(tmp_path / "v2", count=1, seed=5, size_px=128, bleed=0.0, style="v2")
+    assert (tmp_path / "curation-v1-128px-s5-raw").is_dir() and (tmp_path / "curation-v2-128px-s5-raw").is_dir()
+    (v1_green,), (v2_green,) = sorted(v1.glob("*_green.png")), sorted(v2.glob("*_green.png"))
+    assert not np.array_equal(np.asarray(Image.open(v1_green)), np.asarray(Image.open(v2_green)))
+    assert domain_name(0.0, style="v1") == "synthetic v1 fields as drawn"
+    assert "green' = green + 3 * yellow" in domain_name() and domain_name().startswith("synthetic v2 fields")
+
+
+@pytest.mark.django_db
+def test_the_scripted_user_imports_its_starting_model_through_the_api(settings, owner_api, tiny_classifier_file):
+    settings.HPAWEB_PRIVATE_MODELS = True
+    imported = Biologist(owner_api).import_model(tiny_classifier_file)
+    listed = owner_api.get("/api/models/").json()["results"]
+    assert imported["id"] in [model["id"] for model in listed if not model["is_default"]]
+    settings.HPAWEB_PRIVATE_MODELS = False
+    with pytest.raises(RuntimeError, match="answered 403"):
+        Biologist(owner_api).import_model(tiny_classifier_file)
