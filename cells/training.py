@@ -162,14 +162,50 @@ def _write_store(store_path: Path, *, size_px: int, fields, calls, use_labels: b
         )
 
 
+SCORE_NAMES = {
+    "val_map": "cell-level mAP",
+    "val_cell_map": "cell-level macro AP",
+    "val_image_map": "image-level macro AP",
+}
+
+
+def validation_key(metrics: dict) -> str | None:
+    """The validation metric training watches (`ml.training.classifier.validation_score`), by name."""
+    return next((key for key in SCORE_NAMES if metrics.get(key) is not None), None)
+
+
+def training_outcome(metrics: dict) -> dict:
+    """What the training page says of a finished training: its validation score and the starting model's on
+    the same held-out cells or fields, and whether no epoch beat the starting model."""
+    key = validation_key(metrics)
+    if key is None:
+        return {}
+    return {
+        "score_name": SCORE_NAMES[key],
+        "held_out": "annotated cells" if key == "val_cell_map" else "fields",
+        "score": round(metrics[key], 4),
+        "start_score": None if metrics.get(f"start_{key}") is None else round(metrics[f"start_{key}"], 4),
+        "kept_starting_model": bool(metrics.get("kept_starting_model")),
+    }
+
+
 def _card(training_job: TrainingJob, *, metrics: dict, data: dict, elapsed_s: float) -> tuple[str, str]:
     """(summary line, markdown card) of a trained model, from its data and validation metrics."""
-    key = next((k for k in ("val_map", "val_cell_map", "val_image_map") if metrics.get(k) is not None), None)
+    key = validation_key(metrics)
     score = metrics[key] if key else None
-    score_name = {
-        "val_map": "cell-level mAP",
-        "val_cell_map": "cell-level macro AP",
-    }.get(key, "image-level macro AP")
+    score_name = SCORE_NAMES.get(key, SCORE_NAMES["val_image_map"])
+    outcome = training_outcome(metrics)
+    if outcome.get("start_score") is None:
+        compared = ""
+    elif outcome["kept_starting_model"]:
+        compared = (
+            f" No epoch did better than the starting model ({outcome['start_score']:.3f} on the same held-out "
+            f"{outcome['held_out']}), so this model keeps its weights."
+        )
+    else:
+        compared = (
+            f" The starting model scored {outcome['start_score']:.3f} on the same held-out {outcome['held_out']}."
+        )
     start = f"fine-tuned from {training_job.base_model.label}" if training_job.base_model else (
         f"trained from the {training_job.backbone or COMPACT} backbone"
     )  # fmt: skip
@@ -178,6 +214,7 @@ def _card(training_job: TrainingJob, *, metrics: dict, data: dict, elapsed_s: fl
         f"Trained in hpaweb by {training_job.owner.get_username()} from {data['annotated_cells']} annotated cells "
         f"and {data['labelled_fields']} labelled fields; "
         + (f"validation {score_name} {score:.3f}." if score is not None else "no validation fields were held out.")
+        + compared
     )
     per_class = (
         metrics.get("val_ap_per_class") or metrics.get("val_cell_ap_per_class") or metrics.get("val_image_ap_per_class")
@@ -195,7 +232,8 @@ def _card(training_job: TrainingJob, *, metrics: dict, data: dict, elapsed_s: fl
         f"{data['fields']} fields in all. Only the users who made these annotations and labels have checked them.\n\n"
         f"## Validation\n\n"
         + (
-            f"{score_name}: {score:.3f} on held-out {'annotated cells' if key == 'val_cell_map' else 'fields'}.\n\n"
+            f"{score_name}: {score:.3f} on held-out {'annotated cells' if key == 'val_cell_map' else 'fields'}."
+            f"{compared}\n\n"
             if score is not None
             else "No fields were held out.\n\n"
         )
@@ -237,6 +275,7 @@ def training_run(*, training_job_id: int) -> None:
             "epochs_overall": report.epochs_overall,
             "loss": round(float(report.loss), 5),
             "validation": metrics,
+            **({"score_name": SCORE_NAMES[key], "score": metrics[key]} if (key := validation_key(metrics)) else {}),
             "elapsed_s": round(report.elapsed_s, 1),
             "eta_s": round(report.eta_s, 1),
         }
@@ -300,7 +339,11 @@ def training_run(*, training_job_id: int) -> None:
             status=TrainingJob.Status.DONE,
             result_model=model,
             finished_at=timezone.now(),
-            progress={**TrainingJob.objects.get(pk=training_job_id).progress, "stage": "done"},
+            progress={
+                **TrainingJob.objects.get(pk=training_job_id).progress,
+                "stage": "done",
+                "outcome": training_outcome(result.metrics),
+            },
         )
     except TrainingCancelled:
         TrainingJob.objects.filter(pk=training_job_id).update(

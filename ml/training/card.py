@@ -76,12 +76,26 @@ def model_card(path: str | Path) -> str:
     ]
     lines += ["| | |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in facts if v is not None] + [""]
     lines += ["## Validation", ""]
-    summary = [(k, metrics[k]) for k in ("val_map", "val_image_map") if isinstance(metrics.get(k), float)]
+    keys = ("val_map", "val_cell_map", "val_image_map")
+    summary = [(k, metrics[k]) for k in keys if isinstance(metrics.get(k), float)]
     if summary:
-        names = {"val_map": "competition mAP (cells, IoU 0.6)", "val_image_map": "image-level mAP"}
-        lines += [f"- {names[k]}: {v:.4f}" for k, v in summary] + [""]
-        columns = [k for k in ("val_ap_per_class", "val_image_ap_per_class") if metrics.get(k)]
-        header = {"val_ap_per_class": "cell AP", "val_image_ap_per_class": "image AP"}
+        names = {
+            "val_map": "competition mAP (cells, IoU 0.6)",
+            "val_cell_map": "cell-level macro AP of held-out annotated cells",
+            "val_image_map": "image-level mAP",
+        }
+        lines += [f"- {names[k]}: {v:.4f}" for k, v in summary]
+        started = [(k, metrics[f"start_{k}"]) for k in keys if isinstance(metrics.get(f"start_{k}"), float)]
+        lines += [f"- the starting model on the same data, {names[k]}: {v:.4f}" for k, v in started]
+        if metrics.get("kept_starting_model"):
+            lines.append("- no epoch did better than the starting model, so this checkpoint keeps its weights")
+        lines.append("")
+        columns = [k for k in ("val_ap_per_class", "val_cell_ap_per_class", "val_image_ap_per_class") if metrics.get(k)]
+        header = {
+            "val_ap_per_class": "cell AP",
+            "val_cell_ap_per_class": "annotated cell AP",
+            "val_image_ap_per_class": "image AP",
+        }
         lines += ["| class | " + " | ".join(header[c] for c in columns) + " |", "| --- |" + " ---: |" * len(columns)]
         for index, name in enumerate(CLASS_NAMES):
             values = [metrics[c][index] for c in columns]

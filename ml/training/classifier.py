@@ -798,6 +798,21 @@ def _train(config, cluster: Distributed, segmenter, progress, should_stop, start
                 print(f"{stage}: relabelled; {changed:.1%} of cells changed targets", file=sys.stderr)
         elif stage_index == 0 and not history:
             history.append({"round": 0, "losses": []})
+            if config.init is not None and config.patience and main:
+                # The starting model is epoch 0: if no epoch beats it on the held-out cells or fields, early
+                # stopping gives its weights back, so fine-tuning on a few cells never leaves a worse model.
+                start_metrics = evaluate(model, val_table, solution, store=store, device=device, mean=mean, std=std)
+                if len(val_cell_rows):
+                    start_metrics.update(
+                        cell_level_metrics(model, val_cell_crops, val_cell_targets, device=device, mean=mean, std=std)
+                    )
+                start_score = validation_score(start_metrics)
+                history[0]["start"] = start_metrics
+                if start_score is not None:
+                    weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                    best = {"score": start_score, "epoch": 0, "weights": weights, "metrics": start_metrics}
+                    log.write("start_model", **start_metrics)
+                    print(f"{stage} epoch 0 (the starting model): validation {start_score:.4f}", file=sys.stderr)
         usable = np.flatnonzero(~np.isnan(targets).any(axis=1))
         if len(usable) == 0:
             raise InputError("No training cell has a usable label; check the labels file.")
@@ -868,6 +883,11 @@ def _train(config, cluster: Distributed, segmenter, progress, should_stop, start
                 config.patience and best["score"] is not None and epoch - best["epoch"] >= config.patience
             )
             stop_stage = cluster.broadcast(stop_stage)
+            # At the stage's last epoch, an earlier best one (the starting model's epoch 0 included) is kept too.
+            keep_best = bool(
+                config.patience and epoch == epochs and best["score"] is not None and best["epoch"] != epoch
+            )
+            keep_best = cluster.broadcast(keep_best)
             if main:
                 _report_epoch(stage, epoch, epochs, loss, metrics, epoch_s, eta, seen * cluster.world_size)
                 log.write(
@@ -879,21 +899,27 @@ def _train(config, cluster: Distributed, segmenter, progress, should_stop, start
                     progress(
                         TrainProgress(stage, epoch, epochs, done_overall, epochs_overall, loss, metrics, elapsed, eta)
                     )
-            if stop_stage:
+            if stop_stage or keep_best:
                 if main and best["weights"] is not None:
                     model.load_state_dict(best["weights"])
                     history[-1].update(best.get("metrics") or {})
                 cluster.sync_module(model)  # every rank continues from rank 0's best weights
-                history[-1]["stopped_early_after_epoch"] = epoch
                 history[-1]["best_epoch"] = best["epoch"]
-                stopped_early = True
-                log.write("early_stop", stage=stage, epoch=epoch, best_epoch=best["epoch"], best_score=best["score"])
+                if stop_stage:
+                    history[-1]["stopped_early_after_epoch"] = epoch
+                    stopped_early = True
+                log.write(
+                    "early_stop" if stop_stage else "best_kept", stage=stage, epoch=epoch, best_epoch=best["epoch"],
+                    best_score=best["score"],
+                )  # fmt: skip
                 if main:
-                    print(
-                        f"{stage}: no better validation score for {config.patience} epoch(s); "
-                        f"keeping epoch {best['epoch']} ({best['score']:.4f}).",
-                        file=sys.stderr,
+                    reason = (
+                        f"no better validation score for {config.patience} epoch(s)" if stop_stage else "last epoch"
                     )
+                    which = "the starting model (epoch 0)" if best["epoch"] == 0 else f"epoch {best['epoch']}"
+                    print(f"{stage}: {reason}; keeping {which} ({best['score']:.4f}).", file=sys.stderr)
+            elif config.patience and epoch == epochs and best["score"] is not None:
+                history[-1]["best_epoch"] = epoch  # the last epoch is the best one
             next_stage, next_epoch = (stage_index + 1, 0) if stop_stage or epoch == epochs else (stage_index, epoch)
             if main:
                 save_atomically(
@@ -930,6 +956,9 @@ def _train(config, cluster: Distributed, segmenter, progress, should_stop, start
             raise TrainingCancelled(state_path)
 
     final = {k: v for k, v in history[-1].items() if k.startswith("val_")}
+    final.update({f"start_{k}": v for k, v in history[0].get("start", {}).items()})
+    if history[0].get("start") is not None:
+        final["kept_starting_model"] = len(history) == 1 and history[0].get("best_epoch") == 0
     if main:
         for entry in history:
             shown = {k: round(v, 4) for k, v in entry.items() if k.startswith("val_") and isinstance(v, float)}

@@ -234,3 +234,29 @@ def test_training_from_annotated_cells_validates_on_held_out_annotated_cells(
     card = done.result_model.card
     assert "cell-level macro AP: 1.000 on held-out annotated cells." in card
     assert "| Mitochondria | 1.000 |" in card and "| Nucleoplasm |  |" in card
+    # The starting model scored as well on the held-out cell (1.0): no epoch beat it, so its weights are kept,
+    # and the card, the API and the page say so.
+    assert done.progress["outcome"] == {
+        "score_name": "cell-level macro AP",
+        "held_out": "annotated cells",
+        "score": 1.0,
+        "start_score": 1.0,
+        "kept_starting_model": True,
+    }
+    assert "No epoch did better than the starting model (1.000 on the same held-out annotated cells)" in card
+    assert [entry["score_name"] for entry in done.history] == ["cell-level macro AP"] * 2
+
+
+def test_the_training_page_shows_each_epochs_score_and_the_starting_models(processed_field, owner, client, monkeypatch):
+    monkeypatch.setattr(training, "MIN_CELLS_TO_VALIDATE", 4)
+    monkeypatch.setattr(training, "CELL_VALIDATION_FRACTION", 0.5)
+    _annotate(owner, processed_field, {1: [0], 2: [0, 16], 3: [14], 4: [14]})
+    job = training_jobs.training_job_create(
+        owner=owner, job_ids=[processed_field.job_id], epochs=2, base_model_id=registry.classifier_default().pk
+    )
+    training.training_run(training_job_id=job.pk)
+    client.force_login(owner)
+    page = client.get(f"/training/{job.pk}/").content.decode()
+    assert page.count("cell-level macro AP 1.000") == 4  # the last epoch's line, the outcome, the two epochs
+    assert "the starting model 1.000" in page and 'data-testid="kept-starting-model"' in page
+    assert "nothing held out" not in page

@@ -5,6 +5,7 @@ import numpy as np
 
 from ml.checkpoints import load_classifier_checkpoint
 from ml.constants import NUM_CLASSES
+from ml.training.card import model_card
 from ml.training.classifier import TrainConfig, train, validation_score
 from ml.training.data import multi_hot, stratified_cell_split
 from ml.training.store import CellStore
@@ -49,3 +50,56 @@ def test_held_out_annotated_cells_are_scored_every_epoch_and_never_trained_on(tm
     ]
     data = load_classifier_checkpoint(result.checkpoint)[1]["data"]
     assert "10 cells with their own cell labels" in data["cell_labels"]
+
+
+def _annotated_store(tmp_path):
+    drawn = draw_field(size_px=128, centres=((30, 30), (30, 95), (95, 60)), nucleus_radius_px=8, cell_radius_px=22)
+    store = CellStore.create(tmp_path / "store", size_px=32)
+    for index in range(6):
+        classes = {1: (0,), 2: (16,), 3: (18,)}
+        store.add_field(f"f{index}", drawn.field.stack(), drawn.cell_labels, image_labels=(), cell_classes=classes)
+    return tmp_path / "store"
+
+
+def _config(store, out, **options):
+    return TrainConfig(
+        store=store, out=out, size_px=32, refine_rounds=0, widths=(4, 4, 8, 8), batch_size=6, val_fraction=0.0,
+        cell_val_fraction=0.34, device="cpu", threads=1, **options,
+    )  # fmt: skip
+
+
+def test_fine_tuning_that_never_beats_the_starting_model_gives_its_weights_back(tmp_path):
+    import torch
+
+    store = _annotated_store(tmp_path)
+    start = train(_config(store, tmp_path / "start.pt", epochs=40))
+    start_weights = load_classifier_checkpoint(start.checkpoint)[0].state_dict()
+    # A learning rate that wrecks the network: no epoch can do better on the held-out cells than the start.
+    wrecked = train(_config(store, tmp_path / "tuned.pt", epochs=3, patience=5, init=start.checkpoint, lr=500.0))
+    assert wrecked.metrics["kept_starting_model"] is True
+    assert wrecked.metrics["start_val_cell_map"] == wrecked.metrics["val_cell_map"]
+    assert wrecked.history[0]["best_epoch"] == 0 and "stopped_early_after_epoch" not in wrecked.history[0]
+    tuned_weights = load_classifier_checkpoint(wrecked.checkpoint)[0].state_dict()
+    assert all(torch.equal(start_weights[name], tuned_weights[name]) for name in start_weights)
+    card = model_card(wrecked.checkpoint)
+    score = f"{wrecked.metrics['val_cell_map']:.4f}"
+    assert f"cell-level macro AP of held-out annotated cells: {score}" in card
+    assert f"the starting model on the same data, cell-level macro AP of held-out annotated cells: {score}" in card
+    assert "keeps its weights" in card
+    # Without a starting model there is no epoch 0, and nothing about one is reported.
+    assert "kept_starting_model" not in start.metrics and "start" not in start.history[0]
+    assert "starting model" not in model_card(start.checkpoint)
+
+
+def test_the_best_epoch_is_kept_at_the_end_of_a_stage_as_after_early_stopping(tmp_path):
+    store = _annotated_store(tmp_path)
+    start = train(_config(store, tmp_path / "start.pt", epochs=4))
+    scores = []
+    config = _config(store, tmp_path / "tuned.pt", epochs=6, patience=10, init=start.checkpoint)
+    tuned = train(config, progress=lambda report: scores.append(report.metrics["val_cell_map"]))
+    start_score = tuned.history[0]["start"]["val_cell_map"]
+    candidates = [start_score, *scores]  # epoch 0 is the starting model
+    best_epoch = tuned.history[0]["best_epoch"]
+    assert len(scores) == 6 and best_epoch == candidates.index(max(candidates))
+    assert tuned.metrics["val_cell_map"] == max(candidates) and tuned.metrics["start_val_cell_map"] == start_score
+    assert tuned.metrics["kept_starting_model"] is (best_epoch == 0)
