@@ -773,6 +773,16 @@ def _train(config, cluster: Distributed, segmenter, progress, should_stop, start
     run_start = time.perf_counter() - elapsed_before
     trained = DistributedDataParallel(model) if cluster.enabled else model
     val_cell_crops = held_out_cell_crops(store, train_table, val_cell_rows) if main else None
+
+    def validation_metrics() -> dict:
+        """The held-out fields' metrics and the held-out annotated cells' (rank 0 only)."""
+        metrics = evaluate(model, val_table, solution, store=store, device=device, mean=mean, std=std)
+        if len(val_cell_rows):
+            metrics.update(
+                cell_level_metrics(model, val_cell_crops, val_cell_targets, device=device, mean=mean, std=std)
+            )
+        return metrics
+
     scaler_enabled = device.type == "cuda"
 
     while stage_index < len(stages):
@@ -799,18 +809,13 @@ def _train(config, cluster: Distributed, segmenter, progress, should_stop, start
         elif stage_index == 0 and not history:
             history.append({"round": 0, "losses": []})
             if config.init is not None and config.patience and main:
-                # The starting model is epoch 0: if no epoch beats it on the held-out cells or fields, early
-                # stopping gives its weights back, so fine-tuning on a few cells never leaves a worse model.
-                start_metrics = evaluate(model, val_table, solution, store=store, device=device, mean=mean, std=std)
-                if len(val_cell_rows):
-                    start_metrics.update(
-                        cell_level_metrics(model, val_cell_crops, val_cell_targets, device=device, mean=mean, std=std)
-                    )
+                # The starting model is epoch 0: if no epoch beats it on the held-out cells or fields, its
+                # weights are given back, so fine-tuning never ends worse than it by the validation score.
+                start_metrics = validation_metrics()
                 start_score = validation_score(start_metrics)
                 history[0]["start"] = start_metrics
                 if start_score is not None:
-                    weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                    best = {"score": start_score, "epoch": 0, "weights": weights, "metrics": start_metrics}
+                    best = {"score": start_score, "epoch": 0, "weights": _weights_copy(model), "metrics": start_metrics}
                     log.write("start_model", **start_metrics)
                     print(f"{stage} epoch 0 (the starting model): validation {start_score:.4f}", file=sys.stderr)
         usable = np.flatnonzero(~np.isnan(targets).any(axis=1))
@@ -862,13 +867,7 @@ def _train(config, cluster: Distributed, segmenter, progress, should_stop, start
             loss = cluster.all_sum(loss) / cluster.world_size
             epoch_s = time.perf_counter() - epoch_start
             epochs_run += 1
-            metrics = (
-                evaluate(model, val_table, solution, store=store, device=device, mean=mean, std=std) if main else {}
-            )
-            if main and len(val_cell_rows):
-                metrics.update(
-                    cell_level_metrics(model, val_cell_crops, val_cell_targets, device=device, mean=mean, std=std)
-                )
+            metrics = validation_metrics() if main else {}
             history[-1]["losses"].append(loss)
             history[-1].update(metrics)
             done_overall = sum(e for _s, e in stages[:stage_index]) + epoch
@@ -877,8 +876,7 @@ def _train(config, cluster: Distributed, segmenter, progress, should_stop, start
             value = validation_score(metrics)
             improved = value is not None and (best["score"] is None or value > best["score"])
             if improved and config.patience:
-                weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                best = {"score": value, "epoch": epoch, "weights": weights, "metrics": metrics}
+                best = {"score": value, "epoch": epoch, "weights": _weights_copy(model), "metrics": metrics}
             stop_stage = bool(
                 config.patience and best["score"] is not None and epoch - best["epoch"] >= config.patience
             )
@@ -972,6 +970,10 @@ def _train(config, cluster: Distributed, segmenter, progress, should_stop, start
     return TrainResult(
         checkpoint=config.out, metrics=final, history=history, epochs_run=epochs_run, stopped_early=stopped_early
     )
+
+
+def _weights_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def _stage_started(history: list[dict], stage_index: int) -> bool:
