@@ -260,3 +260,17 @@ def test_the_training_page_shows_each_epochs_score_and_the_starting_models(proce
     assert page.count("cell-level macro AP 1.000") == 4  # the last epoch's line, the outcome, the two epochs
     assert "the starting model 1.000" in page and 'data-testid="kept-starting-model"' in page
     assert "nothing held out" not in page
+
+
+def test_epochs_recorded_before_scores_were_named_still_show_their_score(owner, client):
+    old = {"stage": "round 0", "epoch": 1, "epochs": 2, "loss": 0.5, "epoch_overall": 1, "epochs_overall": 2}
+    job = TrainingJob.objects.create(
+        owner=owner,
+        name="old",
+        status=TrainingJob.Status.RUNNING,
+        progress={**old, "validation": {"val_image_map": 0.75}},
+        history=[{**old, "validation": {"val_image_map": 0.75}}, {**old, "epoch": 2, "validation": {}}],
+    )
+    client.force_login(owner)
+    page = client.get(f"/training/{job.pk}/").content.decode()
+    assert "image AP 0.750" in page and page.count("nothing held out") == 1
