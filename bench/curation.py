@@ -19,7 +19,8 @@ annotations, training jobs, re-runs, exports):
 Celery tasks run in this process (eagerly), so the timings are those of the work itself.
 
     .venv/bin/python -m bench.curation [--heldout 8 --train-fields 12 --max-cells 200 --weak-fields 20 --epochs 50]
-                                       [--size 1024 --bleed 3 --downscale 1 --style v2 --start-model CKPT]
+                                       [--size 1024 --bleed 3 --bleed-from yellow --downscale 1 --style v2]
+                                       [--start-model CKPT]
 """
 
 import argparse
@@ -43,10 +44,14 @@ BLEED_THROUGH = 3.0  # of the ER (yellow) channel into the protein (green) one
 PASSWORD = "a-scripted-biologist"
 
 
-def domain_name(bleed: float = BLEED_THROUGH, downscale: int = 1, style: str = "v2") -> str:
+# The channel that bleeds into the protein one, by what it stains.
+STAINS = {"yellow": "ER", "blue": "DAPI", "red": "microtubule"}
+
+
+def domain_name(bleed: float = BLEED_THROUGH, downscale: int = 1, style: str = "v2", source: str = "yellow") -> str:
     name = f"synthetic {style} fields"
     name += (
-        f" with ER bleed-through into the protein channel (green' = green + {bleed:g} * yellow)"
+        f" with {STAINS[source]} bleed-through into the protein channel (green' = green + {bleed:g} * {source})"
         if bleed
         else " as drawn"
     )
@@ -57,9 +62,9 @@ def domain_name(bleed: float = BLEED_THROUGH, downscale: int = 1, style: str = "
     return name
 
 
-def bleed_through(green: np.ndarray, yellow: np.ndarray, bleed: float = BLEED_THROUGH) -> np.ndarray:
-    """The domain's protein channel: the protein plus `bleed` times the ER channel (uint8 in and out)."""
-    mixed = green.astype(np.float32) + bleed * yellow.astype(np.float32)
+def bleed_through(green: np.ndarray, other: np.ndarray, bleed: float = BLEED_THROUGH) -> np.ndarray:
+    """The domain's protein channel: the protein plus `bleed` times another channel (uint8 in and out)."""
+    mixed = green.astype(np.float32) + bleed * other.astype(np.float32)
     return np.clip(np.round(mixed), 0, 255).astype(np.uint8)
 
 
@@ -100,10 +105,11 @@ def domain_fields(
     bleed: float = BLEED_THROUGH,
     downscale: int = 1,
     style: str = "v2",
+    source: str = "yellow",
 ) -> Path:
     """`count` fields of the domain (drawn by the generator's `style`) in Kaggle layout (with train.csv, solution.csv), drawn once at
     `size_px * downscale` px (the generator's own fields are kept beside it, in `{folder}-raw`), the
-    ER channel bled into the protein one, then averaged down `downscale` times to `size_px`."""
+    `source` channel (the ER's, yellow) bled into the protein one, then averaged down `downscale` times to `size_px`."""
     from ml.synth import write_dataset
 
     if (folder / "solution.csv").is_file() and len(list(folder.glob("*_green.png"))) >= count:
@@ -123,7 +129,7 @@ def domain_fields(
     for path in raw.glob("*_green.png"):
         image_id = path.name.removesuffix("_green.png")
         planes = {channel: np.asarray(Image.open(raw / f"{image_id}_{channel}.png")) for channel in CHANNEL_FILES}
-        planes["green"] = bleed_through(planes["green"], planes["yellow"], bleed)
+        planes["green"] = bleed_through(planes["green"], planes[source], bleed)
         changed = planes if downscale > 1 else {"green": planes["green"]}  # as drawn, the rest is the copy's
         for channel, plane in changed.items():
             if downscale > 1:
@@ -273,6 +279,7 @@ def run(
     bleed: float = BLEED_THROUGH,
     downscale: int = 1,
     style: str = "v2",
+    source: str = "yellow",
     start_model: Path | None = None,
 ) -> dict:
     """Every step of the module's docstring; Celery tasks run in this process while it lasts."""
@@ -288,7 +295,7 @@ def run(
         return _run(
             heldout=heldout, train_fields=train_fields, max_cells=max_cells, weak_fields=weak_fields, epochs=epochs,
             weak_epochs=weak_epochs, seed=seed, size_px=size_px, bleed=bleed, downscale=downscale, style=style,
-            start_model=start_model,
+            source=source, start_model=start_model,
         )  # fmt: skip
     finally:
         app.conf.task_always_eager, settings.ALLOWED_HOSTS, settings.HPAWEB_PRIVATE_MODELS = eager, hosts, private
@@ -307,6 +314,7 @@ def _run(
     bleed: float,
     downscale: int,
     style: str,
+    source: str,
     start_model: Path | None,
 ) -> dict:
     from django.contrib.auth import get_user_model
@@ -314,13 +322,14 @@ def _run(
 
     scale = f"-down{downscale}" if downscale > 1 else ""
     folder = domain_fields(
-        DEFAULT_DATA_DIR / f"curation-{style}-er-bleed{bleed:g}{scale}-{size_px}px-s{seed}",
+        DEFAULT_DATA_DIR / f"curation-{style}-{STAINS[source].lower()}-bleed{bleed:g}{scale}-{size_px}px-s{seed}",
         count=heldout + max(train_fields, weak_fields),
         seed=seed,
         size_px=size_px,
         bleed=bleed,
         downscale=downscale,
         style=style,
+        source=source,
     )
     ids = sorted(_image_labels(folder))
     heldout_ids, pool = ids[:heldout], ids[heldout:]
@@ -372,7 +381,7 @@ def _run(
     weak_scores = user.submission_scores(test_job["id"], folder / "solution.csv")
     weak_map = weak_scores.mAP
     return {
-        "domain": domain_name(bleed, downscale, style),
+        "domain": domain_name(bleed, downscale, style, source),
         "start_model": starting["name"],
         "heldout_fields": heldout,
         "annotated_cells": len(chosen),
@@ -406,13 +415,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=7301)
     parser.add_argument(
-        "--bleed", type=float, default=BLEED_THROUGH, help="times the ER channel added to the protein one"
+        "--bleed", type=float, default=BLEED_THROUGH, help="times the --bleed-from channel added to the protein one"
     )
     parser.add_argument(
         "--downscale", type=int, default=1,
         help="draw the fields this many times larger and average them down to --size (1: as drawn)",
     )  # fmt: skip
     parser.add_argument("--style", choices=("v1", "v2"), default="v2", help="of the synthetic generator")
+    parser.add_argument(
+        "--bleed-from", choices=tuple(STAINS), default="yellow", help="the channel that bleeds into the protein one"
+    )
     parser.add_argument(
         "--start-model",
         type=Path,
@@ -433,7 +445,7 @@ def main(argv: list[str] | None = None) -> dict:
             heldout=args.heldout, train_fields=args.train_fields, max_cells=args.max_cells,
             weak_fields=args.weak_fields, epochs=args.epochs, weak_epochs=args.weak_epochs, seed=args.seed,
             size_px=args.size, bleed=args.bleed, downscale=args.downscale, style=args.style,
-            start_model=args.start_model,
+            source=args.bleed_from, start_model=args.start_model,
         )  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -55,3 +55,13 @@ def test_the_scripted_user_imports_its_starting_model_through_the_api(settings, 
     settings.HPAWEB_PRIVATE_MODELS = False
     with pytest.raises(RuntimeError, match="answered 403"):
         Biologist(owner_api).import_model(tiny_classifier_file)
+
+
+def test_another_channel_can_bleed_into_the_protein_one(tmp_path):
+    drawn = domain_fields(tmp_path / "plain", count=1, seed=4, size_px=128, bleed=0.0)
+    dapi = domain_fields(tmp_path / "dapi", count=1, seed=4, size_px=128, bleed=2.0, source="blue")
+    (image_id,) = [path.name.removesuffix("_green.png") for path in dapi.glob("*_green.png")]
+    planes = {c: np.asarray(Image.open(drawn / f"{image_id}_{c}.png"), np.float64) for c in ("green", "blue")}
+    expected = np.clip(np.round(planes["green"] + 2.0 * planes["blue"]), 0, 255).astype(np.uint8)
+    assert np.array_equal(np.asarray(Image.open(dapi / f"{image_id}_green.png")), expected)
+    assert "DAPI bleed-through" in domain_name(2.0, source="blue") and "2 * blue" in domain_name(2.0, source="blue")
