@@ -232,8 +232,7 @@ def _card(training_job: TrainingJob, *, metrics: dict, data: dict, elapsed_s: fl
         f"{data['fields']} fields in all. Only the users who made these annotations and labels have checked them.\n\n"
         f"## Validation\n\n"
         + (
-            f"{score_name}: {score:.3f} on held-out {'annotated cells' if key == 'val_cell_map' else 'fields'}."
-            f"{compared}\n\n"
+            f"{score_name}: {score:.3f} on held-out {outcome.get('held_out')}.{compared}\n\n"
             if score is not None
             else "No fields were held out.\n\n"
         )
