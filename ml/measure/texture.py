@@ -12,7 +12,8 @@ Parameters (each defined once here):
   grey level 0 and left out of the matrix. 14 coefficients: scikit-image `graycoprops`' 10
   (contrast, dissimilarity, homogeneity, ASM, energy, correlation, mean, variance, std, entropy)
   and 4 more of Haralick's (sum average, sum entropy, difference variance, difference entropy).
-- LBP: scikit-image `local_binary_pattern`'s codes (computed here for all pixels at once, identically) with P=16 neighbours on a circle of radius R=2 px,
+- LBP: scikit-image `local_binary_pattern`'s codes (computed identically by `_lbp.c`, built by `make venv`,
+  or without it by NumPy for all pixels at once) with P=16 neighbours on a circle of radius R=2 px,
   uniform patterns without rotation invariance (`nri_uniform`): P * (P - 1) + 3 = 243 bins,
   the histogram of the cell's pixels, summing to 1.
 - Wavelet scattering (kymatio's Morlet filter bank, as its `Scattering2D` uses): the crop reduced
@@ -21,7 +22,9 @@ Parameters (each defined once here):
   (log(1e-6 + mean)); computed for many cells at once (`scattering_features` takes a batch).
 """
 
+import ctypes
 import functools
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -161,18 +164,39 @@ def _entropy(probabilities: np.ndarray) -> float:
     return float(-(positive * np.log(positive)).sum())
 
 
-def lbp_histogram(green: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The 243-bin uniform LBP histogram (P=16, R=2) of the cell's pixels, summing to 1."""
+def lbp_histogram(green: np.ndarray, mask: np.ndarray, *, compiled: bool = True) -> np.ndarray:
+    """The 243-bin uniform LBP histogram (P=16, R=2) of the cell's pixels, summing to 1: from `_lbp.c`
+    where it is built (`compiled=False`: the NumPy code, the same counts)."""
     if not mask.any():
         return np.full(LBP_BINS, np.nan)
     # Integer grey levels, so flat regions give the same code however the floats round.
     grey = np.round(green * 255).astype(np.uint8)
+    library = compiled_lbp() if compiled else None
+    counts = _lbp_counts_numpy(grey, mask) if library is None else _lbp_counts_compiled(library, grey, mask)
+    return counts / counts.sum()
+
+
+def _lbp_counts_compiled(library: ctypes.CDLL, grey: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    counts = np.zeros(LBP_BINS, dtype=np.int64)
+    padded = np.pad(grey, _LBP_REACH_PX)  # zeros beyond the crop, scikit-image's constant mode
+    cell = np.ascontiguousarray(mask, dtype=np.uint8)
+    row_offsets, col_offsets = _lbp_offsets()
+    status = library.hpaweb_lbp_histogram(
+        padded.ctypes.data, cell.ctypes.data, grey.shape[0], grey.shape[1], _LBP_REACH_PX, LBP_POINTS,
+        row_offsets.ctypes.data, col_offsets.ctypes.data, _lbp_table_int64().ctypes.data, LBP_BINS,
+        counts.ctypes.data,
+    )  # fmt: skip
+    if status != 0:
+        raise MemoryError(f"The compiled LBP could not code a {grey.shape} crop at {LBP_POINTS} points.")
+    return counts.astype(np.float64)
+
+
+def _lbp_counts_numpy(grey: np.ndarray, mask: np.ndarray) -> np.ndarray:
     # Only the mask's box and the pixels within the radius around it (zero beyond the crop) matter.
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     box = (rows[0], rows[-1] + 1, cols[0], cols[-1] + 1)
     codes = _nri_uniform_lbp(grey, box)[mask[box[0] : box[1], box[2] : box[3]]]
-    histogram = np.bincount(codes, minlength=LBP_BINS)[:LBP_BINS].astype(np.float64)
-    return histogram / histogram.sum()
+    return np.bincount(codes, minlength=LBP_BINS)[:LBP_BINS].astype(np.float64)
 
 
 _LBP_REACH_PX = int(np.ceil(LBP_RADIUS_PX))
@@ -199,12 +223,47 @@ def _lbp_table() -> np.ndarray:
 
 
 @functools.cache
+def _lbp_table_int64() -> np.ndarray:
+    return np.ascontiguousarray(_lbp_table(), dtype=np.int64)
+
+
+@functools.cache
+def _lbp_offsets() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-image's neighbour offsets (rows, columns), float64: round(-R sin a, 5), round(R cos a, 5)."""
+    angles = 2 * np.pi * np.arange(LBP_POINTS, dtype=np.float64) / LBP_POINTS
+    return np.round(-LBP_RADIUS_PX * np.sin(angles), 5), np.round(LBP_RADIUS_PX * np.cos(angles), 5)
+
+
+@functools.cache
+def compiled_lbp() -> ctypes.CDLL | None:
+    """`_lbp.c`, compiled by `make venv` beside this file; None if not built (the NumPy code then
+    gives the same histograms, several times slower and holding the GIL)."""
+    try:
+        library = ctypes.CDLL(str(Path(__file__).with_name("_lbp.so")))
+    except OSError:
+        return None
+    library.hpaweb_lbp_histogram.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+    ]
+    library.hpaweb_lbp_histogram.restype = ctypes.c_int
+    return library
+
+
+@functools.cache
 def _lbp_neighbours(rows: int, cols: int) -> list:
     """Per neighbour: (row and column shifts of its 4 interpolation pixels, whether it falls on a pixel,
     the bilinear weights by row (rows, 1) and column (cols,)), computed as scikit-image does per pixel."""
-    angles = 2 * np.pi * np.arange(LBP_POINTS, dtype=np.float64) / LBP_POINTS
-    row_offsets = np.round(-LBP_RADIUS_PX * np.sin(angles), 5)
-    col_offsets = np.round(LBP_RADIUS_PX * np.cos(angles), 5)
+    row_offsets, col_offsets = _lbp_offsets()
     r, c = np.arange(rows, dtype=np.float64), np.arange(cols, dtype=np.float64)
     neighbours = []
     for row_offset, col_offset in zip(row_offsets, col_offsets, strict=True):

@@ -9,7 +9,7 @@ from skimage.measure import perimeter
 
 from ml.measure.intensity import _bin_means
 from ml.measure.shape import _convex_area, _euler_number, _hole_area, _perimeter, erode, pixel_rows_cols
-from ml.measure.texture import _nri_uniform_lbp, lbp_histogram
+from ml.measure.texture import _nri_uniform_lbp, compiled_lbp, lbp_histogram
 
 
 def _images(seed: int, count: int):
@@ -34,14 +34,30 @@ def test_lbp_codes_are_scikit_images_over_any_box():
         assert np.array_equal(_nri_uniform_lbp(image, (top, bottom, left, right)), expected[top:bottom, left:right])
 
 
-def test_lbp_histogram_is_scikit_images_codes_counted_over_the_mask():
-    for rng, image in _images(1, 30):
-        mask = rng.random(image.shape) < 0.6
+def test_the_compiled_lbp_is_built():
+    assert compiled_lbp() is not None, "ml/measure/_lbp.so is missing: run `make venv`"
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["_lbp.c", "numpy"])
+def test_lbp_histogram_is_scikit_images_codes_counted_over_the_mask(compiled):
+    for rng, image in [*_images(1, 30), *_crop_sized_images(2, 6)]:
+        mask = rng.random(image.shape) < rng.uniform(0.05, 1.0)
         if not mask.any():
             continue
         codes = local_binary_pattern(image, 16, 2, method="nri_uniform")[mask].astype(np.int64)
         counts = np.bincount(codes, minlength=243).astype(np.float64)
-        assert np.array_equal(lbp_histogram(image / 255.0, mask), counts / counts.sum())
+        assert np.array_equal(lbp_histogram(image / 255.0, mask, compiled=compiled), counts / counts.sum())
+
+
+def _crop_sized_images(seed: int, count: int):
+    """Images at the texture crops' size (`TEXTURE_SIZE_PX`) and thin strips, some with flat areas."""
+    rng = np.random.default_rng(seed)
+    shapes = [(128, 128), (1, 128), (128, 2), (128, 97)]
+    for index in range(count):
+        image = rng.integers(0, 256, shapes[index % len(shapes)]).astype(np.uint8)
+        if index % 2:
+            image[: image.shape[0] // 2] = 40
+        yield rng, image
 
 
 def _masks(seed: int, count: int):
