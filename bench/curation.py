@@ -16,11 +16,15 @@ annotations, training jobs, re-runs, exports):
 4. uploads `--weak-fields` fields with their `train.csv` in the zip (image-level labels only) and
    trains from them weakly (refinement rounds as `ml train`), and scores that model too.
 
+The other fields are the first ones drawn after the held-out ones, so they may show other classes
+(other proteins); with `--same-stainings POOL` they are chosen among POOL fields to show the held-out
+fields' classes between them, as a lab that annotates fields of the stainings it will image again.
+
 Celery tasks run in this process (eagerly), so the timings are those of the work itself.
 
     .venv/bin/python -m bench.curation [--heldout 8 --train-fields 12 --max-cells 200 --weak-fields 20 --epochs 50]
                                        [--size 1024 --bleed 3 --bleed-from yellow --downscale 1 --style v2]
-                                       [--start-model CKPT]
+                                       [--start-model CKPT] [--same-stainings POOL]
 """
 
 import argparse
@@ -266,6 +270,29 @@ def choose_cells(truth: dict[int, list[int]], *, limit: int, seed: int) -> dict[
     return chosen
 
 
+def fields_showing(labels: dict[str, str], classes: set[int], pool: list[str], count: int) -> list[str]:
+    """`count` fields of `pool` (in its order) that between them show every one of `classes` that any
+    pool field shows, each picked for the most classes not yet shown, ties to the earlier field; the rest
+    from the start of the pool. `labels`: field id -> its image labels ("0|5")."""
+    shows = {field: {int(label) for label in labels[field].split("|")} & classes for field in pool}
+    chosen: list[str] = []
+    missing = set().union(*shows.values()) if shows else set()
+    while missing and len(chosen) < count:
+        best = max((field for field in pool if field not in chosen), key=lambda field: len(shows[field] & missing))
+        chosen.append(best)
+        missing -= shows[best]
+    return chosen + [field for field in pool if field not in chosen][: count - len(chosen)]
+
+
+def _unshown(labels: dict[str, str], heldout_ids: list[str], training_ids: list[str]) -> list[int]:
+    """The held-out fields' classes that none of the training fields shows."""
+
+    def shown(ids):
+        return {int(label) for field in ids for label in labels[field].split("|")}
+
+    return sorted(shown(heldout_ids) - shown(training_ids))
+
+
 def run(
     *,
     heldout: int,
@@ -281,6 +308,7 @@ def run(
     style: str = "v2",
     source: str = "yellow",
     start_model: Path | None = None,
+    same_stainings: int = 0,
 ) -> dict:
     """Every step of the module's docstring; Celery tasks run in this process while it lasts."""
     from django.conf import settings
@@ -295,7 +323,7 @@ def run(
         return _run(
             heldout=heldout, train_fields=train_fields, max_cells=max_cells, weak_fields=weak_fields, epochs=epochs,
             weak_epochs=weak_epochs, seed=seed, size_px=size_px, bleed=bleed, downscale=downscale, style=style,
-            source=source, start_model=start_model,
+            source=source, start_model=start_model, same_stainings=same_stainings,
         )  # fmt: skip
     finally:
         app.conf.task_always_eager, settings.ALLOWED_HOSTS, settings.HPAWEB_PRIVATE_MODELS = eager, hosts, private
@@ -316,6 +344,7 @@ def _run(
     style: str,
     source: str,
     start_model: Path | None,
+    same_stainings: int,
 ) -> dict:
     from django.contrib.auth import get_user_model
     from rest_framework.test import APIClient
@@ -323,7 +352,7 @@ def _run(
     scale = f"-down{downscale}" if downscale > 1 else ""
     folder = domain_fields(
         DEFAULT_DATA_DIR / f"curation-{style}-{STAINS[source].lower()}-bleed{bleed:g}{scale}-{size_px}px-s{seed}",
-        count=heldout + max(train_fields, weak_fields),
+        count=heldout + max(train_fields, weak_fields, same_stainings),
         seed=seed,
         size_px=size_px,
         bleed=bleed,
@@ -331,8 +360,15 @@ def _run(
         style=style,
         source=source,
     )
-    ids = sorted(_image_labels(folder))
+    labels = _image_labels(folder)
+    ids = sorted(labels)
     heldout_ids, pool = ids[:heldout], ids[heldout:]
+    annotated_ids, weak_ids = pool[:train_fields], pool[:weak_fields]
+    if same_stainings:  # the lab's own stainings: fields of the pool that show the held-out fields' classes
+        shown = {int(label) for field in heldout_ids for label in labels[field].split("|")}
+        pool = pool[:same_stainings]
+        annotated_ids = fields_showing(labels, shown, pool, train_fields)
+        weak_ids = fields_showing(labels, shown, pool, weak_fields)
 
     get_user_model().objects.create_user(username="biologist", password=PASSWORD)
     client = APIClient()
@@ -348,7 +384,7 @@ def _run(
     start = user.submission_scores(test_job["id"], folder / "solution.csv")
     start_map = start.mAP
 
-    train_job = user.upload("to annotate", _zip(folder, pool[:train_fields], with_labels=False), starting["id"])
+    train_job = user.upload("to annotate", _zip(folder, annotated_ids, with_labels=False), starting["id"])
     chosen = choose_cells(true_classes(user.cells(train_job["id"]), folder), limit=max_cells, seed=seed)
     groups = defaultdict(list)
     for cell_id, classes in chosen.items():
@@ -368,7 +404,7 @@ def _run(
     cells_scores = user.submission_scores(test_job["id"], folder / "solution.csv")
     cells_map = cells_scores.mAP
 
-    weak_job = user.upload("labelled", _zip(folder, pool[:weak_fields], with_labels=True), starting["id"])
+    weak_job = user.upload("labelled", _zip(folder, weak_ids, with_labels=True), starting["id"])
     weak, weak_time = user.train(
         jobs=[weak_job["id"]],
         source="jobs",
@@ -387,6 +423,7 @@ def _run(
         "annotated_cells": len(chosen),
         "annotated_fields": train_fields,
         "weak_fields": weak_fields,
+        "classes_unshown": _unshown(labels, heldout_ids, annotated_ids),
         "epochs": epochs,
         "weak_epochs": weak_epochs,
         "start_map": start_map,
@@ -430,6 +467,11 @@ def main(argv: list[str] | None = None) -> dict:
         type=Path,
         help="a classifier checkpoint to start from (imported first); default: the shipped one",
     )
+    parser.add_argument(
+        "--same-stainings", type=int, default=0, metavar="POOL",
+        help="annotate and label fields (of POOL drawn beside the held-out ones) that show the held-out fields' "
+        "classes, as a lab that annotates its own stainings (0: the first fields after the held-out ones)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.downscale < 1 or args.bleed < 0:
         raise SystemExit("--downscale must be at least 1 and --bleed at least 0.")
@@ -445,11 +487,16 @@ def main(argv: list[str] | None = None) -> dict:
             heldout=args.heldout, train_fields=args.train_fields, max_cells=args.max_cells,
             weak_fields=args.weak_fields, epochs=args.epochs, weak_epochs=args.weak_epochs, seed=args.seed,
             size_px=args.size, bleed=args.bleed, downscale=args.downscale, style=args.style,
-            source=args.bleed_from, start_model=args.start_model,
+            source=args.bleed_from, start_model=args.start_model, same_stainings=args.same_stainings,
         )  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"Domain: {result['domain']}; {result['heldout_fields']} held-out {args.size} px fields.")
+    if args.same_stainings:
+        print(
+            f"Annotated and labelled fields chosen from {args.same_stainings} to show the held-out fields' classes; "
+            f"held-out classes none of them shows: {result['classes_unshown'] or 'none'}."
+        )
     print(
         markdown_table(
             ["model", "trained from", "held-out mAP", "change", "training time (2 CPU threads)"],

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.curation import Biologist, domain_fields, domain_name
+from bench.curation import Biologist, _unshown, domain_fields, domain_name, fields_showing
 from ml.encoding import decode_kaggle_mask, parse_prediction_string, read_submission
 
 
@@ -65,3 +65,16 @@ def test_another_channel_can_bleed_into_the_protein_one(tmp_path):
     expected = np.clip(np.round(planes["green"] + 2.0 * planes["blue"]), 0, 255).astype(np.uint8)
     assert np.array_equal(np.asarray(Image.open(dapi / f"{image_id}_green.png")), expected)
     assert "DAPI bleed-through" in domain_name(2.0, source="blue") and "2 * blue" in domain_name(2.0, source="blue")
+
+
+def test_fields_showing_the_held_out_classes_cover_them_before_filling_up():
+    labels = {"a": "0", "b": "0|5", "c": "7", "d": "5|7|11", "e": "3", "f": "0"}
+    pool = ["a", "b", "c", "d", "e", "f"]
+    # b and d each show two of the wanted classes, b first; then c (the first with 7); a fills up.
+    assert fields_showing(labels, {0, 5, 7}, pool, 3) == ["b", "c", "a"]
+    assert fields_showing(labels, {0, 5, 7}, pool, 1) == ["b"]
+    assert fields_showing(labels, {5, 7, 11}, pool, 2) == ["d", "a"]
+    assert fields_showing(labels, {3}, pool, 2) == ["e", "a"]
+    # Classes no pool field shows leave the pool's order alone.
+    assert fields_showing(labels, {9}, pool, 2) == ["a", "b"]
+    assert _unshown(labels, ["d", "e"], ["a", "b"]) == [3, 7, 11]
