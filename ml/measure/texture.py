@@ -30,6 +30,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.feature import graycomatrix, graycoprops
 
+from ml.native import load_library
+
 TEXTURE_SIZE_PX = 128
 HARALICK_LEVELS = 32
 HARALICK_DISTANCE_PX = 2
@@ -238,25 +240,10 @@ def _lbp_offsets() -> tuple[np.ndarray, np.ndarray]:
 def compiled_lbp() -> ctypes.CDLL | None:
     """`_lbp.c`, compiled by `make venv` beside this file; None if not built (the NumPy code then
     gives the same histograms, several times slower and holding the GIL)."""
-    try:
-        library = ctypes.CDLL(str(Path(__file__).with_name("_lbp.so")))
-    except OSError:
-        return None
-    library.hpaweb_lbp_histogram.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_int64,
-        ctypes.c_int,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_int64,
-        ctypes.c_void_p,
-    ]
-    library.hpaweb_lbp_histogram.restype = ctypes.c_int
-    return library
+    pointer, size = ctypes.c_void_p, ctypes.c_int64
+    # image, mask, rows, cols, reach, points, row and column offsets, code table, bins, histogram
+    argtypes = [pointer, pointer, size, size, size, ctypes.c_int, pointer, pointer, pointer, size, pointer]
+    return load_library(Path(__file__).with_name("_lbp.so"), "hpaweb_lbp_histogram", argtypes)
 
 
 @functools.cache

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from skimage import segmentation
 
+from ml.native import load_library
 from ml.segmentation.hpa.morphology import CROSS
 
 
@@ -98,19 +99,6 @@ def padded_mask_and_markers(mask: np.ndarray, markers: np.ndarray) -> tuple[np.n
 @functools.cache
 def compiled_library() -> ctypes.CDLL | None:
     """The compiled flooding loop (`make venv` builds it next to this file); None if not built."""
-    try:
-        library = ctypes.CDLL(str(Path(__file__).with_name("_flood.so")))
-    except OSError:
-        return None
-    library.hpaweb_flood.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_int64,
-        ctypes.c_void_p,
-        ctypes.c_int,
-        ctypes.c_int,
-    ]
-    library.hpaweb_flood.restype = ctypes.c_int
-    return library
+    pointer = ctypes.c_void_p
+    argtypes = [pointer, pointer, pointer, pointer, ctypes.c_int64, pointer, ctypes.c_int, ctypes.c_int]
+    return load_library(Path(__file__).with_name("_flood.so"), "hpaweb_flood", argtypes)
