@@ -12,7 +12,7 @@
  * Called through ctypes, which releases Python's GIL for the call, so the measurement thread's
  * texture work runs beside the worker's other threads.
  *
- * Build: cc -O2 -ffp-contract=off -shared -fPIC -o _lbp.so _lbp.c  (the Makefile does this;
+ * Build: cc -O3 -ffp-contract=off -shared -fPIC -o _lbp.so _lbp.c  (the Makefile does this;
  * no fused multiply-adds, which would round differently from scikit-image's code).
  */
 #include <math.h>
