@@ -274,7 +274,7 @@ def fields_showing(labels: dict[str, str], classes: set[int], pool: list[str], c
     """`count` fields of `pool` (in its order) that between them show every one of `classes` that any
     pool field shows, each picked for the most classes not yet shown, ties to the earlier field; the rest
     from the start of the pool. `labels`: field id -> its image labels ("0|5")."""
-    shows = {field: {int(label) for label in labels[field].split("|")} & classes for field in pool}
+    shows = {field: classes_shown(labels, [field]) & classes for field in pool}
     chosen: list[str] = []
     missing = set().union(*shows.values()) if shows else set()
     while missing and len(chosen) < count:
@@ -284,13 +284,14 @@ def fields_showing(labels: dict[str, str], classes: set[int], pool: list[str], c
     return chosen + [field for field in pool if field not in chosen][: count - len(chosen)]
 
 
+def classes_shown(labels: dict[str, str], ids: list[str]) -> set[int]:
+    """The classes the image labels of fields `ids` name between them."""
+    return {int(label) for field in ids for label in labels[field].split("|")}
+
+
 def _unshown(labels: dict[str, str], heldout_ids: list[str], training_ids: list[str]) -> list[int]:
     """The held-out fields' classes that none of the training fields shows."""
-
-    def shown(ids):
-        return {int(label) for field in ids for label in labels[field].split("|")}
-
-    return sorted(shown(heldout_ids) - shown(training_ids))
+    return sorted(classes_shown(labels, heldout_ids) - classes_shown(labels, training_ids))
 
 
 def run(
@@ -365,7 +366,7 @@ def _run(
     heldout_ids, pool = ids[:heldout], ids[heldout:]
     annotated_ids, weak_ids = pool[:train_fields], pool[:weak_fields]
     if same_stainings:  # the lab's own stainings: fields of the pool that show the held-out fields' classes
-        shown = {int(label) for field in heldout_ids for label in labels[field].split("|")}
+        shown = classes_shown(labels, heldout_ids)
         pool = pool[:same_stainings]
         annotated_ids = fields_showing(labels, shown, pool, train_fields)
         weak_ids = fields_showing(labels, shown, pool, weak_fields)
