@@ -185,7 +185,7 @@ def _lbp_counts_compiled(library: ctypes.CDLL, grey: np.ndarray, mask: np.ndarra
     row_offsets, col_offsets = _lbp_offsets()
     status = library.hpaweb_lbp_histogram(
         padded.ctypes.data, cell.ctypes.data, grey.shape[0], grey.shape[1], _LBP_REACH_PX, LBP_POINTS,
-        row_offsets.ctypes.data, col_offsets.ctypes.data, _lbp_table_int64().ctypes.data, LBP_BINS,
+        row_offsets.ctypes.data, col_offsets.ctypes.data, _lbp_table().ctypes.data, LBP_BINS,
         counts.ctypes.data,
     )  # fmt: skip
     if status != 0:
@@ -221,12 +221,7 @@ def _lbp_table() -> np.ndarray:
     table = np.where(changes <= 2, 1 + (ones - 1) * points + rotation, points * (points - 1) + 2)
     table[ones == 0] = 0
     table[ones == points] = points * (points - 1) + 1
-    return table.astype(np.intp)
-
-
-@functools.cache
-def _lbp_table_int64() -> np.ndarray:
-    return np.ascontiguousarray(_lbp_table(), dtype=np.int64)
+    return table.astype(np.int64)  # int64: the compiled loop's table type, and an index for NumPy
 
 
 @functools.cache
